@@ -1,0 +1,88 @@
+//! StarCoder (GPTBigCode) on candle: configuration, loading, KV cache, sampling and the one
+//! thread that owns the model. Knows nothing of prompts' meaning, LSP or editors.
+
+pub mod cancel;
+pub mod config;
+pub mod error;
+pub mod generate;
+pub mod load;
+pub mod model;
+pub mod spec;
+pub mod testkit;
+pub mod tokenizer;
+pub mod worker;
+
+use std::sync::Arc;
+
+pub use cancel::CancelToken;
+pub use config::Config;
+pub use error::{EngineError, Result};
+pub use generate::{GenerateParams, GenerateRequest, Generation, Generator, StopFn, StopReason};
+pub use load::{Fetch, ModelFiles};
+pub use model::{KvCache, Logits, Lora, Model, Pass};
+pub use spec::{DTypeSpec, DeviceSpec, ModelSpec, DEFAULT_MODEL};
+pub use tokenizer::{SpecialIds, Tokenizer, Utf8Decoder};
+pub use worker::Engine;
+
+/// Stages of [`load`], for progress reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LoadStage<'a> {
+    /// Fetching a file from the hub (or finding it in the cache).
+    Fetching(&'a str),
+    /// Reading weights into memory.
+    Loading(&'a str),
+}
+
+/// Set the number of compute threads. Must run before the first tensor operation (candle
+/// reads it once); the binary calls it at start-up.
+pub fn set_threads(n: usize) {
+    let n = n.max(1).to_string();
+    // SAFETY (edition 2021: set_var is safe): called at start-up before other threads exist.
+    std::env::set_var("RAYON_NUM_THREADS", &n);
+    std::env::set_var("CANDLE_NUM_THREADS", &n);
+}
+
+/// A default thread count for a machine that also runs the editor: all physical cores on
+/// small machines (halving a 2-core laptop's speed costs more than it saves), one left free
+/// from 4 cores up.
+pub fn default_threads() -> usize {
+    let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if n >= 4 {
+        n - 1
+    } else {
+        n
+    }
+}
+
+/// Resolve, load and start a model: what the CLI and the server call.
+pub fn load(spec: &ModelSpec, on_stage: &mut dyn FnMut(LoadStage)) -> Result<Engine> {
+    let files = load::resolve(spec, &mut |f| match f {
+        Fetch::Fetching(name) => on_stage(LoadStage::Fetching(name)),
+    })?;
+    on_stage(LoadStage::Loading(&spec.model));
+    let device = load::select_device(spec.device)?;
+    let dtype = load::select_dtype(spec.dtype, &device)?;
+    let cfg = load::load_config(&files.config)?;
+    let tokenizer = load::load_tokenizer(&files.tokenizer)?;
+    if tokenizer.vocab_size() > cfg.vocab_size {
+        return Err(EngineError::File {
+            path: files.tokenizer.clone(),
+            message: format!(
+                "tokenizer has {} tokens but the model's vocabulary is {}",
+                tokenizer.vocab_size(),
+                cfg.vocab_size
+            ),
+        });
+    }
+    let model = load::load_model(&files, &cfg, &device, dtype)?;
+    let description = format!(
+        "{} ({} layers, n_embd {}, window {}, {:?} on {:?})",
+        spec.model,
+        cfg.n_layer,
+        cfg.n_embd,
+        cfg.n_positions,
+        dtype,
+        device.location()
+    );
+    Ok(Engine::start(model, Arc::new(tokenizer), description))
+}

@@ -1,0 +1,532 @@
+//! GPTBigCode (the StarCoder architecture) on candle: weights, forward pass, KV cache.
+//!
+//! Written here rather than taken from `candle_transformers::models::bigcode` because that
+//! module cannot serve this product: its KV cache only grows (no reset, no truncation to the
+//! common prefix of two prompts), it returns the last position's logits only (fine-tuning and
+//! evaluation need all of them), it refuses f16/bf16, its multi-head path reshapes wrongly,
+//! and it has no place for LoRA deltas or a differentiable training graph.
+//!
+//! The model itself is immutable (`&self`); the KV cache is a separate value, so one model in
+//! memory can serve several caches (one per adapter) and training needs no cache at all.
+//! Knows nothing of tokenizers, prompts or threads.
+
+use candle_core::{DType, Device, Module, Tensor, D};
+use candle_nn::{Linear, VarBuilder};
+
+use crate::config::{Activation, Config};
+use crate::error::{EngineError, Result};
+
+/// A LoRA delta for one linear layer: `y += scale * (x Aᵀ) Bᵀ`, A `[r, in]`, B `[out, r]`.
+#[derive(Clone, Debug)]
+pub struct LoraPair {
+    pub a: Tensor,
+    pub b: Tensor,
+    pub scale: f64,
+}
+
+/// LoRA deltas for one block; `None` where the adapter does not touch that layer.
+#[derive(Clone, Debug, Default)]
+pub struct BlockLora {
+    pub c_attn: Option<LoraPair>,
+    pub attn_c_proj: Option<LoraPair>,
+    pub c_fc: Option<LoraPair>,
+    pub mlp_c_proj: Option<LoraPair>,
+}
+
+/// An adapter applied at run time on top of the shared base weights.
+#[derive(Clone, Debug, Default)]
+pub struct Lora {
+    /// One entry per block (may be shorter than the model: missing blocks are untouched).
+    pub blocks: Vec<BlockLora>,
+}
+
+/// How to run the forward pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pass {
+    /// Fused kernels (softmax, layer norm) where candle has them: fastest, no gradients.
+    Inference,
+    /// Only ops that record a backward pass: candle's fused softmax and layer norm do not,
+    /// which would silently leave upstream LoRA parameters without gradients.
+    Differentiable,
+}
+
+/// Which logits to return.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Logits {
+    /// `(batch, vocab)` for the last position only: cheap, what decoding needs.
+    Last,
+    /// `(batch, seq, vocab)` for every position: training and evaluation.
+    All,
+}
+
+struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f64,
+}
+
+impl LayerNorm {
+    fn load(vb: VarBuilder, size: usize, eps: f64) -> Result<Self> {
+        Ok(Self {
+            weight: vb.get(size, "weight")?,
+            bias: vb.get(size, "bias")?,
+            eps,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, pass: Pass) -> Result<Tensor> {
+        match pass {
+            Pass::Inference => Ok(candle_nn::ops::layer_norm(
+                &x.contiguous()?,
+                &self.weight,
+                &self.bias,
+                self.eps as f32,
+            )?),
+            Pass::Differentiable => {
+                let dtype = x.dtype();
+                let x = x.to_dtype(DType::F32)?;
+                let mean = x.mean_keepdim(D::Minus1)?;
+                let centered = x.broadcast_sub(&mean)?;
+                let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
+                let normed = centered.broadcast_div(&(var + self.eps)?.sqrt()?)?;
+                Ok(normed
+                    .to_dtype(dtype)?
+                    .broadcast_mul(&self.weight)?
+                    .broadcast_add(&self.bias)?)
+            }
+        }
+    }
+}
+
+fn linear(vb: VarBuilder, in_dim: usize, out_dim: usize) -> Result<Linear> {
+    let w = vb.get((out_dim, in_dim), "weight")?;
+    let b = vb.get(out_dim, "bias")?;
+    Ok(Linear::new(w, Some(b)))
+}
+
+fn linear_lora(layer: &Linear, lora: Option<&LoraPair>, x: &Tensor) -> Result<Tensor> {
+    let y = layer.forward(x)?;
+    match lora {
+        None => Ok(y),
+        Some(l) => {
+            let dtype = y.dtype();
+            let a = l.a.to_dtype(x.dtype())?;
+            let b = l.b.to_dtype(x.dtype())?;
+            let delta = x.broadcast_matmul(&a.t()?)?.broadcast_matmul(&b.t()?)?;
+            Ok((y + (delta * l.scale)?.to_dtype(dtype)?)?)
+        }
+    }
+}
+
+/// Key/value buffers of one layer, `(batch, kv_heads, capacity, head_dim)`, valid up to `len`.
+#[derive(Clone, Debug, Default)]
+struct LayerKv {
+    k: Option<Tensor>,
+    v: Option<Tensor>,
+    len: usize,
+}
+
+impl LayerKv {
+    fn capacity(&self) -> usize {
+        self.k.as_ref().map_or(0, |k| k.dim(2).unwrap_or(0))
+    }
+
+    /// Append `k`, `v` `(batch, kv_heads, t, head_dim)` and return views of everything so far.
+    fn append(&mut self, k: &Tensor, v: &Tensor, max_len: usize) -> Result<(Tensor, Tensor)> {
+        let t = k.dim(2)?;
+        let needed = self.len + t;
+        if needed > self.capacity() {
+            // Grow geometrically (bounded by the window) so appends are amortised O(1) and
+            // memory follows the context actually used, not n_positions.
+            let cap = needed
+                .max(self.capacity() * 2)
+                .max(64)
+                .min(max_len.max(needed));
+            let (b, h, _, d) = k.dims4()?;
+            let grow = |old: &Option<Tensor>| -> Result<Tensor> {
+                let buf = Tensor::zeros((b, h, cap, d), k.dtype(), k.device())?;
+                if let Some(old) = old {
+                    if self.len > 0 {
+                        buf.slice_set(&old.narrow(2, 0, self.len)?.contiguous()?, 2, 0)?;
+                    }
+                }
+                Ok(buf)
+            };
+            self.k = Some(grow(&self.k)?);
+            self.v = Some(grow(&self.v)?);
+        }
+        let (kb, vb) = (self.k.as_ref().unwrap(), self.v.as_ref().unwrap());
+        kb.slice_set(&k.contiguous()?, 2, self.len)?;
+        vb.slice_set(&v.contiguous()?, 2, self.len)?;
+        self.len = needed;
+        Ok((kb.narrow(2, 0, needed)?, vb.narrow(2, 0, needed)?))
+    }
+}
+
+/// The KV cache of one sequence: per-layer keys and values plus the token ids they encode,
+/// so a new prompt can keep the longest common prefix and compute only the rest.
+#[derive(Clone, Debug, Default)]
+pub struct KvCache {
+    layers: Vec<LayerKv>,
+    tokens: Vec<u32>,
+}
+
+impl KvCache {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of positions cached.
+    pub fn len(&self) -> usize {
+        self.tokens.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_empty()
+    }
+
+    /// The token ids whose keys and values are cached.
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+
+    pub fn reset(&mut self) {
+        self.truncate(0);
+    }
+
+    /// Keep the first `len` positions only (no copy: later appends overwrite the rest).
+    pub fn truncate(&mut self, len: usize) {
+        let len = len.min(self.tokens.len());
+        self.tokens.truncate(len);
+        for l in &mut self.layers {
+            l.len = len;
+        }
+    }
+
+    /// Length of the common prefix of the cached tokens and `ids`.
+    pub fn common_prefix(&self, ids: &[u32]) -> usize {
+        self.tokens
+            .iter()
+            .zip(ids)
+            .take_while(|(a, b)| a == b)
+            .count()
+    }
+}
+
+struct Attention {
+    c_attn: Linear,
+    c_proj: Linear,
+    n_head: usize,
+    head_dim: usize,
+    multi_query: bool,
+    scale: f64,
+}
+
+impl Attention {
+    fn forward(
+        &self,
+        x: &Tensor,
+        mask: &Tensor,
+        kv: Option<&mut LayerKv>,
+        max_len: usize,
+        lora: Option<&BlockLora>,
+        pass: Pass,
+    ) -> Result<Tensor> {
+        let (b, t, e) = x.dims3()?;
+        let (nh, hd) = (self.n_head, self.head_dim);
+        let qkv = linear_lora(&self.c_attn, lora.and_then(|l| l.c_attn.as_ref()), x)?;
+        // MQA: [q (E) | k (hd) | v (hd)]; MHA: per head [q | k | v] (as transformers splits).
+        let (q, k, v) = if self.multi_query {
+            let q = qkv.narrow(2, 0, e)?;
+            let k = qkv.narrow(2, e, hd)?.unsqueeze(1)?;
+            let v = qkv.narrow(2, e + hd, hd)?.unsqueeze(1)?;
+            (q, k, v)
+        } else {
+            let qkv = qkv.reshape((b, t, nh, 3 * hd))?.transpose(1, 2)?;
+            (
+                qkv.narrow(3, 0, hd)?,
+                qkv.narrow(3, hd, hd)?,
+                qkv.narrow(3, 2 * hd, hd)?,
+            )
+        };
+        let (k, v) = match kv {
+            Some(cache) => cache.append(&k, &v, max_len)?,
+            None => (k, v),
+        };
+        let kv_len = k.dim(2)?;
+        // Scores in f32 whatever the weights' dtype (softmax in f32, as transformers does).
+        let work = DType::F32;
+        let k_t = k.to_dtype(work)?.t()?;
+        let out = if self.multi_query {
+            // All heads share one K/V head: fold heads into the query length and do one matmul.
+            let q = q
+                .to_dtype(work)?
+                .contiguous()?
+                .reshape((b, 1, t * nh, hd))?;
+            let scores = (q.matmul(&k_t)? * self.scale)?.reshape((b, t, nh, kv_len))?;
+            let scores = scores.broadcast_add(&mask.reshape((1, t, 1, kv_len))?)?;
+            let w = softmax(&scores, pass)?
+                .reshape((b, 1, t * nh, kv_len))?
+                .to_dtype(v.dtype())?;
+            w.matmul(&v.contiguous()?)?.reshape((b, t, e))?
+        } else {
+            let q = q.to_dtype(work)?.contiguous()?;
+            let scores = (q.matmul(&k_t.contiguous()?)? * self.scale)?;
+            let scores = scores.broadcast_add(&mask.reshape((1, 1, t, kv_len))?)?;
+            let w = softmax(&scores, pass)?.to_dtype(v.dtype())?;
+            w.matmul(&v.contiguous()?)?
+                .transpose(1, 2)?
+                .reshape((b, t, e))?
+        };
+        linear_lora(
+            &self.c_proj,
+            lora.and_then(|l| l.attn_c_proj.as_ref()),
+            &out,
+        )
+    }
+}
+
+fn softmax(x: &Tensor, pass: Pass) -> Result<Tensor> {
+    Ok(match pass {
+        Pass::Inference => candle_nn::ops::softmax_last_dim(&x.contiguous()?)?,
+        Pass::Differentiable => candle_nn::ops::softmax(x, D::Minus1)?,
+    })
+}
+
+struct Block {
+    ln_1: LayerNorm,
+    attn: Attention,
+    ln_2: LayerNorm,
+    c_fc: Linear,
+    mlp_c_proj: Linear,
+    activation: Activation,
+}
+
+impl Block {
+    fn load(vb: VarBuilder, cfg: &Config) -> Result<Self> {
+        let e = cfg.n_embd;
+        let kv_dim = cfg.kv_heads() * cfg.head_dim();
+        let attn = Attention {
+            c_attn: linear(vb.pp("attn.c_attn"), e, e + 2 * kv_dim)?,
+            c_proj: linear(vb.pp("attn.c_proj"), e, e)?,
+            n_head: cfg.n_head,
+            head_dim: cfg.head_dim(),
+            multi_query: cfg.multi_query,
+            scale: if cfg.scale_attn_weights {
+                1.0 / (cfg.head_dim() as f64).sqrt()
+            } else {
+                1.0
+            },
+        };
+        Ok(Self {
+            ln_1: LayerNorm::load(vb.pp("ln_1"), e, cfg.layer_norm_epsilon)?,
+            attn,
+            ln_2: LayerNorm::load(vb.pp("ln_2"), e, cfg.layer_norm_epsilon)?,
+            c_fc: linear(vb.pp("mlp.c_fc"), e, cfg.inner_dim())?,
+            mlp_c_proj: linear(vb.pp("mlp.c_proj"), cfg.inner_dim(), e)?,
+            activation: cfg.activation().map_err(EngineError::Other)?,
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn forward(
+        &self,
+        x: &Tensor,
+        mask: &Tensor,
+        kv: Option<&mut LayerKv>,
+        max_len: usize,
+        lora: Option<&BlockLora>,
+        pass: Pass,
+    ) -> Result<Tensor> {
+        let h = self.ln_1.forward(x, pass)?;
+        let h = self.attn.forward(&h, mask, kv, max_len, lora, pass)?;
+        let x = (x + h)?;
+        let h = self.ln_2.forward(&x, pass)?;
+        let h = linear_lora(&self.c_fc, lora.and_then(|l| l.c_fc.as_ref()), &h)?;
+        let h = match self.activation {
+            Activation::GeluTanh => h.gelu()?,
+            Activation::GeluErf => h.gelu_erf()?,
+            Activation::Relu => h.relu()?,
+        };
+        let h = linear_lora(
+            &self.mlp_c_proj,
+            lora.and_then(|l| l.mlp_c_proj.as_ref()),
+            &h,
+        )?;
+        Ok((x + h)?)
+    }
+}
+
+/// A GPTBigCode model with its weights.
+pub struct Model {
+    cfg: Config,
+    wte: Tensor,
+    wpe: Tensor,
+    blocks: Vec<Block>,
+    ln_f: LayerNorm,
+    /// `[vocab, n_embd]`; the same tensor as `wte` when the embeddings are tied.
+    lm_head: Tensor,
+    device: Device,
+    dtype: DType,
+}
+
+impl Model {
+    /// Build from a `VarBuilder` over hub-format tensor names (`transformer.h.0.attn...`).
+    /// A missing tensor or one of the wrong shape is an error that names it.
+    pub fn load(vb: VarBuilder, cfg: &Config) -> Result<Self> {
+        let t = vb.pp("transformer");
+        let wte = t.get((cfg.vocab_size, cfg.n_embd), "wte.weight")?;
+        let wpe = t.get((cfg.n_positions, cfg.n_embd), "wpe.weight")?;
+        let blocks = (0..cfg.n_layer)
+            .map(|i| Block::load(t.pp(format!("h.{i}")), cfg))
+            .collect::<Result<Vec<_>>>()?;
+        let ln_f = LayerNorm::load(t.pp("ln_f"), cfg.n_embd, cfg.layer_norm_epsilon)?;
+        // lm_head is tied to wte and usually absent from the checkpoint.
+        let lm_head = if !cfg.tie_word_embeddings && vb.contains_tensor("lm_head.weight") {
+            vb.get((cfg.vocab_size, cfg.n_embd), "lm_head.weight")?
+        } else {
+            wte.clone()
+        };
+        Ok(Self {
+            cfg: cfg.clone(),
+            device: wte.device().clone(),
+            dtype: wte.dtype(),
+            wte,
+            wpe,
+            blocks,
+            ln_f,
+            lm_head,
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// Run `ids` (one sequence) after what `cache` holds, appending to it.
+    /// Returns f32 logits: `(vocab,)` for [`Logits::Last`], `(len, vocab)` for [`Logits::All`].
+    pub fn forward_cached(
+        &self,
+        ids: &[u32],
+        cache: &mut KvCache,
+        logits: Logits,
+        lora: Option<&Lora>,
+    ) -> Result<Tensor> {
+        if ids.is_empty() {
+            return Err(EngineError::Other("forward on an empty sequence".into()));
+        }
+        let past = cache.len();
+        self.check_window(past + ids.len())?;
+        if cache.layers.len() != self.blocks.len() {
+            cache.layers = vec![LayerKv::default(); self.blocks.len()];
+            cache.tokens.clear();
+        }
+        let input = Tensor::new(ids, &self.device)?.unsqueeze(0)?;
+        let out = self.run(
+            &input,
+            past,
+            Some(&mut cache.layers),
+            logits,
+            lora,
+            Pass::Inference,
+        );
+        match out {
+            Ok(out) => {
+                cache.tokens.extend_from_slice(ids);
+                Ok(out.squeeze(0)?)
+            }
+            Err(e) => {
+                // Some layers may have appended: bring them back to the token list.
+                cache.truncate(past);
+                Err(e)
+            }
+        }
+    }
+
+    /// A batch `(batch, seq)` of u32 ids from position 0, no cache: training and scoring.
+    /// Returns f32 logits `(batch, seq, vocab)` (or `(batch, vocab)` for [`Logits::Last`]).
+    pub fn forward_batch(
+        &self,
+        input: &Tensor,
+        logits: Logits,
+        lora: Option<&Lora>,
+        pass: Pass,
+    ) -> Result<Tensor> {
+        let (_, t) = input.dims2()?;
+        self.check_window(t)?;
+        self.run(input, 0, None, logits, lora, pass)
+    }
+
+    fn check_window(&self, len: usize) -> Result<()> {
+        if len > self.cfg.n_positions {
+            return Err(EngineError::ContextTooLong {
+                len,
+                window: self.cfg.n_positions,
+            });
+        }
+        Ok(())
+    }
+
+    fn run(
+        &self,
+        input: &Tensor,
+        past: usize,
+        mut kv: Option<&mut Vec<LayerKv>>,
+        logits: Logits,
+        lora: Option<&Lora>,
+        pass: Pass,
+    ) -> Result<Tensor> {
+        let (b, t) = input.dims2()?;
+        let flat = input.flatten_all()?;
+        let tok = self
+            .wte
+            .index_select(&flat, 0)?
+            .reshape((b, t, self.cfg.n_embd))?;
+        let pos = self.wpe.narrow(0, past, t)?.unsqueeze(0)?;
+        let mut x = tok.broadcast_add(&pos)?;
+        let mask = causal_mask(t, past, &self.device)?;
+        for (i, block) in self.blocks.iter().enumerate() {
+            let layer_kv = kv.as_deref_mut().map(|layers| &mut layers[i]);
+            let block_lora = lora.and_then(|l| l.blocks.get(i));
+            x = block.forward(&x, &mask, layer_kv, self.cfg.n_positions, block_lora, pass)?;
+        }
+        let x = match logits {
+            Logits::Last => x.narrow(1, t - 1, 1)?,
+            Logits::All => x,
+        };
+        let x = self.ln_f.forward(&x, pass)?;
+        let out = x
+            .broadcast_matmul(&self.lm_head.t()?)?
+            .to_dtype(DType::F32)?;
+        Ok(match logits {
+            Logits::Last => out.squeeze(1)?,
+            Logits::All => out,
+        })
+    }
+}
+
+/// Additive mask `(t, past + t)`: 0 where query `i` may see key `j` (`j <= past + i`), -inf
+/// elsewhere.
+fn causal_mask(t: usize, past: usize, device: &Device) -> Result<Tensor> {
+    let total = past + t;
+    let mask: Vec<f32> = (0..t)
+        .flat_map(|i| {
+            (0..total).map(move |j| {
+                if j <= past + i {
+                    0.0
+                } else {
+                    f32::NEG_INFINITY
+                }
+            })
+        })
+        .collect();
+    Ok(Tensor::from_vec(mask, (t, total), device)?)
+}

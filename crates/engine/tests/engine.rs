@@ -1,0 +1,402 @@
+//! Engine behaviour on the tiny random checkpoint built in code: KV cache equivalences,
+//! generation, cancellation, special-token safety, and clear errors for bad checkpoints.
+
+use std::time::Duration;
+
+use candle_core::{DType, Device, Tensor};
+use copilot_engine::{
+    load, testkit, CancelToken, EngineError, GenerateParams, GenerateRequest, KvCache, Logits,
+    Model, ModelSpec, Pass, StopReason, Tokenizer,
+};
+
+fn tiny(multi_query: bool) -> (tempfile::TempDir, Model, Tokenizer) {
+    let dir = tempfile::tempdir().unwrap();
+    testkit::write_tiny_checkpoint(dir.path(), multi_query, 7).unwrap();
+    let spec = ModelSpec {
+        model: dir.path().display().to_string(),
+        ..Default::default()
+    };
+    let files = load::resolve(&spec, &mut |_| {}).unwrap();
+    let cfg = load::load_config(&files.config).unwrap();
+    let model = load::load_model(&files, &cfg, &Device::Cpu, DType::F32).unwrap();
+    let tok = load::load_tokenizer(&files.tokenizer).unwrap();
+    (dir, model, tok)
+}
+
+fn argmax(t: &Tensor) -> u32 {
+    t.argmax(0).unwrap().to_scalar::<u32>().unwrap()
+}
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
+#[test]
+fn cached_decoding_equals_recomputing_the_whole_sequence() {
+    for mq in [true, false] {
+        let (_d, model, tok) = tiny(mq);
+        let mut ids = tok.encode_text("def add(a, b):\n    return").unwrap();
+        let mut cache = KvCache::new();
+        let mut logits = model
+            .forward_cached(&ids, &mut cache, Logits::Last, None)
+            .unwrap();
+        for _ in 0..12 {
+            let full = model
+                .forward_cached(&ids, &mut KvCache::new(), Logits::Last, None)
+                .unwrap();
+            assert!(max_abs_diff(&full, &logits) < 1e-4, "multi_query={mq}");
+            let next = argmax(&logits);
+            ids.push(next);
+            logits = model
+                .forward_cached(&[next], &mut cache, Logits::Last, None)
+                .unwrap();
+        }
+        // All-position logits agree with the last-position path at every position.
+        let all = model
+            .forward_cached(&ids[..10], &mut KvCache::new(), Logits::All, None)
+            .unwrap();
+        let last = model
+            .forward_cached(&ids[..10], &mut KvCache::new(), Logits::Last, None)
+            .unwrap();
+        assert!(max_abs_diff(&all.get(9).unwrap(), &last) < 1e-4);
+        // The differentiable formulation computes the same function.
+        let batch = Tensor::new(&ids[..10], &Device::Cpu)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap();
+        let diff = model
+            .forward_batch(&batch, Logits::All, None, Pass::Differentiable)
+            .unwrap()
+            .squeeze(0)
+            .unwrap();
+        assert!(max_abs_diff(&diff, &all) < 1e-3);
+    }
+}
+
+#[test]
+fn truncating_the_cache_then_continuing_equals_a_fresh_run() {
+    let (_d, model, tok) = tiny(true);
+    let a = tok
+        .encode_text("import os\nimport sys\n\ndef main():\n")
+        .unwrap();
+    let b = tok.encode_text("    print('hello')").unwrap();
+    let mut cache = KvCache::new();
+    model
+        .forward_cached(&a, &mut cache, Logits::Last, None)
+        .unwrap();
+    model
+        .forward_cached(&b, &mut cache, Logits::Last, None)
+        .unwrap();
+    for k in [1, 5, a.len()] {
+        let mut c = cache.clone();
+        c.truncate(k);
+        assert_eq!(c.len(), k);
+        let rest: Vec<u32> = a[k..].iter().chain(&b).copied().collect();
+        let rest = if rest.is_empty() { b.clone() } else { rest };
+        let cont = model
+            .forward_cached(&rest, &mut c, Logits::Last, None)
+            .unwrap();
+        let mut all = a[..k].to_vec();
+        all.extend(&rest);
+        let fresh = model
+            .forward_cached(&all, &mut KvCache::new(), Logits::Last, None)
+            .unwrap();
+        assert!(max_abs_diff(&cont, &fresh) < 1e-4, "truncate to {k}");
+    }
+}
+
+#[test]
+fn a_context_longer_than_the_window_is_an_error_not_a_panic() {
+    let (_d, model, _tok) = tiny(true);
+    let n = model.config().n_positions + 1;
+    let ids = vec![40u32; n];
+    let err = model
+        .forward_cached(&ids, &mut KvCache::new(), Logits::Last, None)
+        .unwrap_err();
+    assert!(matches!(err, EngineError::ContextTooLong { .. }), "{err}");
+    assert!(err.to_string().contains("window"));
+}
+
+#[test]
+fn special_strings_in_user_text_never_become_special_ids() {
+    let (_d, _model, tok) = tiny(true);
+    let s = tok.specials();
+    for text in [
+        "x = '<fim_middle>'",
+        "<|endoftext|>",
+        "a<fim_prefix>b<fim_suffix>",
+    ] {
+        let ids = tok.encode_text(text).unwrap();
+        for special in [s.eos, s.fim_prefix, s.fim_middle, s.fim_suffix] {
+            assert!(!ids.contains(&special), "{text:?} gave {ids:?}");
+        }
+        assert_eq!(tok.decode(&ids), text, "round trip");
+    }
+    // Ordinary text goes through the normal path and round-trips, multi-byte included.
+    let text = "naïve = '😀'\tüber()";
+    assert_eq!(tok.decode(&tok.encode_text(text).unwrap()), text);
+}
+
+fn start_engine(dir: &std::path::Path) -> copilot_engine::Engine {
+    load(
+        &ModelSpec {
+            model: dir.display().to_string(),
+            ..Default::default()
+        },
+        &mut |_| {},
+    )
+    .unwrap()
+}
+
+#[test]
+fn generation_reuses_the_common_prefix_and_gives_the_same_tokens() {
+    let (dir, _m, tok) = tiny(true);
+    let engine = start_engine(dir.path());
+    let params = GenerateParams {
+        max_new_tokens: 8,
+        ..Default::default()
+    };
+    let p1 = tok.encode_text("def fib(n):\n    return").unwrap();
+    let first = engine
+        .generate_blocking(GenerateRequest::new(p1.clone(), params.clone()))
+        .unwrap();
+    assert_eq!(first.reused_tokens, 0);
+    assert_eq!(first.prompt_tokens, p1.len());
+    // Same prompt again: all but one token reused, same output.
+    let again = engine
+        .generate_blocking(GenerateRequest::new(p1.clone(), params.clone()))
+        .unwrap();
+    assert_eq!(again.reused_tokens, p1.len() - 1);
+    assert_eq!(again.tokens, first.tokens);
+    // A prompt that extends the first: the shared prefix is reused; output equals a cold run.
+    let mut p2 = p1.clone();
+    p2.extend(tok.encode_text(" fib(n - 1)").unwrap());
+    let warm = engine
+        .generate_blocking(GenerateRequest::new(p2.clone(), params.clone()))
+        .unwrap();
+    assert!(warm.reused_tokens >= p1.len() - 1, "{}", warm.reused_tokens);
+    let cold_engine = start_engine(dir.path());
+    let cold = cold_engine
+        .generate_blocking(GenerateRequest::new(p2, params))
+        .unwrap();
+    assert_eq!(cold.reused_tokens, 0);
+    assert_eq!(warm.tokens, cold.tokens);
+    assert_eq!(warm.text, cold.text);
+}
+
+#[test]
+fn sampling_is_reproducible_with_a_seed() {
+    let (dir, _m, tok) = tiny(true);
+    let engine = start_engine(dir.path());
+    let prompt = tok.encode_text("class Foo:").unwrap();
+    let run = |seed| {
+        engine
+            .generate_blocking(GenerateRequest::new(
+                prompt.clone(),
+                GenerateParams {
+                    max_new_tokens: 16,
+                    temperature: 1.0,
+                    top_p: 0.95,
+                    top_k: Some(50),
+                    seed,
+                    ..Default::default()
+                },
+            ))
+            .unwrap()
+            .tokens
+    };
+    assert_eq!(run(1), run(1));
+    assert_ne!(run(1), run(2));
+}
+
+#[test]
+fn stop_strings_rules_and_limits_end_generation() {
+    let (dir, _m, tok) = tiny(true);
+    let engine = start_engine(dir.path());
+    let prompt = tok.encode_text("x = ").unwrap();
+    let base = engine
+        .generate_blocking(GenerateRequest::new(
+            prompt.clone(),
+            GenerateParams {
+                max_new_tokens: 20,
+                ..Default::default()
+            },
+        ))
+        .unwrap();
+    assert_eq!(base.stop_reason, StopReason::MaxTokens);
+    assert_eq!(base.tokens.len(), 20);
+    // A stop string taken from the greedy output cuts the text right before it.
+    let chars: Vec<char> = base.text.chars().collect();
+    let stop: String = chars[chars.len() / 2..chars.len() / 2 + 1].iter().collect();
+    let cut = engine
+        .generate_blocking(GenerateRequest::new(
+            prompt.clone(),
+            GenerateParams {
+                max_new_tokens: 20,
+                stop_strings: vec![stop.clone()],
+                ..Default::default()
+            },
+        ))
+        .unwrap();
+    assert_eq!(cut.stop_reason, StopReason::StopString);
+    assert_eq!(cut.text, base.text[..base.text.find(&stop).unwrap()]);
+    // A caller's rule sees the text so far.
+    let mut req = GenerateRequest::new(
+        prompt,
+        GenerateParams {
+            max_new_tokens: 20,
+            ..Default::default()
+        },
+    );
+    req.stop = Some(Box::new(|t: &str| t.chars().count() >= 3));
+    let ruled = engine.generate_blocking(req).unwrap();
+    assert_eq!(ruled.stop_reason, StopReason::StopRule);
+    assert!(ruled.tokens.len() < 20);
+}
+
+#[test]
+fn cancellation_stops_decoding() {
+    let (dir, _m, tok) = tiny(true);
+    let engine = start_engine(dir.path());
+    let cancel = CancelToken::new();
+    let mut req = GenerateRequest::new(
+        tok.encode_text("def f():").unwrap(),
+        GenerateParams {
+            max_new_tokens: 400,
+            ..Default::default()
+        },
+    );
+    req.cancel = cancel.clone();
+    let c = cancel.clone();
+    req.stop = Some(Box::new(move |t: &str| {
+        // Cancel from "outside" after the third character; the loop must stop right after.
+        if t.chars().count() >= 3 {
+            c.cancel();
+        }
+        false
+    }));
+    let out = engine.generate_blocking(req).unwrap();
+    assert_eq!(out.stop_reason, StopReason::Cancelled);
+    assert!(out.tokens.len() < 10, "{} tokens", out.tokens.len());
+    // A hard budget of zero stops after the first token.
+    let out = engine
+        .generate_blocking(GenerateRequest::new(
+            tok.encode_text("def f():").unwrap(),
+            GenerateParams {
+                max_new_tokens: 400,
+                hard_budget: Some(Duration::ZERO),
+                ..Default::default()
+            },
+        ))
+        .unwrap();
+    assert_eq!(out.stop_reason, StopReason::Budget);
+    assert_eq!(out.tokens.len(), 1);
+}
+
+#[test]
+fn dropping_the_request_frees_the_model_thread() {
+    let (dir, _m, tok) = tiny(true);
+    let engine = start_engine(dir.path());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let prompt = tok.encode_text("def f():").unwrap();
+    rt.block_on(async {
+        let long = engine.generate(GenerateRequest::new(
+            prompt.clone(),
+            GenerateParams {
+                max_new_tokens: 100_000,
+                ..Default::default()
+            },
+        ));
+        // Abandon it after a moment.
+        let _ = tokio::time::timeout(Duration::from_millis(50), long).await;
+    });
+    // If the abandoned request were still decoding (up to the window), this would wait for it.
+    let t = std::time::Instant::now();
+    let out = engine
+        .generate_blocking(GenerateRequest::new(
+            prompt,
+            GenerateParams {
+                max_new_tokens: 2,
+                ..Default::default()
+            },
+        ))
+        .unwrap();
+    assert_eq!(out.tokens.len(), 2);
+    assert!(t.elapsed() < Duration::from_secs(5));
+}
+
+fn load_err(dir: &std::path::Path) -> String {
+    load(
+        &ModelSpec {
+            model: dir.display().to_string(),
+            ..Default::default()
+        },
+        &mut |_| {},
+    )
+    .unwrap_err()
+    .to_string()
+}
+
+#[test]
+fn bad_checkpoints_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    testkit::write_tiny_checkpoint(dir.path(), true, 1).unwrap();
+    let p = dir.path();
+
+    // Truncated weights.
+    let w = p.join("model.safetensors");
+    let bytes = std::fs::read(&w).unwrap();
+    std::fs::write(&w, &bytes[..bytes.len() / 2]).unwrap();
+    let e = load_err(p);
+    assert!(
+        e.contains("truncated") && e.contains("model.safetensors"),
+        "{e}"
+    );
+    std::fs::write(&w, &bytes[..4]).unwrap();
+    assert!(load_err(p).contains("truncated"));
+    std::fs::write(&w, &bytes).unwrap();
+
+    // Another architecture.
+    let c = p.join("config.json");
+    let cfg = std::fs::read_to_string(&c).unwrap();
+    std::fs::write(&c, cfg.replace("gpt_bigcode", "llama")).unwrap();
+    let e = load_err(p);
+    assert!(e.contains("llama") && e.contains("config.json"), "{e}");
+
+    // A tensor of the wrong shape is named.
+    let mut v: serde_json::Value = serde_json::from_str(&cfg).unwrap();
+    v["n_inner"] = serde_json::json!(100);
+    std::fs::write(&c, v.to_string()).unwrap();
+    let e = load_err(p);
+    assert!(e.contains("mlp.c_fc"), "{e}");
+    std::fs::write(&c, &cfg).unwrap();
+
+    // A tokenizer without FIM tokens.
+    let t = p.join("tokenizer.json");
+    let tok = std::fs::read_to_string(&t).unwrap();
+    std::fs::write(&t, tok.replace("<fim_middle>", "<fim_mid>")).unwrap();
+    let e = load_err(p);
+    assert!(e.contains("<fim_middle>"), "{e}");
+    std::fs::write(&t, &tok).unwrap();
+
+    // No weights at all.
+    std::fs::remove_file(&w).unwrap();
+    let e = load_err(p);
+    assert!(e.contains("no weights"), "{e}");
+
+    // Not a directory.
+    let e = load_err(&p.join("nope"));
+    assert!(e.contains("no such directory"), "{e}");
+}

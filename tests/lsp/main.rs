@@ -1,0 +1,1 @@
+//! Headless LSP harness: spawns the built binary over stdio, as an editor does.
