@@ -1,6 +1,7 @@
 //! StarCoder (GPTBigCode) on candle: configuration, loading, KV cache, sampling and the one
 //! thread that owns the model. Knows nothing of prompts' meaning, LSP or editors.
 
+pub mod bench;
 pub mod cancel;
 pub mod config;
 pub mod error;
@@ -74,14 +75,20 @@ pub fn load(spec: &ModelSpec, on_stage: &mut dyn FnMut(LoadStage)) -> Result<Eng
             ),
         });
     }
-    let model = load::load_model(&files, &cfg, &device, dtype)?;
+    let mut model = load::load_model(&files, &cfg, &device, dtype)?;
+    let precision = match spec.dtype.quantized() {
+        Some(q) => {
+            let n = model.quantize(q)?;
+            format!("{q:?} ({n} layers)")
+        }
+        None => format!("{dtype:?}"),
+    };
     let description = format!(
-        "{} ({} layers, n_embd {}, window {}, {:?} on {:?})",
+        "{} ({} layers, n_embd {}, window {}, {precision} on {:?})",
         spec.model,
         cfg.n_layer,
         cfg.n_embd,
         cfg.n_positions,
-        dtype,
         device.location()
     );
     Ok(Engine::start(model, Arc::new(tokenizer), description))

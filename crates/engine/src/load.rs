@@ -272,6 +272,8 @@ pub fn select_device(spec: DeviceSpec) -> Result<Device> {
 pub fn select_dtype(spec: DTypeSpec, device: &Device) -> Result<DType> {
     match (spec, device.is_cpu()) {
         (DTypeSpec::Auto, true) | (DTypeSpec::F32, _) => Ok(DType::F32),
+        // Quantized: weights are quantized after loading; activations stay f32.
+        (DTypeSpec::Q8_0 | DTypeSpec::Q4_0 | DTypeSpec::Q4K, _) => Ok(DType::F32),
         (DTypeSpec::Auto, false) | (DTypeSpec::F16, _) => Ok(DType::F16),
         (DTypeSpec::Bf16, false) => Ok(DType::BF16),
         (DTypeSpec::Bf16, true) => Err(EngineError::Device(

@@ -10,8 +10,9 @@
 //! memory can serve several caches (one per adapter) and training needs no cache at all.
 //! Knows nothing of tokenizers, prompts or threads.
 
-use candle_core::{DType, Device, Module, Tensor, D};
-use candle_nn::{Linear, VarBuilder};
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::{DType, Device, Tensor, D};
+use candle_nn::VarBuilder;
 
 use crate::config::{Activation, Config};
 use crate::error::{EngineError, Result};
@@ -98,10 +99,42 @@ impl LayerNorm {
     }
 }
 
+/// A linear layer `y = x Wᵀ + b`, W `[out, in]`, dense or quantized (candle's `QMatMul`
+/// holds either, so the forward pass is the same code).
+struct Linear {
+    w: QMatMul,
+    b: Tensor,
+    in_dim: usize,
+}
+
+impl Linear {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(x.apply(&self.w)?.broadcast_add(&self.b)?)
+    }
+
+    /// Quantize the weight in place; layers whose input size is not a multiple of the
+    /// format's block stay dense. Returns whether it was quantized.
+    fn quantize(&mut self, dtype: GgmlDType) -> Result<bool> {
+        let QMatMul::Tensor(w) = &self.w else {
+            return Ok(false);
+        };
+        if !self.in_dim.is_multiple_of(dtype.block_size()) {
+            return Ok(false);
+        }
+        let q = QTensor::quantize(&w.to_dtype(DType::F32)?, dtype)?;
+        self.w = QMatMul::from_qtensor(q)?;
+        Ok(true)
+    }
+}
+
 fn linear(vb: VarBuilder, in_dim: usize, out_dim: usize) -> Result<Linear> {
     let w = vb.get((out_dim, in_dim), "weight")?;
     let b = vb.get(out_dim, "bias")?;
-    Ok(Linear::new(w, Some(b)))
+    Ok(Linear {
+        w: QMatMul::Tensor(w),
+        b,
+        in_dim,
+    })
 }
 
 fn linear_lora(layer: &Linear, lora: Option<&LoraPair>, x: &Tensor) -> Result<Tensor> {
@@ -364,8 +397,9 @@ pub struct Model {
     wpe: Tensor,
     blocks: Vec<Block>,
     ln_f: LayerNorm,
-    /// `[vocab, n_embd]`; the same tensor as `wte` when the embeddings are tied.
-    lm_head: Tensor,
+    /// `[vocab, n_embd]`; the same tensor as `wte` when the embeddings are tied (quantized
+    /// separately from the embedding table, which stays dense for lookups).
+    lm_head: QMatMul,
     device: Device,
     dtype: DType,
 }
@@ -382,11 +416,13 @@ impl Model {
             .collect::<Result<Vec<_>>>()?;
         let ln_f = LayerNorm::load(t.pp("ln_f"), cfg.n_embd, cfg.layer_norm_epsilon)?;
         // lm_head is tied to wte and usually absent from the checkpoint.
-        let lm_head = if !cfg.tie_word_embeddings && vb.contains_tensor("lm_head.weight") {
-            vb.get((cfg.vocab_size, cfg.n_embd), "lm_head.weight")?
-        } else {
-            wte.clone()
-        };
+        let lm_head = QMatMul::Tensor(
+            if !cfg.tie_word_embeddings && vb.contains_tensor("lm_head.weight") {
+                vb.get((cfg.vocab_size, cfg.n_embd), "lm_head.weight")?
+            } else {
+                wte.clone()
+            },
+        );
         Ok(Self {
             cfg: cfg.clone(),
             device: wte.device().clone(),
@@ -401,6 +437,31 @@ impl Model {
 
     pub fn config(&self) -> &Config {
         &self.cfg
+    }
+
+    /// Quantize every projection, the tied output projection included, to a GGML block
+    /// format (Q8_0, Q4_0, Q4K...). Layers whose input size is not a multiple of the block
+    /// stay dense. Returns the number of layers quantized.
+    pub fn quantize(&mut self, dtype: GgmlDType) -> Result<usize> {
+        let mut n = 0;
+        for b in &mut self.blocks {
+            for l in [
+                &mut b.attn.c_attn,
+                &mut b.attn.c_proj,
+                &mut b.c_fc,
+                &mut b.mlp_c_proj,
+            ] {
+                n += usize::from(l.quantize(dtype)?);
+            }
+        }
+        if let QMatMul::Tensor(w) = &self.lm_head {
+            if self.cfg.n_embd.is_multiple_of(dtype.block_size()) {
+                let q = QTensor::quantize(&w.to_dtype(DType::F32)?, dtype)?;
+                self.lm_head = QMatMul::from_qtensor(q)?;
+                n += 1;
+            }
+        }
+        Ok(n)
     }
 
     pub fn device(&self) -> &Device {
@@ -503,9 +564,7 @@ impl Model {
             Logits::All => x,
         };
         let x = self.ln_f.forward(&x, pass)?;
-        let out = x
-            .broadcast_matmul(&self.lm_head.t()?)?
-            .to_dtype(DType::F32)?;
+        let out = x.contiguous()?.apply(&self.lm_head)?.to_dtype(DType::F32)?;
         Ok(match logits {
             Logits::Last => out.squeeze(1)?,
             Logits::All => out,

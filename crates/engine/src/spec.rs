@@ -87,6 +87,25 @@ pub enum DTypeSpec {
     F32,
     F16,
     Bf16,
+    /// 8-bit GGML blocks (candle's quantized matmul), f32 activations.
+    Q8_0,
+    /// 4-bit GGML blocks.
+    Q4_0,
+    /// 4-bit K-quants (blocks of 256; smaller layers stay at their dense dtype).
+    Q4K,
+}
+
+impl DTypeSpec {
+    /// The GGML block format, for the quantized choices.
+    pub fn quantized(self) -> Option<candle_core::quantized::GgmlDType> {
+        use candle_core::quantized::GgmlDType;
+        match self {
+            Self::Q8_0 => Some(GgmlDType::Q8_0),
+            Self::Q4_0 => Some(GgmlDType::Q4_0),
+            Self::Q4K => Some(GgmlDType::Q4K),
+            _ => None,
+        }
+    }
 }
 
 impl FromStr for DTypeSpec {
@@ -97,8 +116,11 @@ impl FromStr for DTypeSpec {
             "f32" | "float32" => Ok(Self::F32),
             "f16" | "float16" | "half" => Ok(Self::F16),
             "bf16" | "bfloat16" => Ok(Self::Bf16),
+            "q8_0" | "q8" => Ok(Self::Q8_0),
+            "q4_0" => Ok(Self::Q4_0),
+            "q4k" | "q4_k" | "q4_k_m" => Ok(Self::Q4K),
             other => Err(format!(
-                "unknown dtype `{other}` (expected auto, f32, f16 or bf16)"
+                "unknown dtype `{other}` (expected auto, f32, f16, bf16, q8_0, q4_0 or q4k)"
             )),
         }
     }
@@ -111,6 +133,9 @@ impl fmt::Display for DTypeSpec {
             Self::F32 => "f32",
             Self::F16 => "f16",
             Self::Bf16 => "bf16",
+            Self::Q8_0 => "q8_0",
+            Self::Q4_0 => "q4_0",
+            Self::Q4K => "q4k",
         })
     }
 }
@@ -134,5 +159,8 @@ mod tests {
         assert_eq!("bf16".parse::<DTypeSpec>(), Ok(DTypeSpec::Bf16));
         assert_eq!("float32".parse::<DTypeSpec>(), Ok(DTypeSpec::F32));
         assert!("int3".parse::<DTypeSpec>().is_err());
+        assert_eq!("Q8_0".parse::<DTypeSpec>(), Ok(DTypeSpec::Q8_0));
+        assert!(DTypeSpec::Q4K.quantized().is_some());
+        assert!(DTypeSpec::F32.quantized().is_none());
     }
 }

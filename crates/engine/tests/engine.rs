@@ -400,3 +400,31 @@ fn bad_checkpoints_are_clear_errors() {
     let e = load_err(&p.join("nope"));
     assert!(e.contains("no such directory"), "{e}");
 }
+
+#[test]
+fn q8_0_weights_stay_close_to_f32() {
+    let (_d, mut model, tok) = tiny(true);
+    let ids = tok
+        .encode_text("def add(a, b):\n    return a + b\n")
+        .unwrap();
+    let dense = model
+        .forward_cached(&ids, &mut KvCache::new(), Logits::All, None)
+        .unwrap();
+    let n = model
+        .quantize(candle_core::quantized::GgmlDType::Q8_0)
+        .unwrap();
+    assert_eq!(n, 2 * 4 + 1, "every projection and the output head");
+    let quant = model
+        .forward_cached(&ids, &mut KvCache::new(), Logits::All, None)
+        .unwrap();
+    let scale = dense
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    let diff = max_abs_diff(&dense, &quant);
+    assert!(diff > 0.0, "quantization changed nothing: not applied?");
+    assert!(diff < 0.05 * scale, "q8_0 drifted: {diff} vs scale {scale}");
+}
