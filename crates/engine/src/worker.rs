@@ -51,7 +51,9 @@ impl Engine {
                 while let Ok(job) = rx.recv() {
                     match job {
                         Job::Generate(mut req, reply) => {
-                            if reply.is_closed() || req.cancel.is_cancelled() {
+                            // Nobody waits for it any more: skip. (A cancelled request still
+                            // runs `generate`, which answers "cancelled" before any work.)
+                            if reply.is_closed() {
                                 continue;
                             }
                             let abandoned = || reply.is_closed();

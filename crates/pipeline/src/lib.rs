@@ -3,10 +3,18 @@
 //! never disagree on the prompt format or the cleaning rules.
 //!
 //! Knows `copilot-fim` and `copilot-engine`; knows nothing of LSP, JSON or editors.
-//!
-//! NOTE: interface stub; the implementation lands with the engine.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use copilot_engine::{
+    Engine, EngineError, GenerateParams, GenerateRequest, Generation, LoadStage, StopReason,
+    Tokenizer,
+};
+use copilot_fim::{
+    Budget, CursorContext, Layout, LayoutChoice, Piece, PostOptions, PromptInput, Shape, Special,
+    TokenCounter,
+};
 
 pub use copilot_engine::{CancelToken, DTypeSpec, DeviceSpec, ModelSpec};
 
@@ -17,9 +25,35 @@ pub enum FimChoice {
     Spm,
     /// Left-to-right: prefix only.
     Off,
-    /// The pipeline's measured default (PSM, or left-to-right when the suffix is blank).
+    /// PSM, or left-to-right when the code after the cursor is blank.
     #[default]
     Auto,
+}
+
+impl std::str::FromStr for FimChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "psm" => Ok(Self::Psm),
+            "spm" => Ok(Self::Spm),
+            "off" | "none" | "l2r" => Ok(Self::Off),
+            "auto" => Ok(Self::Auto),
+            other => Err(format!(
+                "unknown FIM mode `{other}` (expected psm, spm, off or auto)"
+            )),
+        }
+    }
+}
+
+impl FimChoice {
+    fn layout_choice(self) -> LayoutChoice {
+        match self {
+            Self::Psm => LayoutChoice::Psm,
+            Self::Spm => LayoutChoice::Spm,
+            Self::Off => LayoutChoice::LeftToRight,
+            Self::Auto => LayoutChoice::Auto,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -60,10 +94,13 @@ impl Default for CompletionOptions {
 pub struct CompletionRequest {
     /// The whole document.
     pub text: String,
-    /// Byte offset of the cursor in `text` (clamped to a char boundary by the pipeline).
+    /// Byte offset of the cursor in `text` (moved back to a char boundary if inside one,
+    /// clamped to the end).
     pub cursor: usize,
     /// Path shown to the model as a header, if any.
     pub path: Option<String>,
+    /// LoRA adapter registered with the engine under this name (None: the base model).
+    pub adapter: Option<String>,
     pub options: CompletionOptions,
 }
 
@@ -75,6 +112,8 @@ pub struct Stats {
     pub generated_tokens: usize,
     pub prefill_ms: f64,
     pub decode_ms: f64,
+    pub stop_reason: String,
+    pub layout: String,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -102,25 +141,233 @@ pub enum PipelineError {
     Engine(String),
 }
 
-/// A loaded model plus its tokenizer, behind the model thread. Cheap to clone.
-#[derive(Clone)]
+impl From<EngineError> for PipelineError {
+    fn from(e: EngineError) -> Self {
+        Self::Engine(e.to_string())
+    }
+}
+
+/// Counts tokens with the model's tokenizer, for the prompt budgets.
+struct TokenizerCounter<'a>(&'a Tokenizer);
+
+impl TokenCounter for TokenizerCounter<'_> {
+    fn count(&self, text: &str) -> usize {
+        self.0
+            .encode_text(text)
+            .map_or(text.len() / 3 + 1, |ids| ids.len())
+    }
+}
+
+/// A prompt ready for the engine, and what post-processing needs to know.
+#[derive(Clone, Debug)]
+pub struct Prepared {
+    pub ids: Vec<u32>,
+    pub layout: Layout,
+    pub shape: Shape,
+    text: Arc<str>,
+    cursor: usize,
+}
+
+impl Prepared {
+    fn context(&self) -> CursorContext<'_> {
+        CursorContext {
+            prefix: &self.text[..self.cursor],
+            suffix: &self.text[self.cursor..],
+        }
+    }
+}
+
+fn floor_char_boundary(s: &str, mut i: usize) -> usize {
+    i = i.min(s.len());
+    while !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+/// A loaded model behind its thread, with the prompt and cleaning rules around it.
+/// Cheap to clone.
+#[derive(Clone, Debug)]
 pub struct Completer {
-    _private: (),
+    engine: Engine,
 }
 
 impl Completer {
     /// Resolve, load and start the model thread. Blocking: call from a blocking context.
-    pub fn load(_spec: &ModelSpec, _on_event: &dyn Fn(LoadEvent)) -> Result<Self, PipelineError> {
-        Err(PipelineError::Engine("not implemented yet".into()))
+    pub fn load(spec: &ModelSpec, on_event: &dyn Fn(LoadEvent)) -> Result<Self, PipelineError> {
+        let engine = copilot_engine::load(spec, &mut |stage| match stage {
+            LoadStage::Fetching(file) => on_event(LoadEvent::Downloading {
+                file: file.to_string(),
+            }),
+            LoadStage::Loading(what) => on_event(LoadEvent::Loading {
+                what: what.to_string(),
+            }),
+        })?;
+        on_event(LoadEvent::Ready {
+            description: engine.description().to_string(),
+        });
+        Ok(Self { engine })
+    }
+
+    pub fn from_engine(engine: Engine) -> Self {
+        Self { engine }
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Build the prompt ids for a request (no model work).
+    pub fn prepare(&self, req: &CompletionRequest) -> Result<Prepared, PipelineError> {
+        let tok = self.engine.tokenizer();
+        let window = self.engine.config().n_positions;
+        let opts = &req.options;
+        let cursor = floor_char_boundary(&req.text, req.cursor);
+        let text: Arc<str> = Arc::from(req.text.as_str());
+        let (prefix, suffix) = text.split_at(cursor);
+        let layout = copilot_fim::choose_layout(opts.fim.layout_choice(), suffix);
+        let max_new = opts.max_tokens.min(window / 2).max(1);
+        let budget = Budget {
+            prefix_tokens: opts.prefix_tokens,
+            suffix_tokens: opts.suffix_tokens,
+            window,
+            max_new_tokens: max_new,
+        };
+        let input = PromptInput {
+            prefix,
+            suffix,
+            path: req.path.as_deref(),
+            snippets: &[],
+        };
+        let prompt =
+            copilot_fim::build_prompt(&input, layout, &budget, &TokenizerCounter(tok));
+        let specials = tok.specials();
+        let mut ids = Vec::new();
+        for piece in &prompt.pieces {
+            match piece {
+                Piece::Special(s) => ids.push(match s {
+                    Special::FimPrefix => specials.fim_prefix,
+                    Special::FimSuffix => specials.fim_suffix,
+                    Special::FimMiddle => specials.fim_middle,
+                    Special::EndOfText => specials.eos,
+                }),
+                Piece::Text(t) => ids.extend(tok.encode_text(t)?),
+            }
+        }
+        if ids.is_empty() {
+            // An empty document in left-to-right mode: start from end-of-text, as the model
+            // saw at the start of every training document.
+            ids.push(specials.eos);
+        }
+        if ids.len() + max_new > window {
+            // The budget counts text pieces one by one; merged tokens at piece edges can
+            // differ by a few. Keep the end (nearest the cursor in every layout's last piece).
+            let keep = window.saturating_sub(max_new).max(1);
+            ids.drain(..ids.len() - keep);
+        }
+        let shape = copilot_fim::shape(&CursorContext { prefix, suffix });
+        Ok(Prepared {
+            ids,
+            layout,
+            shape,
+            text: text.clone(),
+            cursor,
+        })
+    }
+
+    fn request(
+        &self,
+        p: &Prepared,
+        opts: &CompletionOptions,
+        adapter: Option<String>,
+        cancel: CancelToken,
+    ) -> GenerateRequest {
+        let window = self.engine.config().n_positions;
+        let mut req = GenerateRequest::new(
+            p.ids.clone(),
+            GenerateParams {
+                max_new_tokens: opts.max_tokens.min(window / 2).max(1),
+                temperature: opts.temperature,
+                top_p: opts.top_p,
+                top_k: opts.top_k,
+                seed: opts.seed,
+                stop_strings: Vec::new(),
+                soft_budget: opts.time_budget,
+                hard_budget: None,
+            },
+        );
+        req.cancel = cancel;
+        req.adapter = adapter;
+        if opts.postprocess {
+            // Stop decoding as soon as post-processing would cut anyway.
+            let p = p.clone();
+            req.stop = Some(Box::new(move |generated: &str| {
+                copilot_fim::should_stop(&p.context(), p.shape, generated)
+            }));
+        }
+        req
+    }
+
+    fn finish(
+        &self,
+        p: &Prepared,
+        opts: &CompletionOptions,
+        gen: Generation,
+    ) -> Result<Completion, PipelineError> {
+        if gen.stop_reason == StopReason::Cancelled {
+            return Err(PipelineError::Cancelled);
+        }
+        let text = if opts.postprocess {
+            copilot_fim::postprocess(
+                &gen.text,
+                &p.context(),
+                &PostOptions {
+                    shape: Some(p.shape),
+                },
+            )
+        } else {
+            gen.text.clone()
+        };
+        Ok(Completion {
+            text,
+            stats: Stats {
+                prompt_tokens: gen.prompt_tokens,
+                reused_tokens: gen.reused_tokens,
+                generated_tokens: gen.tokens.len(),
+                prefill_ms: gen.prefill_ms,
+                decode_ms: gen.decode_ms,
+                stop_reason: format!("{:?}", gen.stop_reason),
+                layout: format!("{:?}", p.layout),
+            },
+            raw: gen.text,
+        })
     }
 
     /// Complete at the request's cursor. Stops within one token once `cancel` is set or the
     /// future is dropped.
     pub async fn complete(
         &self,
-        _req: CompletionRequest,
-        _cancel: CancelToken,
+        req: CompletionRequest,
+        cancel: CancelToken,
     ) -> Result<Completion, PipelineError> {
-        Err(PipelineError::Engine("not implemented yet".into()))
+        let p = self.prepare(&req)?;
+        let gen = self
+            .engine
+            .generate(self.request(&p, &req.options, req.adapter.clone(), cancel))
+            .await?;
+        self.finish(&p, &req.options, gen)
+    }
+
+    /// Blocking version of [`Completer::complete`] (CLI, evaluation; not from async code).
+    pub fn complete_blocking(
+        &self,
+        req: CompletionRequest,
+        cancel: CancelToken,
+    ) -> Result<Completion, PipelineError> {
+        let p = self.prepare(&req)?;
+        let gen = self
+            .engine
+            .generate_blocking(self.request(&p, &req.options, req.adapter.clone(), cancel))?;
+        self.finish(&p, &req.options, gen)
     }
 }

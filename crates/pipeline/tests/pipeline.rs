@@ -1,0 +1,141 @@
+//! The pipeline end to end: prompt ids for a cursor, generation, post-processing.
+
+use std::path::Path;
+
+use copilot_engine::testkit;
+use copilot_pipeline::{
+    CancelToken, CompletionOptions, CompletionRequest, Completer, FimChoice, ModelSpec,
+};
+
+fn load(dir: &Path) -> Completer {
+    Completer::load(
+        &ModelSpec {
+            model: dir.display().to_string(),
+            ..Default::default()
+        },
+        &|_| {},
+    )
+    .unwrap()
+}
+
+fn request(text: &str, cursor: usize, fim: FimChoice) -> CompletionRequest {
+    CompletionRequest {
+        text: text.to_string(),
+        cursor,
+        path: None,
+        adapter: None,
+        options: CompletionOptions {
+            temperature: 0.0,
+            max_tokens: 12,
+            fim,
+            postprocess: false,
+            ..Default::default()
+        },
+    }
+}
+
+#[test]
+fn layouts_splice_special_ids_around_separately_encoded_text() {
+    let dir = tempfile::tempdir().unwrap();
+    testkit::write_tiny_checkpoint(dir.path(), true, 5).unwrap();
+    let c = load(dir.path());
+    let tok = c.engine().tokenizer().clone();
+    let s = tok.specials();
+    let text = "x = '<fim_middle>'\ny = <|endoftext|>\n";
+    let cursor = text.find('\n').unwrap() + 1;
+    let enc = |t: &str| tok.encode_text(t).unwrap();
+    let (p, x) = text.split_at(cursor);
+
+    let psm = c.prepare(&request(text, cursor, FimChoice::Psm)).unwrap();
+    let mut want = vec![s.fim_prefix];
+    want.extend(enc(p));
+    want.push(s.fim_suffix);
+    want.extend(enc(x));
+    want.push(s.fim_middle);
+    assert_eq!(psm.ids, want);
+
+    let spm = c.prepare(&request(text, cursor, FimChoice::Spm)).unwrap();
+    let mut want = vec![s.fim_prefix, s.fim_suffix];
+    want.extend(enc(x));
+    want.push(s.fim_middle);
+    want.extend(enc(p));
+    assert_eq!(spm.ids, want);
+
+    let l2r = c.prepare(&request(text, cursor, FimChoice::Off)).unwrap();
+    assert_eq!(l2r.ids, enc(p));
+    // User text never turns into control tokens.
+    for ids in [&psm.ids[1..psm.ids.len() - 1], &l2r.ids[..]] {
+        assert!(!ids.contains(&s.eos));
+        assert!(!ids.contains(&s.fim_middle) || ids == &psm.ids[1..psm.ids.len() - 1]);
+    }
+    assert_eq!(psm.ids.iter().filter(|&&i| i == s.fim_middle).count(), 1);
+    // Auto: blank suffix means left-to-right.
+    let auto = c.prepare(&request("def f():\n    ", 13, FimChoice::Auto)).unwrap();
+    assert!(!auto.ids.contains(&s.fim_prefix));
+    // A cursor inside a multi-byte character or past the end does not panic.
+    let odd = "é😀";
+    c.prepare(&request(odd, 2, FimChoice::Psm)).unwrap();
+    c.prepare(&request(odd, 999, FimChoice::Psm)).unwrap();
+}
+
+#[test]
+fn completes_deterministically_and_honours_cancellation() {
+    let dir = tempfile::tempdir().unwrap();
+    testkit::write_tiny_checkpoint(dir.path(), true, 5).unwrap();
+    let c = load(dir.path());
+    let text = "def add(a, b):\n    return \n";
+    let a = c
+        .complete_blocking(request(text, 26, FimChoice::Psm), CancelToken::new())
+        .unwrap();
+    let b = c
+        .complete_blocking(request(text, 26, FimChoice::Psm), CancelToken::new())
+        .unwrap();
+    assert_eq!(a, Completion { stats: a.stats.clone(), ..b.clone() });
+    assert_eq!(a.raw, a.text, "postprocess off returns the raw text");
+    assert!(b.stats.reused_tokens > 0, "the second run reuses the KV cache");
+    let cancel = CancelToken::new();
+    cancel.cancel();
+    let err = c
+        .complete_blocking(request(text, 26, FimChoice::Psm), cancel)
+        .unwrap_err();
+    assert!(matches!(err, copilot_pipeline::PipelineError::Cancelled));
+}
+
+use copilot_pipeline::Completion;
+
+/// The prompt ids the pipeline builds for the pico model's reference prompts are exactly the
+/// ids transformers was given (PSM, SPM and left-to-right layouts).
+#[test]
+fn pico_prompt_ids_match_the_reference() {
+    let Some(shared) = std::env::var_os("COPILOT_LSP_SHARED") else {
+        eprintln!("SKIPPED pico_prompt_ids_match_the_reference: COPILOT_LSP_SHARED is not set");
+        return;
+    };
+    let pico = Path::new(&shared).join("models/pico-starcoder");
+    let c = load(&pico);
+    let reference: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(pico.join("reference.json")).unwrap())
+            .unwrap();
+    for case in reference["cases"].as_array().unwrap() {
+        let prompt = case["prompt"].as_str().unwrap();
+        let (fim, prefix, suffix) =
+            if let Some(rest) = prompt.strip_prefix("<fim_prefix><fim_suffix>") {
+                let (s, p) = rest.split_once("<fim_middle>").unwrap();
+                (FimChoice::Spm, p, s)
+            } else if let Some(rest) = prompt.strip_prefix("<fim_prefix>") {
+                let (p, rest) = rest.split_once("<fim_suffix>").unwrap();
+                (FimChoice::Psm, p, rest.strip_suffix("<fim_middle>").unwrap())
+            } else {
+                (FimChoice::Off, prompt, "")
+            };
+        let text = format!("{prefix}{suffix}");
+        let p = c.prepare(&request(&text, prefix.len(), fim)).unwrap();
+        let want: Vec<u32> = case["prompt_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
+        assert_eq!(p.ids, want, "{prompt:?}");
+    }
+}
