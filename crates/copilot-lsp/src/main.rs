@@ -1,1 +1,24 @@
-fn main() {}
+//! `copilot-lsp`: the binary. Parses arguments, sets up logging and threads, and hands over
+//! to the crates that do the work. No logic of its own beyond wiring.
+
+mod cli;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let args = cli::Args::parse();
+    if let Err(e) = cli::init_logging(&args) {
+        eprintln!("copilot-lsp: {e:#}");
+        return ExitCode::from(2);
+    }
+    copilot_engine::set_threads(args.threads.unwrap_or_else(copilot_engine::default_threads));
+    match cli::run(args) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("copilot-lsp: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,601 @@
+//! Benchmarks: measured, reported as medians and percentiles, never asserted.
+//!
+//! - `raw`: the engine alone (prefill of a long prompt from scratch, per-token decode).
+//! - `typing`: a person typing a function into a ~400-line file, replayed through the real
+//!   server path (LSP messages, documents, debounce, scheduler, engine, post-processing) over
+//!   in-memory pipes; a completion is requested on every keystroke, as editors do, and the
+//!   latency that counts is the one at each pause.
+//! - `cold`: a new file each time, so the whole window is computed from scratch.
+//!
+//! Like the `tests/` harness this crate is a *client*: it speaks LSP JSON to the server. The
+//! product's invariant (only `copilot-server` knows LSP) is about the code that serves.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use copilot_engine::bench::{median, percentile, RawFigures};
+use copilot_engine::{CancelToken, ModelSpec};
+use copilot_pipeline::{Completion, CompletionRequest, LoadEvent, PipelineError};
+use copilot_server::{Backend, BoxFuture, Loader, PipelineLoader, ServeOptions};
+use serde::Serialize;
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::{mpsc, oneshot};
+
+#[derive(Clone, Debug)]
+pub struct BenchOptions {
+    pub model: String,
+    pub device: String,
+    pub dtype: String,
+    /// raw, typing, cold or all.
+    pub scenarios: Vec<String>,
+    pub keystroke_ms: u64,
+    pub max_tokens: usize,
+    pub debounce_ms: u64,
+    pub fim_mode: String,
+    pub prefix_tokens: usize,
+    pub suffix_tokens: usize,
+    /// Raw scenario: prompt length and decoded tokens.
+    pub raw_prompt_tokens: usize,
+    pub raw_decode_tokens: usize,
+    pub runs: usize,
+}
+
+impl Default for BenchOptions {
+    fn default() -> Self {
+        Self {
+            model: copilot_engine::DEFAULT_MODEL.into(),
+            device: "cpu".into(),
+            dtype: "auto".into(),
+            scenarios: vec!["all".into()],
+            keystroke_ms: 60,
+            max_tokens: 16,
+            debounce_ms: 50,
+            fim_mode: "auto".into(),
+            prefix_tokens: 1536,
+            suffix_tokens: 512,
+            raw_prompt_tokens: 1000,
+            raw_decode_tokens: 32,
+            runs: 5,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Latency {
+    pub samples: usize,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub mean_prompt_tokens: f64,
+    pub mean_computed_tokens: f64,
+    /// Share of prompt tokens whose keys and values came from the KV cache.
+    pub reuse_ratio: f64,
+    pub empty_answers: usize,
+    pub model_calls: usize,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Report {
+    pub model: String,
+    pub raw: Option<RawFigures>,
+    pub typing: Option<Latency>,
+    pub cold: Option<Latency>,
+    pub peak_rss_mib: f64,
+}
+
+impl Report {
+    /// A human-readable table.
+    pub fn table(&self) -> String {
+        let mut s = format!("model: {}\n", self.model);
+        if let Some(r) = &self.raw {
+            s += &format!(
+                "raw     prefill {} tokens: p50 {:.1} ms ({:.0} tok/s) | decode: {:.2} ms/token ({:.1} tok/s)\n",
+                r.prompt_tokens, r.prefill_ms_p50, r.prefill_tokens_per_s,
+                r.decode_ms_per_token_p50, r.decode_tokens_per_s
+            );
+        }
+        for (name, l) in [("typing", &self.typing), ("cold", &self.cold)] {
+            if let Some(l) = l {
+                s += &format!(
+                    "{name:<7} keystroke-to-answer p50 {:.1} ms, p95 {:.1} ms over {} pauses | prompt {:.0} tokens, computed {:.0} (reuse {:.0}%) | {} empty, {} model calls\n",
+                    l.p50_ms, l.p95_ms, l.samples, l.mean_prompt_tokens, l.mean_computed_tokens,
+                    l.reuse_ratio * 100.0, l.empty_answers, l.model_calls
+                );
+            }
+        }
+        s += &format!("peak RSS {:.0} MiB\n", self.peak_rss_mib);
+        s
+    }
+}
+
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+pub fn run(opts: &BenchOptions) -> Result<Report> {
+    let all = opts.scenarios.iter().any(|s| s == "all");
+    let wants = |s: &str| all || opts.scenarios.iter().any(|x| x == s);
+    for s in &opts.scenarios {
+        if !matches!(s.as_str(), "all" | "raw" | "typing" | "cold") {
+            bail!("unknown scenario `{s}` (raw, typing, cold, all)");
+        }
+    }
+    let spec = ModelSpec {
+        model: opts.model.clone(),
+        device: opts.device.parse().map_err(|e: String| anyhow!(e))?,
+        dtype: opts.dtype.parse().map_err(|e: String| anyhow!(e))?,
+        ..Default::default()
+    };
+    let mut report = Report::default();
+    if wants("raw") {
+        let engine = copilot_engine::load(&spec, &mut |_| {})?;
+        report.model = engine.description().to_string();
+        let text = python_file(0);
+        let mut ids = engine.tokenizer().encode_text(&text)?;
+        while ids.len() < opts.raw_prompt_tokens {
+            ids.extend_from_within(..);
+        }
+        ids.truncate(opts.raw_prompt_tokens);
+        report.raw = Some(copilot_engine::bench::raw(
+            &engine,
+            ids,
+            opts.raw_decode_tokens,
+            opts.runs,
+        )?);
+    }
+    if wants("typing") || wants("cold") {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        rt.block_on(async {
+            let mut client = Client::start(opts).await?;
+            if wants("typing") {
+                report.typing = Some(client.typing(opts).await?);
+            }
+            if wants("cold") {
+                report.cold = Some(client.cold(opts).await?);
+            }
+            report.model = client.description();
+            client.shutdown().await
+        })?;
+    }
+    report.peak_rss_mib = peak_rss_mib();
+    Ok(report)
+}
+
+/// A ~400-line Python module; `variant` changes its first line so files differ from the start
+/// (the cold scenario) while their bodies look alike.
+pub fn python_file(variant: usize) -> String {
+    let mut s = format!(
+        "# inventory_{variant}.py: stock keeping for the warehouse service\n\"\"\"Inventory records, pricing rules and reports.\"\"\"\n\nimport json\nimport math\nfrom dataclasses import dataclass, field\nfrom typing import Dict, List, Optional\n\n\n"
+    );
+    let things = [
+        "item",
+        "order",
+        "invoice",
+        "customer",
+        "supplier",
+        "shipment",
+        "warehouse",
+        "price",
+        "discount",
+        "report",
+        "batch",
+        "ledger",
+        "account",
+        "payment",
+        "refund",
+        "coupon",
+        "basket",
+        "review",
+        "rating",
+        "category",
+        "region",
+        "carrier",
+        "parcel",
+        "label",
+        "stock",
+        "return",
+        "quote",
+        "contract",
+        "budget",
+        "forecast",
+        "audit",
+        "tax",
+    ];
+    for (i, t) in things.iter().enumerate() {
+        let cap: String = t[..1].to_uppercase() + &t[1..];
+        s += &format!(
+            "@dataclass\nclass {cap}:\n    name: str\n    quantity: int = 0\n    tags: List[str] = field(default_factory=list)\n\n    def total(self, unit_price: float) -> float:\n        \"\"\"Price of every {t} at `unit_price`.\"\"\"\n        return round(self.quantity * unit_price * (1 + {i} / 100), 2)\n\n\ndef load_{t}s(path: str) -> List[{cap}]:\n    with open(path) as f:\n        return [{cap}(**row) for row in json.load(f)]\n\n\n"
+        );
+    }
+    s
+}
+
+/// What a person types in the typing scenario (a function, inserted mid-file).
+const TYPED: &str = "def restock(items, threshold=10):\n    low = [i for i in items if i.quantity < threshold]\n    for item in low:\n        item.quantity += threshold\n    return low\n";
+
+struct Recorded {
+    completions: Vec<(usize, usize)>,
+}
+
+/// Wraps the real loader to record each completion's prompt and reused token counts.
+struct RecordingLoader(Arc<Mutex<Recorded>>);
+
+struct RecordingBackend(Arc<dyn Backend>, Arc<Mutex<Recorded>>);
+
+impl Backend for RecordingBackend {
+    fn complete(
+        &self,
+        req: CompletionRequest,
+        cancel: CancelToken,
+    ) -> BoxFuture<Result<Completion, PipelineError>> {
+        let fut = self.0.complete(req, cancel);
+        let rec = self.1.clone();
+        Box::pin(async move {
+            let out = fut.await;
+            if let Ok(c) = &out {
+                rec.lock()
+                    .unwrap()
+                    .completions
+                    .push((c.stats.prompt_tokens, c.stats.reused_tokens));
+            }
+            out
+        })
+    }
+
+    fn description(&self) -> String {
+        self.0.description()
+    }
+}
+
+impl Loader for RecordingLoader {
+    fn load(
+        &self,
+        spec: ModelSpec,
+        events: mpsc::UnboundedSender<LoadEvent>,
+    ) -> BoxFuture<Result<Arc<dyn Backend>, String>> {
+        let inner = PipelineLoader.load(spec, events);
+        let rec = self.0.clone();
+        Box::pin(async move {
+            let b = inner.await?;
+            Ok(Arc::new(RecordingBackend(b, rec)) as Arc<dyn Backend>)
+        })
+    }
+}
+
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Value>>>>;
+
+/// A minimal LSP client over in-memory pipes to an in-process server.
+struct Client {
+    tx: mpsc::UnboundedSender<String>,
+    pending: Pending,
+    next_id: u64,
+    recorded: Arc<Mutex<Recorded>>,
+    description: Arc<Mutex<String>>,
+    server: tokio::task::JoinHandle<Result<i32>>,
+    docs: usize,
+}
+
+impl Client {
+    async fn start(opts: &BenchOptions) -> Result<Self> {
+        let (client_w, server_r) = tokio::io::duplex(1 << 22);
+        let (server_w, client_r) = tokio::io::duplex(1 << 22);
+        let recorded = Arc::new(Mutex::new(Recorded {
+            completions: Vec::new(),
+        }));
+        let loader = Arc::new(RecordingLoader(recorded.clone()));
+        let server = tokio::spawn(copilot_server::serve(
+            server_r,
+            server_w,
+            ServeOptions::default(),
+            loader,
+        ));
+        let pending: Pending = Arc::default();
+        let description = Arc::new(Mutex::new(String::new()));
+        let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+        tokio::spawn(async move {
+            let mut w = client_w;
+            while let Some(frame) = rx.recv().await {
+                if w.write_all(frame.as_bytes()).await.is_err() {
+                    break;
+                }
+            }
+        });
+        tokio::spawn(read_loop(
+            client_r,
+            tx.clone(),
+            pending.clone(),
+            description.clone(),
+        ));
+        let mut c = Self {
+            tx,
+            pending,
+            next_id: 0,
+            recorded,
+            description,
+            server,
+            docs: 0,
+        };
+        let init = json!({
+            "processId": null,
+            "rootUri": null,
+            "capabilities": {"general": {"positionEncodings": ["utf-8"]},
+                             "textDocument": {"inlineCompletion": {}}},
+            "initializationOptions": {
+                "model": opts.model, "device": opts.device, "dtype": opts.dtype,
+                "temperature": 0.0, "maxTokens": opts.max_tokens,
+                "debounceMs": opts.debounce_ms, "fimMode": opts.fim_mode,
+                "prefixTokens": opts.prefix_tokens, "suffixTokens": opts.suffix_tokens,
+            }
+        });
+        c.request("initialize", init).await?;
+        c.notify("initialized", json!({})).await?;
+        Ok(c)
+    }
+
+    fn description(&self) -> String {
+        self.description.lock().unwrap().clone()
+    }
+
+    async fn send(&mut self, msg: Value) -> Result<()> {
+        self.tx
+            .send(frame(&msg))
+            .map_err(|_| anyhow!("server connection closed"))
+    }
+
+    async fn notify(&mut self, method: &str, params: Value) -> Result<()> {
+        self.send(json!({"jsonrpc": "2.0", "method": method, "params": params}))
+            .await
+    }
+
+    /// Send a request; the receiver yields its response.
+    async fn start_request(
+        &mut self,
+        method: &str,
+        params: Value,
+    ) -> Result<oneshot::Receiver<Value>> {
+        self.next_id += 1;
+        let id = self.next_id;
+        let (tx, rx) = oneshot::channel();
+        self.pending.lock().unwrap().insert(id, tx);
+        self.send(json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}))
+            .await?;
+        Ok(rx)
+    }
+
+    async fn request(&mut self, method: &str, params: Value) -> Result<Value> {
+        let rx = self.start_request(method, params).await?;
+        tokio::time::timeout(Duration::from_secs(600), rx)
+            .await
+            .context("no response in 10 minutes")?
+            .map_err(|_| anyhow!("connection closed"))
+    }
+
+    async fn open(&mut self, text: &str) -> Result<String> {
+        self.docs += 1;
+        let uri = format!("file:///bench/doc{}.py", self.docs);
+        self.notify(
+            "textDocument/didOpen",
+            json!({"textDocument": {"uri": uri, "languageId": "python", "version": 1, "text": text}}),
+        )
+        .await?;
+        Ok(uri)
+    }
+
+    fn inline_params(uri: &str, line: usize, col: usize) -> Value {
+        json!({"textDocument": {"uri": uri}, "position": {"line": line, "character": col},
+               "context": {"triggerKind": 2}})
+    }
+
+    fn latency(&self, samples: &mut [f64], since: usize, empty: usize) -> Latency {
+        let rec = self.recorded.lock().unwrap();
+        let calls = &rec.completions[since..];
+        let n = calls.len().max(1) as f64;
+        let prompt: usize = calls.iter().map(|c| c.0).sum();
+        let reused: usize = calls.iter().map(|c| c.1).sum();
+        Latency {
+            samples: samples.len(),
+            p50_ms: median(samples),
+            p95_ms: percentile(samples, 95.0),
+            mean_prompt_tokens: prompt as f64 / n,
+            mean_computed_tokens: (prompt - reused) as f64 / n,
+            reuse_ratio: if prompt > 0 {
+                reused as f64 / prompt as f64
+            } else {
+                0.0
+            },
+            empty_answers: empty,
+            model_calls: calls.len(),
+        }
+    }
+
+    /// Wait until the model answers once (loading included), so timings exclude the load.
+    async fn warm_up(&mut self) -> Result<()> {
+        let uri = self.open("def warm():\n    return 1\n").await?;
+        let r = self
+            .request(
+                "textDocument/inlineCompletion",
+                Self::inline_params(&uri, 1, 4),
+            )
+            .await?;
+        if let Some(e) = r.get("error") {
+            bail!("warm-up completion failed: {e}");
+        }
+        Ok(())
+    }
+
+    async fn typing(&mut self, opts: &BenchOptions) -> Result<Latency> {
+        self.warm_up().await?;
+        let mut text = python_file(0);
+        // Type the new function between two classes, a third of the way down.
+        let lines: Vec<&str> = text.lines().collect();
+        let at_line = lines.len() / 3;
+        let at_line = (at_line..lines.len())
+            .find(|&l| lines[l].starts_with("@dataclass"))
+            .unwrap_or(at_line);
+        let mut offset: usize = lines[..at_line].iter().map(|l| l.len() + 1).sum();
+        let uri = self.open(&text).await?;
+        let since = self.recorded.lock().unwrap().completions.len();
+        let (mut line, mut col) = (at_line, 0usize);
+        let mut version = 1;
+        let mut samples = Vec::new();
+        let mut empty = 0;
+        let chars: Vec<char> = TYPED.chars().collect();
+        for (i, ch) in chars.iter().enumerate() {
+            version += 1;
+            self.notify(
+                "textDocument/didChange",
+                json!({"textDocument": {"uri": uri, "version": version},
+                       "contentChanges": [{"range": {"start": {"line": line, "character": col},
+                                                      "end": {"line": line, "character": col}},
+                                           "text": ch.to_string()}]}),
+            )
+            .await?;
+            text.insert(offset, *ch);
+            offset += ch.len_utf8();
+            if *ch == '\n' {
+                line += 1;
+                col = 0;
+            } else {
+                col += ch.len_utf8();
+            }
+            let rx = self
+                .start_request(
+                    "textDocument/inlineCompletion",
+                    Self::inline_params(&uri, line, col),
+                )
+                .await?;
+            let sent = Instant::now();
+            // Requests at other keystrokes are superseded by the next one; the server answers
+            // them empty or cancelled, and nobody waits for them (as in an editor).
+            let next = chars.get(i + 1);
+            let pause = matches!(ch, ' ' | '\n' | '(' | '.' | ':') || next.is_none();
+            if pause {
+                let resp = tokio::time::timeout(Duration::from_secs(120), rx)
+                    .await
+                    .context("no answer at a pause")??;
+                samples.push(sent.elapsed().as_secs_f64() * 1000.0);
+                if is_empty(&resp) {
+                    empty += 1;
+                }
+            } else {
+                tokio::time::sleep(Duration::from_millis(opts.keystroke_ms)).await;
+            }
+        }
+        Ok(self.latency(&mut samples, since, empty))
+    }
+
+    async fn cold(&mut self, opts: &BenchOptions) -> Result<Latency> {
+        self.warm_up().await?;
+        let since = self.recorded.lock().unwrap().completions.len();
+        let mut samples = Vec::new();
+        let mut empty = 0;
+        for v in 0..opts.runs.max(1) {
+            let text = python_file(1000 + v);
+            let lines: Vec<&str> = text.lines().collect();
+            // Cursor in the middle of the file, after `return ` of a method.
+            let line = (lines.len() / 2..lines.len())
+                .find(|&l| lines[l].trim_start().starts_with("return round"))
+                .unwrap_or(lines.len() / 2);
+            let col = lines[line].find("round").unwrap_or(0);
+            let uri = self.open(&text).await?;
+            let t = Instant::now();
+            let resp = self
+                .request(
+                    "textDocument/inlineCompletion",
+                    Self::inline_params(&uri, line, col),
+                )
+                .await?;
+            samples.push(t.elapsed().as_secs_f64() * 1000.0);
+            if is_empty(&resp) {
+                empty += 1;
+            }
+        }
+        Ok(self.latency(&mut samples, since, empty))
+    }
+
+    async fn shutdown(mut self) -> Result<()> {
+        self.request("shutdown", Value::Null).await?;
+        self.notify("exit", Value::Null).await?;
+        let code = tokio::time::timeout(Duration::from_secs(10), self.server)
+            .await
+            .context("server did not exit")???;
+        if code != 0 {
+            bail!("server exited with {code}");
+        }
+        Ok(())
+    }
+}
+
+fn is_empty(resp: &Value) -> bool {
+    let r = &resp["result"];
+    let items = r.get("items").unwrap_or(r);
+    items.as_array().is_none_or(|a| {
+        a.iter()
+            .all(|i| i["insertText"].as_str().is_none_or(str::is_empty))
+    })
+}
+
+fn frame(msg: &Value) -> String {
+    let body = msg.to_string();
+    format!("Content-Length: {}\r\n\r\n{body}", body.len())
+}
+
+async fn read_loop(
+    r: tokio::io::DuplexStream,
+    tx: mpsc::UnboundedSender<String>,
+    pending: Pending,
+    description: Arc<Mutex<String>>,
+) -> Result<()> {
+    let mut r = BufReader::new(r);
+    loop {
+        let mut len = None;
+        loop {
+            let mut line = String::new();
+            if r.read_line(&mut line).await? == 0 {
+                return Ok(());
+            }
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if let Some(v) = line.strip_prefix("Content-Length:") {
+                len = Some(v.trim().parse::<usize>()?);
+            }
+        }
+        let mut body = vec![0; len.context("frame without Content-Length")?];
+        r.read_exact(&mut body).await?;
+        let msg: Value = serde_json::from_slice(&body)?;
+        if let Some(id) = msg.get("id").and_then(Value::as_u64) {
+            if msg.get("method").is_none() {
+                if let Some(tx) = pending.lock().unwrap().remove(&id) {
+                    let _ = tx.send(msg);
+                }
+                continue;
+            }
+        }
+        if let Some(id) = msg.get("id") {
+            // A request from the server (progress token creation, configuration): accept.
+            let _ = tx.send(frame(&json!({"jsonrpc": "2.0", "id": id, "result": null})));
+            continue;
+        }
+        // Progress or messages from the server: keep the model's description when it says.
+        if msg["method"] == "$/progress" {
+            if let Some(m) = msg["params"]["value"]["message"].as_str() {
+                *description.lock().unwrap() = m.to_string();
+            }
+        }
+    }
+}
