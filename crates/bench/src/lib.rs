@@ -166,7 +166,9 @@ pub fn run(opts: &BenchOptions) -> Result<Report> {
             if wants("cold") {
                 report.cold = Some(client.cold(opts).await?);
             }
-            report.model = client.description();
+            if report.model.is_empty() {
+                report.model = client.description();
+            }
             client.shutdown().await
         })?;
     }

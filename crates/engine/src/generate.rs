@@ -292,7 +292,9 @@ impl Generator {
                 break;
             }
             let next = sampler.sample(&logits)?;
-            if next == eos {
+            // End of text, or any other control token (`<fim_prefix>`, `<filename>`...): none
+            // of them belongs in code, and a model that writes one has left the middle.
+            if next == eos || tokenizer.is_special(next) {
                 gen.stop_reason = StopReason::EndOfText;
                 break;
             }

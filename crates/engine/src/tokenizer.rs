@@ -35,6 +35,8 @@ pub struct Tokenizer {
     specials: SpecialIds,
     /// Contents of the added (special) tokens, to detect them in user text.
     added: Vec<String>,
+    /// Ids of special tokens: none of them belongs in a completion, so decoding stops there.
+    special_ids: std::collections::HashSet<u32>,
     /// Raw bytes of each id.
     bytes: Vec<Vec<u8>>,
 }
@@ -83,6 +85,11 @@ impl Tokenizer {
         };
         let added_map = inner.get_added_tokens_decoder();
         let added: Vec<String> = added_map.values().map(|t| t.content.clone()).collect();
+        let special_ids = added_map
+            .iter()
+            .filter(|(_, t)| t.special)
+            .map(|(id, _)| *id)
+            .collect();
         let byte_level = matches!(
             inner.get_decoder(),
             Some(tokenizers::DecoderWrapper::ByteLevel(_))
@@ -111,12 +118,18 @@ impl Tokenizer {
             inner,
             specials,
             added,
+            special_ids,
             bytes,
         })
     }
 
     pub fn specials(&self) -> SpecialIds {
         self.specials
+    }
+
+    /// Whether `id` is a special token (`<|endoftext|>`, `<fim_*>`, `<filename>`...).
+    pub fn is_special(&self, id: u32) -> bool {
+        self.special_ids.contains(&id)
     }
 
     /// Id of an arbitrary token string, special or not.

@@ -4,8 +4,13 @@
 //!
 //! Knows `copilot-fim` and `copilot-engine`; knows nothing of LSP, JSON or editors.
 
-use std::sync::Arc;
+pub mod cache;
+
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use cache::CompletionCache;
 
 use copilot_engine::{
     Engine, EngineError, GenerateParams, GenerateRequest, Generation, LoadStage, StopReason,
@@ -71,6 +76,19 @@ pub struct CompletionOptions {
     pub postprocess: bool,
     /// Soft decoding budget: once spent, stop at the next newline.
     pub time_budget: Option<Duration>,
+    /// Serve repeated and typed-through requests from the completion cache, and compute
+    /// ahead the completion that follows accepting one (async path only).
+    pub cache: bool,
+}
+
+impl CompletionOptions {
+    /// A key for everything in the options that shapes the answer.
+    fn variant(&self, adapter: &Option<String>) -> u64 {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        format!("{self:?}").hash(&mut h);
+        adapter.hash(&mut h);
+        h.finish()
+    }
 }
 
 impl Default for CompletionOptions {
@@ -86,6 +104,7 @@ impl Default for CompletionOptions {
             suffix_tokens: 512,
             postprocess: true,
             time_budget: None,
+            cache: true,
         }
     }
 }
@@ -114,6 +133,8 @@ pub struct Stats {
     pub decode_ms: f64,
     pub stop_reason: String,
     pub layout: String,
+    /// Answered from the completion cache (exactly or by typing through), without the model.
+    pub cache_hit: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -190,7 +211,13 @@ fn floor_char_boundary(s: &str, mut i: usize) -> usize {
 #[derive(Clone, Debug)]
 pub struct Completer {
     engine: Engine,
+    cache: Arc<Mutex<CompletionCache>>,
+    /// The computation ahead in flight, if any: every new request cancels it.
+    ahead: Arc<Mutex<Option<CancelToken>>>,
 }
+
+/// Completions remembered (llama.vim keeps 250).
+const CACHE_ENTRIES: usize = 256;
 
 impl Completer {
     /// Resolve, load and start the model thread. Blocking: call from a blocking context.
@@ -206,11 +233,15 @@ impl Completer {
         on_event(LoadEvent::Ready {
             description: engine.description().to_string(),
         });
-        Ok(Self { engine })
+        Ok(Self::from_engine(engine))
     }
 
     pub fn from_engine(engine: Engine) -> Self {
-        Self { engine }
+        Self {
+            engine,
+            cache: Arc::new(Mutex::new(CompletionCache::new(CACHE_ENTRIES))),
+            ahead: Arc::default(),
+        }
     }
 
     pub fn engine(&self) -> &Engine {
@@ -239,8 +270,7 @@ impl Completer {
             path: req.path.as_deref(),
             snippets: &[],
         };
-        let prompt =
-            copilot_fim::build_prompt(&input, layout, &budget, &TokenizerCounter(tok));
+        let prompt = copilot_fim::build_prompt(&input, layout, &budget, &TokenizerCounter(tok));
         let specials = tok.specials();
         let mut ids = Vec::new();
         for piece in &prompt.pieces {
@@ -338,24 +368,106 @@ impl Completer {
                 decode_ms: gen.decode_ms,
                 stop_reason: format!("{:?}", gen.stop_reason),
                 layout: format!("{:?}", p.layout),
+                cache_hit: false,
             },
             raw: gen.text,
         })
     }
 
     /// Complete at the request's cursor. Stops within one token once `cancel` is set or the
-    /// future is dropped.
+    /// future is dropped. With `options.cache`, a repeated or typed-through request is
+    /// answered from the cache, and after a model answer the completion that follows
+    /// accepting it is computed ahead in the background (cancelled by any new request).
     pub async fn complete(
         &self,
         req: CompletionRequest,
         cancel: CancelToken,
     ) -> Result<Completion, PipelineError> {
+        self.cancel_ahead();
+        if let Some(hit) = self.cached(&req) {
+            return Ok(hit);
+        }
         let p = self.prepare(&req)?;
         let gen = self
             .engine
             .generate(self.request(&p, &req.options, req.adapter.clone(), cancel))
             .await?;
-        self.finish(&p, &req.options, gen)
+        let out = self.finish(&p, &req.options, gen)?;
+        self.remember(&req, &p, &out);
+        if req.options.cache && !out.text.is_empty() {
+            self.compute_ahead(&req, &p, &out.text);
+        }
+        Ok(out)
+    }
+
+    fn cancel_ahead(&self) {
+        if let Some(c) = self.ahead.lock().expect("ahead lock").take() {
+            c.cancel();
+        }
+    }
+
+    fn cached(&self, req: &CompletionRequest) -> Option<Completion> {
+        if !req.options.cache {
+            return None;
+        }
+        let cursor = floor_char_boundary(&req.text, req.cursor);
+        let (prefix, suffix) = req.text.split_at(cursor);
+        let variant = req.options.variant(&req.adapter);
+        let hit = self
+            .cache
+            .lock()
+            .expect("cache lock")
+            .get(variant, prefix, suffix)?;
+        Some(Completion {
+            raw: hit.text.clone(),
+            text: hit.text,
+            stats: Stats {
+                cache_hit: true,
+                stop_reason: "Cache".into(),
+                ..Stats::default()
+            },
+        })
+    }
+
+    fn remember(&self, req: &CompletionRequest, p: &Prepared, out: &Completion) {
+        if req.options.cache && !out.text.is_empty() {
+            let ctx = p.context();
+            self.cache.lock().expect("cache lock").insert(
+                req.options.variant(&req.adapter),
+                ctx.prefix,
+                ctx.suffix,
+                &out.text,
+            );
+        }
+    }
+
+    /// Compute, on the model thread when it is idle, the completion after accepting `shown`,
+    /// and keep it in the cache. Needs a tokio runtime (the server's); skipped without one.
+    fn compute_ahead(&self, req: &CompletionRequest, p: &Prepared, shown: &str) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let ctx = p.context();
+        let mut next = req.clone();
+        next.text = format!("{}{shown}{}", ctx.prefix, ctx.suffix);
+        next.cursor = ctx.prefix.len() + shown.len();
+        let cancel = CancelToken::new();
+        *self.ahead.lock().expect("ahead lock") = Some(cancel.clone());
+        let this = self.clone();
+        rt.spawn(async move {
+            let Ok(p) = this.prepare(&next) else { return };
+            let gen = this
+                .engine
+                .generate(this.request(&p, &next.options, next.adapter.clone(), cancel))
+                .await;
+            if let Ok(out) = gen
+                .map_err(PipelineError::from)
+                .and_then(|g| this.finish(&p, &next.options, g))
+            {
+                this.remember(&next, &p, &out);
+                tracing::debug!(chars = out.text.len(), "computed ahead");
+            }
+        });
     }
 
     /// Blocking version of [`Completer::complete`] (CLI, evaluation; not from async code).
@@ -365,9 +477,12 @@ impl Completer {
         cancel: CancelToken,
     ) -> Result<Completion, PipelineError> {
         let p = self.prepare(&req)?;
-        let gen = self
-            .engine
-            .generate_blocking(self.request(&p, &req.options, req.adapter.clone(), cancel))?;
+        let gen = self.engine.generate_blocking(self.request(
+            &p,
+            &req.options,
+            req.adapter.clone(),
+            cancel,
+        ))?;
         self.finish(&p, &req.options, gen)
     }
 }

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use copilot_engine::testkit;
 use copilot_pipeline::{
-    CancelToken, CompletionOptions, CompletionRequest, Completer, FimChoice, ModelSpec,
+    CancelToken, Completer, CompletionOptions, CompletionRequest, FimChoice, ModelSpec,
 };
 
 fn load(dir: &Path) -> Completer {
@@ -70,7 +70,9 @@ fn layouts_splice_special_ids_around_separately_encoded_text() {
     }
     assert_eq!(psm.ids.iter().filter(|&&i| i == s.fim_middle).count(), 1);
     // Auto: blank suffix means left-to-right.
-    let auto = c.prepare(&request("def f():\n    ", 13, FimChoice::Auto)).unwrap();
+    let auto = c
+        .prepare(&request("def f():\n    ", 13, FimChoice::Auto))
+        .unwrap();
     assert!(!auto.ids.contains(&s.fim_prefix));
     // A cursor inside a multi-byte character or past the end does not panic.
     let odd = "é😀";
@@ -90,9 +92,18 @@ fn completes_deterministically_and_honours_cancellation() {
     let b = c
         .complete_blocking(request(text, 26, FimChoice::Psm), CancelToken::new())
         .unwrap();
-    assert_eq!(a, Completion { stats: a.stats.clone(), ..b.clone() });
+    assert_eq!(
+        a,
+        Completion {
+            stats: a.stats.clone(),
+            ..b.clone()
+        }
+    );
     assert_eq!(a.raw, a.text, "postprocess off returns the raw text");
-    assert!(b.stats.reused_tokens > 0, "the second run reuses the KV cache");
+    assert!(
+        b.stats.reused_tokens > 0,
+        "the second run reuses the KV cache"
+    );
     let cancel = CancelToken::new();
     cancel.cancel();
     let err = c
@@ -124,7 +135,11 @@ fn pico_prompt_ids_match_the_reference() {
                 (FimChoice::Spm, p, s)
             } else if let Some(rest) = prompt.strip_prefix("<fim_prefix>") {
                 let (p, rest) = rest.split_once("<fim_suffix>").unwrap();
-                (FimChoice::Psm, p, rest.strip_suffix("<fim_middle>").unwrap())
+                (
+                    FimChoice::Psm,
+                    p,
+                    rest.strip_suffix("<fim_middle>").unwrap(),
+                )
             } else {
                 (FimChoice::Off, prompt, "")
             };
@@ -138,4 +153,42 @@ fn pico_prompt_ids_match_the_reference() {
             .collect();
         assert_eq!(p.ids, want, "{prompt:?}");
     }
+}
+
+#[test]
+fn typing_through_a_suggestion_is_served_from_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    testkit::write_tiny_checkpoint(dir.path(), true, 5).unwrap();
+    let c = load(dir.path());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let text = "def add(a, b):\n    return \n";
+    let mut req = request(text, 26, FimChoice::Psm);
+    req.options.cache = true;
+    let first = rt
+        .block_on(c.complete(req.clone(), CancelToken::new()))
+        .unwrap();
+    assert!(!first.stats.cache_hit);
+    let shown: Vec<char> = first.text.chars().collect();
+    assert!(
+        shown.len() >= 3,
+        "tiny model output too short: {:?}",
+        first.text
+    );
+    // The user types the first two characters of the ghost text.
+    let typed: String = shown[..2].iter().collect();
+    let mut next = req.clone();
+    next.text = format!("{}{typed}{}", &text[..26], &text[26..]);
+    next.cursor = 26 + typed.len();
+    let again = rt.block_on(c.complete(next, CancelToken::new())).unwrap();
+    assert!(again.stats.cache_hit);
+    assert_eq!(again.text, shown[2..].iter().collect::<String>());
+    // With the cache off the model runs again.
+    req.options.cache = false;
+    let fresh = rt.block_on(c.complete(req, CancelToken::new())).unwrap();
+    assert!(!fresh.stats.cache_hit);
+    assert_eq!(fresh.text, first.text);
 }
