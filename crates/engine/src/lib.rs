@@ -6,6 +6,7 @@ pub mod cancel;
 pub mod config;
 pub mod error;
 pub mod generate;
+pub mod gguf;
 pub mod load;
 pub mod model;
 pub mod spec;
@@ -63,7 +64,7 @@ pub fn load(spec: &ModelSpec, on_stage: &mut dyn FnMut(LoadStage)) -> Result<Eng
     on_stage(LoadStage::Loading(&spec.model));
     let device = load::select_device(spec.device)?;
     let dtype = load::select_dtype(spec.dtype, &device)?;
-    let cfg = load::load_config(&files.config)?;
+    let cfg = load::files_config(&files)?;
     let tokenizer = load::load_tokenizer(&files.tokenizer)?;
     if tokenizer.vocab_size() > cfg.vocab_size {
         return Err(EngineError::File {

@@ -24,6 +24,8 @@ pub const PTH_FILE: &str = "pytorch_model.bin";
 pub enum Weights {
     Safetensors(Vec<PathBuf>),
     Pth(PathBuf),
+    /// llama.cpp's GGUF (`starcoder` architecture); the configuration comes from its metadata.
+    Gguf(PathBuf),
 }
 
 /// The files of one checkpoint, on local disk.
@@ -67,9 +69,23 @@ pub fn resolve(spec: &ModelSpec, on_fetch: &mut dyn FnMut(Fetch)) -> Result<Mode
     if path.is_dir() {
         return resolve_dir(path);
     }
+    if path.is_file() && path.extension().is_some_and(|e| e == "gguf") {
+        let tokenizer = path.with_file_name(TOKENIZER_FILE);
+        if !tokenizer.is_file() {
+            return Err(EngineError::NotFound(format!(
+                "{} needs a {TOKENIZER_FILE} beside it",
+                path.display()
+            )));
+        }
+        return Ok(ModelFiles {
+            config: path.to_path_buf(),
+            tokenizer,
+            weights: Weights::Gguf(path.to_path_buf()),
+        });
+    }
     if path.exists() {
         return Err(EngineError::NotFound(format!(
-            "{} is a file; --model takes a checkpoint directory or a hub repo id",
+            "{} is a file; --model takes a checkpoint directory, a .gguf file or a hub repo id",
             spec.model
         )));
     }
@@ -282,6 +298,14 @@ pub fn select_dtype(spec: DTypeSpec, device: &Device) -> Result<DType> {
     }
 }
 
+/// The configuration of a checkpoint: `config.json`, or a GGUF file's metadata.
+pub fn files_config(files: &ModelFiles) -> Result<Config> {
+    match &files.weights {
+        Weights::Gguf(p) => crate::gguf::Gguf::open(p, &Device::Cpu)?.config(),
+        _ => load_config(&files.config),
+    }
+}
+
 /// Read and validate `config.json`.
 pub fn load_config(path: &Path) -> Result<Config> {
     let text = std::fs::read_to_string(path).map_err(|e| EngineError::File {
@@ -299,6 +323,10 @@ pub fn load_model(
     dtype: DType,
 ) -> Result<Model> {
     let (vb, first) = match &files.weights {
+        Weights::Gguf(p) => {
+            let g = crate::gguf::Gguf::open(p, device)?;
+            return Model::load_from(&g, cfg);
+        }
         Weights::Safetensors(paths) => {
             for p in paths {
                 check_safetensors_header(p)?;

@@ -60,6 +60,28 @@ pub enum Logits {
     All,
 }
 
+/// Where weights come from, by hub tensor name (`transformer.h.0.attn.c_attn.weight`):
+/// safetensors or a PyTorch file through a `VarBuilder`, or a GGUF file whose quantized
+/// matrices stay quantized.
+pub trait Weights {
+    /// A dense tensor of the given shape (an error names the tensor if missing or misshapen).
+    fn dense(&self, name: &str, shape: &[usize]) -> Result<Tensor>;
+    /// A matrix `[out, in]` for a projection; dense sources return `QMatMul::Tensor`.
+    fn matmul(&self, name: &str, shape: &[usize]) -> Result<QMatMul> {
+        Ok(QMatMul::Tensor(self.dense(name, shape)?))
+    }
+    fn contains(&self, name: &str) -> bool;
+}
+
+impl Weights for VarBuilder<'_> {
+    fn dense(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        Ok(self.get(shape, name)?)
+    }
+    fn contains(&self, name: &str) -> bool {
+        self.contains_tensor(name)
+    }
+}
+
 struct LayerNorm {
     weight: Tensor,
     bias: Tensor,
@@ -67,10 +89,10 @@ struct LayerNorm {
 }
 
 impl LayerNorm {
-    fn load(vb: VarBuilder, size: usize, eps: f64) -> Result<Self> {
+    fn load(w: &dyn Weights, prefix: &str, size: usize, eps: f64) -> Result<Self> {
         Ok(Self {
-            weight: vb.get(size, "weight")?,
-            bias: vb.get(size, "bias")?,
+            weight: w.dense(&format!("{prefix}.weight"), &[size])?,
+            bias: w.dense(&format!("{prefix}.bias"), &[size])?,
             eps,
         })
     }
@@ -127,12 +149,10 @@ impl Linear {
     }
 }
 
-fn linear(vb: VarBuilder, in_dim: usize, out_dim: usize) -> Result<Linear> {
-    let w = vb.get((out_dim, in_dim), "weight")?;
-    let b = vb.get(out_dim, "bias")?;
+fn linear(w: &dyn Weights, prefix: &str, in_dim: usize, out_dim: usize) -> Result<Linear> {
     Ok(Linear {
-        w: QMatMul::Tensor(w),
-        b,
+        w: w.matmul(&format!("{prefix}.weight"), &[out_dim, in_dim])?,
+        b: w.dense(&format!("{prefix}.bias"), &[out_dim])?,
         in_dim,
     })
 }
@@ -336,12 +356,12 @@ struct Block {
 }
 
 impl Block {
-    fn load(vb: VarBuilder, cfg: &Config) -> Result<Self> {
+    fn load(w: &dyn Weights, p: &str, cfg: &Config) -> Result<Self> {
         let e = cfg.n_embd;
         let kv_dim = cfg.kv_heads() * cfg.head_dim();
         let attn = Attention {
-            c_attn: linear(vb.pp("attn.c_attn"), e, e + 2 * kv_dim)?,
-            c_proj: linear(vb.pp("attn.c_proj"), e, e)?,
+            c_attn: linear(w, &format!("{p}.attn.c_attn"), e, e + 2 * kv_dim)?,
+            c_proj: linear(w, &format!("{p}.attn.c_proj"), e, e)?,
             n_head: cfg.n_head,
             head_dim: cfg.head_dim(),
             multi_query: cfg.multi_query,
@@ -352,11 +372,11 @@ impl Block {
             },
         };
         Ok(Self {
-            ln_1: LayerNorm::load(vb.pp("ln_1"), e, cfg.layer_norm_epsilon)?,
+            ln_1: LayerNorm::load(w, &format!("{p}.ln_1"), e, cfg.layer_norm_epsilon)?,
             attn,
-            ln_2: LayerNorm::load(vb.pp("ln_2"), e, cfg.layer_norm_epsilon)?,
-            c_fc: linear(vb.pp("mlp.c_fc"), e, cfg.inner_dim())?,
-            mlp_c_proj: linear(vb.pp("mlp.c_proj"), cfg.inner_dim(), e)?,
+            ln_2: LayerNorm::load(w, &format!("{p}.ln_2"), e, cfg.layer_norm_epsilon)?,
+            c_fc: linear(w, &format!("{p}.mlp.c_fc"), e, cfg.inner_dim())?,
+            mlp_c_proj: linear(w, &format!("{p}.mlp.c_proj"), cfg.inner_dim(), e)?,
             activation: cfg.activation().map_err(EngineError::Other)?,
         })
     }
@@ -408,21 +428,28 @@ impl Model {
     /// Build from a `VarBuilder` over hub-format tensor names (`transformer.h.0.attn...`).
     /// A missing tensor or one of the wrong shape is an error that names it.
     pub fn load(vb: VarBuilder, cfg: &Config) -> Result<Self> {
-        let t = vb.pp("transformer");
-        let wte = t.get((cfg.vocab_size, cfg.n_embd), "wte.weight")?;
-        let wpe = t.get((cfg.n_positions, cfg.n_embd), "wpe.weight")?;
+        Self::load_from(&vb, cfg)
+    }
+
+    /// Build from any [`Weights`] source (hub tensor names).
+    pub fn load_from(w: &dyn Weights, cfg: &Config) -> Result<Self> {
+        let wte = w.dense("transformer.wte.weight", &[cfg.vocab_size, cfg.n_embd])?;
+        let wpe = w.dense("transformer.wpe.weight", &[cfg.n_positions, cfg.n_embd])?;
         let blocks = (0..cfg.n_layer)
-            .map(|i| Block::load(t.pp(format!("h.{i}")), cfg))
+            .map(|i| Block::load(w, &format!("transformer.h.{i}"), cfg))
             .collect::<Result<Vec<_>>>()?;
-        let ln_f = LayerNorm::load(t.pp("ln_f"), cfg.n_embd, cfg.layer_norm_epsilon)?;
+        let ln_f = LayerNorm::load(w, "transformer.ln_f", cfg.n_embd, cfg.layer_norm_epsilon)?;
         // lm_head is tied to wte and usually absent from the checkpoint.
-        let lm_head = QMatMul::Tensor(
-            if !cfg.tie_word_embeddings && vb.contains_tensor("lm_head.weight") {
-                vb.get((cfg.vocab_size, cfg.n_embd), "lm_head.weight")?
-            } else {
-                wte.clone()
-            },
-        );
+        let head_shape = [cfg.vocab_size, cfg.n_embd];
+        let lm_head = if !cfg.tie_word_embeddings && w.contains("lm_head.weight") {
+            w.matmul("lm_head.weight", &head_shape)?
+        } else {
+            // A quantized source keeps its quantized embedding matrix for the projection.
+            match w.matmul("transformer.wte.weight", &head_shape)? {
+                QMatMul::Tensor(_) => QMatMul::Tensor(wte.clone()),
+                q => q,
+            }
+        };
         Ok(Self {
             cfg: cfg.clone(),
             device: wte.device().clone(),

@@ -428,3 +428,81 @@ fn q8_0_weights_stay_close_to_f32() {
     assert!(diff > 0.0, "quantization changed nothing: not applied?");
     assert!(diff < 0.05 * scale, "q8_0 drifted: {diff} vs scale {scale}");
 }
+
+/// GGUF (llama.cpp's `starcoder` names) written from the hub checkpoint, loaded back: logits
+/// close to the safetensors model quantized to the same format (the GGUF also quantizes the
+/// embedding tables, which stay f32 when we quantize a safetensors model ourselves).
+#[test]
+fn gguf_checkpoint_matches_the_quantized_safetensors_model() {
+    let (dir, mut model, tok) = tiny(true);
+    let st =
+        candle_core::safetensors::load(dir.path().join("model.safetensors"), &Device::Cpu).unwrap();
+    let cfg = model.config().clone();
+    let gguf_dir = tempfile::tempdir().unwrap();
+    let path = gguf_dir.path().join("tiny.gguf");
+    copilot_engine::gguf::write(&path, &cfg, &st, candle_core::quantized::GgmlDType::Q8_0).unwrap();
+    std::fs::copy(
+        dir.path().join("tokenizer.json"),
+        gguf_dir.path().join("tokenizer.json"),
+    )
+    .unwrap();
+    let engine = load(
+        &ModelSpec {
+            model: path.display().to_string(),
+            ..Default::default()
+        },
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(engine.config().n_layer, cfg.n_layer);
+    assert_eq!(engine.config().multi_query, cfg.multi_query);
+    let ids = tok.encode_text("def f(x):\n    return x * 2\n").unwrap();
+    let from_gguf = engine
+        .run_blocking({
+            let ids = ids.clone();
+            move |g| {
+                g.model
+                    .forward_cached(&ids, &mut KvCache::new(), Logits::All, None)
+                    .unwrap()
+            }
+        })
+        .unwrap();
+    model
+        .quantize(candle_core::quantized::GgmlDType::Q8_0)
+        .unwrap();
+    let from_st = model
+        .forward_cached(&ids, &mut KvCache::new(), Logits::All, None)
+        .unwrap();
+    let scale = from_st
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    let diff = max_abs_diff(&from_gguf, &from_st);
+    assert!(diff < 0.05 * scale, "gguf drifted: {diff} vs scale {scale}");
+    let argmax_all = |t: &Tensor| t.argmax(1).unwrap().to_vec1::<u32>().unwrap();
+    let agree = argmax_all(&from_gguf)
+        .iter()
+        .zip(argmax_all(&from_st))
+        .filter(|(a, b)| **a == *b)
+        .count();
+    assert!(
+        agree * 5 >= ids.len() * 4,
+        "greedy agreement {agree}/{}",
+        ids.len()
+    );
+    // Not a GGUF file: a clear error.
+    std::fs::write(&path, b"not gguf").unwrap();
+    let e = load(
+        &ModelSpec {
+            model: path.display().to_string(),
+            ..Default::default()
+        },
+        &mut |_| {},
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("GGUF") && e.contains("tiny.gguf"), "{e}");
+}
