@@ -1,1 +1,20 @@
-//! Headless LSP harness: spawns the built binary over stdio, as an editor does.
+//! Headless LSP harness: spawns the built `copilot-lsp` over stdio, exactly as an editor
+//! does, with the tiny random checkpoint (made by `copilot-lsp gen-checkpoint`) or, when
+//! `COPILOT_LSP_SHARED` is set, also the pico model.
+//!
+//! - `handshake`: capabilities, position-encoding negotiation, progress, the fallback.
+//! - `documents`: incremental edits (emoji, astral characters, CRLF, full replacement) and
+//!   1,000 random edits, checked against the server's copy (`copilot/debugDocument`).
+//! - `completion`: parity with `copilot-lsp complete`, rapid edits, `$/cancelRequest`.
+//! - `robustness`: malformed JSON, unknown methods, unopened documents, far positions.
+//! - `lifecycle`: exit codes, a model that cannot load, no process left behind.
+//! - `bench`: keystroke-to-answer latency (a benchmark, only with `COPILOT_LSP_BENCH=1`).
+
+mod bench;
+mod client;
+mod completion;
+mod documents;
+mod fixtures;
+mod handshake;
+mod lifecycle;
+mod robustness;

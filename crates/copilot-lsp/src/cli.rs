@@ -44,6 +44,12 @@ pub enum Command {
     GenCheckpoint(GenArgs),
     /// Measure speed: raw engine figures, typing replayed through the server, cold files.
     Bench(BenchArgs),
+    /// Fine-tune a LoRA adapter on a repository (PEFT format).
+    Finetune(crate::train_cli::FinetuneArgs),
+    /// Merge adapters into one, or an adapter into the base weights.
+    Merge(crate::train_cli::MergeArgs),
+    /// Measure completion quality on held-out files: base model and adapters side by side.
+    Eval(crate::train_cli::EvalArgs),
 }
 
 #[derive(ClapArgs, Debug)]
@@ -211,6 +217,9 @@ pub fn run(args: Args) -> Result<u8> {
         Some(Command::Complete(c)) => complete(c, args.threads).map(|()| 0),
         Some(Command::GenCheckpoint(g)) => gen_checkpoint(g).map(|()| 0),
         Some(Command::Bench(b)) => bench(b).map(|()| 0),
+        Some(Command::Finetune(a)) => crate::train_cli::finetune(a, args.threads).map(|()| 0),
+        Some(Command::Merge(a)) => crate::train_cli::merge(a, args.threads).map(|()| 0),
+        Some(Command::Eval(a)) => crate::train_cli::eval(a, args.threads).map(|()| 0),
     }
 }
 
@@ -306,7 +315,7 @@ fn complete(c: CompleteArgs, threads: Option<usize>) -> Result<()> {
         std::fs::read(&file).with_context(|| format!("cannot read {file}"))?
     };
     let text = String::from_utf8(bytes).with_context(|| format!("{file} is not valid UTF-8"))?;
-    let cursor = byte_offset(&text, line, col).with_context(|| format!("{file}"))?;
+    let cursor = byte_offset(&text, line, col).with_context(|| file.clone())?;
     let completer = Completer::load(&c.model.spec(threads), &|e| tracing::info!(?e, "load"))
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let req = CompletionRequest {
@@ -326,6 +335,7 @@ fn complete(c: CompleteArgs, threads: Option<usize>) -> Result<()> {
             suffix_tokens: c.suffix_tokens,
             postprocess: !c.raw,
             time_budget: None,
+            cache: false,
         },
     };
     let out = completer

@@ -2,6 +2,7 @@
 //! to the crates that do the work. No logic of its own beyond wiring.
 
 mod cli;
+mod train_cli;
 
 use std::process::ExitCode;
 

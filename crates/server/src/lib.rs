@@ -1,6 +1,41 @@
 //! The language server: the only crate that knows LSP and JSON.
 //!
-//! NOTE: interface stub; the server helper fills it in.
+//! Code map (one line each; see ARCHITECTURE.md for the invariants):
+//! - `input`: re-frames the client's bytes so a malformed message gets an error, not an exit.
+//! - `gate`: sees every message in arrival order; applies document edits, stamps requests.
+//! - `server`, `handlers/*`: the `LanguageServer` impl and one file per method.
+//! - `scheduler`: supersede, debounce, wait for the model, generate, drop stale answers.
+//! - `cancel`, `debounce`: the two small mechanisms the scheduler is built from.
+//! - `model`: background loading with progress, the ready backend, reloads.
+//! - `backend`: the `Backend`/`Loader` seam (the real pipeline, or a scripted test double).
+//! - `session`, `document`, `encoding`: open documents in ropes, LSP positions.
+//! - `settings`: `initializationOptions`/`didChangeConfiguration` parsed, then validated.
+//! - `notify`, `stats`: messages to the user, `$/progress`, request counters.
+
+pub mod backend;
+pub mod cancel;
+pub mod debounce;
+pub mod document;
+pub mod encoding;
+pub mod gate;
+pub mod handlers;
+pub mod input;
+pub mod model;
+pub mod notify;
+pub mod scheduler;
+pub mod server;
+pub mod session;
+pub mod settings;
+pub mod stats;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tower_lsp_server::LspService;
+
+pub use backend::{Backend, BoxFuture, Loader, PipelineLoader};
+pub use settings::{Options, Settings};
 
 /// Defaults given on the command line (`copilot-lsp --stdio --model X ...`); the client's
 /// `initializationOptions` and `didChangeConfiguration` override them.
@@ -14,8 +49,75 @@ pub struct ServeOptions {
     pub threads: Option<usize>,
 }
 
+/// How many requests the framework runs at once. Above the default (4) so that requests
+/// waiting on the model never starve `$/cancelRequest` and edits of a slot.
+const CONCURRENCY: usize = 64;
+
 /// Serve LSP over stdin/stdout until `exit`. Returns the process exit code: 0 after
 /// `shutdown` then `exit`, 1 for `exit` without `shutdown` or a closed stdin.
-pub fn run_stdio(_opts: ServeOptions) -> anyhow::Result<i32> {
-    anyhow::bail!("not implemented yet")
+pub fn run_stdio(opts: ServeOptions) -> anyhow::Result<i32> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("copilot-lsp-io")
+        .enable_all()
+        .build()?;
+    let code = rt.block_on(serve(
+        tokio::io::stdin(),
+        tokio::io::stdout(),
+        opts,
+        Arc::new(PipelineLoader),
+    ));
+    // A blocking read of stdin (or a model still loading) must not hold the process up.
+    rt.shutdown_timeout(Duration::from_millis(100));
+    code
+}
+
+/// Serve LSP on any byte streams with any model loader (tests use in-memory pipes and a
+/// scripted loader). Returns the exit code as [`run_stdio`] does.
+pub async fn serve<I, O>(
+    input: I,
+    output: O,
+    opts: ServeOptions,
+    loader: Arc<dyn Loader>,
+) -> anyhow::Result<i32>
+where
+    I: AsyncRead + Unpin + Send + 'static,
+    O: AsyncWrite,
+{
+    let defaults = Settings::from_cli(&opts).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let session = session::Session::new(opts, defaults);
+    let (service, socket) =
+        LspService::build(|client| server::CopilotLsp::new(client, session.clone(), loader))
+            .custom_method(
+                "textDocument/inlineCompletion",
+                server::CopilotLsp::inline_completion,
+            )
+            .custom_method(
+                gate::STAMPED_COMPLETION,
+                server::CopilotLsp::completion_stamped,
+            )
+            .custom_method("copilot/debugDocument", server::CopilotLsp::debug_document)
+            .custom_method("copilot/debugStats", server::CopilotLsp::debug_stats)
+            .custom_method(input::MALFORMED, server::CopilotLsp::malformed)
+            .finish();
+    let service = gate::Gate::new(service, session.clone());
+    tower_lsp_server::Server::new(input::sanitize(input), output, socket)
+        .concurrency_level(CONCURRENCY)
+        .serve(service)
+        .await;
+    session.tasks.cancel_all();
+    let code = session.exit_code();
+    tracing::info!(code, "server stopped");
+    Ok(code)
+}
+
+/// The text of a caught panic's payload.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(no message)".to_string()
+    }
 }

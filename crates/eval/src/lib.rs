@@ -1,0 +1,338 @@
+//! Measured evaluation of completions on held-out files: for sampled lines of files the
+//! adapter never saw, delete the line, complete at its start from the code around it
+//! through the same pipeline as the server (`copilot_pipeline::Completer`, greedy), and score
+//! the first completed line against the original: exact match, edit distance in characters,
+//! latency. The base model and each adapter run on the same samples, side by side.
+//!
+//! The cursor sits at the start of the line and the target includes its indentation: a
+//! prompt that ends in the middle of a run of spaces is one no BPE model saw in training
+//! (spaces merge with the following word), so a cursor after the indentation would measure
+//! that tokenisation artefact rather than the model.
+//!
+//! Knows the pipeline and the adapter format; knows nothing of LSP or the command line.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use copilot_finetune::data::{self, DataOptions, SourceFile};
+use copilot_pipeline::{CancelToken, Completer, CompletionOptions, CompletionRequest, FimChoice};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use serde::Serialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    #[error(transparent)]
+    Finetune(#[from] copilot_finetune::FinetuneError),
+    #[error("completion failed: {0}")]
+    Pipeline(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+pub type Result<T, E = EvalError> = std::result::Result<T, E>;
+
+/// One hole to fill: line `line` (1-based) of `rel`, indentation included.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Task {
+    pub rel: String,
+    pub line: usize,
+    /// The document with the line's text removed (its line break kept).
+    #[serde(skip)]
+    pub text: String,
+    /// Byte offset of the cursor in `text`: the start of the emptied line.
+    pub cursor: usize,
+    /// The removed line, trailing whitespace trimmed.
+    pub target: String,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct EvalOptions {
+    /// Lines sampled per held-out file.
+    pub lines_per_file: usize,
+    /// Cap on samples overall.
+    pub max_samples: usize,
+    /// Lines whose code is shorter than this (characters) are not sampled.
+    pub min_line_chars: usize,
+    pub seed: u64,
+    /// Completion settings (temperature 0 for repeatable numbers).
+    pub completion: CompletionOptions,
+}
+
+impl Default for EvalOptions {
+    fn default() -> Self {
+        Self {
+            lines_per_file: 10,
+            max_samples: 200,
+            min_line_chars: 4,
+            seed: 42,
+            completion: CompletionOptions {
+                temperature: 0.0,
+                max_tokens: 48,
+                fim: FimChoice::Auto,
+                postprocess: true,
+                ..Default::default()
+            },
+        }
+    }
+}
+
+/// Sample tasks from files: seeded, per file, in a stable order. Pure.
+pub fn sample_tasks(files: &[SourceFile], o: &EvalOptions) -> Vec<Task> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(o.seed);
+    let mut tasks = Vec::new();
+    for f in files {
+        // (line number, start byte, line length without its line break)
+        let mut candidates = Vec::new();
+        let mut start = 0;
+        for (i, raw) in f.text.split_inclusive('\n').enumerate() {
+            let line = raw.trim_end_matches(['\n', '\r']);
+            if line.trim().chars().count() >= o.min_line_chars {
+                candidates.push((i + 1, start, line.len()));
+            }
+            start += raw.len();
+        }
+        candidates.shuffle(&mut rng);
+        candidates.truncate(o.lines_per_file);
+        candidates.sort();
+        for (line, start, len) in candidates {
+            let end = start + len;
+            tasks.push(Task {
+                rel: f.rel.clone(),
+                line,
+                text: format!("{}{}", &f.text[..start], &f.text[end..]),
+                cursor: start,
+                target: f.text[start..end].trim_end().to_string(),
+            });
+        }
+    }
+    if tasks.len() > o.max_samples {
+        tasks.shuffle(&mut rng);
+        tasks.truncate(o.max_samples);
+        tasks.sort_by(|a, b| (&a.rel, a.line).cmp(&(&b.rel, b.line)));
+    }
+    tasks
+}
+
+/// Levenshtein distance in characters.
+pub fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    let mut cur = vec![0; b.len() + 1];
+    for (i, ca) in a.iter().enumerate() {
+        cur[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != cb);
+            cur[j + 1] = sub.min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        std::mem::swap(&mut prev, &mut cur);
+    }
+    prev[b.len()]
+}
+
+/// The line a completion proposes: its first line, trailing whitespace removed.
+pub fn first_line(completion: &str) -> &str {
+    completion.split('\n').next().unwrap_or("").trim_end()
+}
+
+/// One sample's outcome.
+#[derive(Clone, Debug, Serialize)]
+pub struct Outcome {
+    pub rel: String,
+    pub line: usize,
+    pub target: String,
+    pub predicted: String,
+    pub exact: bool,
+    pub edit_distance: usize,
+    pub latency_ms: f64,
+}
+
+/// Scores of one model variant.
+#[derive(Clone, Debug, Serialize)]
+pub struct Scores {
+    /// `base`, or the adapter's folder.
+    pub name: String,
+    pub samples: usize,
+    pub exact_match: f64,
+    pub mean_edit_distance: f64,
+    pub mean_latency_ms: f64,
+    /// Filled with `keep_outcomes`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub outcomes: Vec<Outcome>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub repo: PathBuf,
+    pub model: String,
+    pub files: usize,
+    pub samples: usize,
+    pub rows: Vec<Scores>,
+}
+
+/// A variant to evaluate: the base model (None) or an adapter registered with the engine
+/// under that name.
+pub type Variant = Option<String>;
+
+/// Complete every task with every variant.
+pub fn evaluate(
+    completer: &Completer,
+    tasks: &[Task],
+    variants: &[Variant],
+    o: &EvalOptions,
+    keep_outcomes: bool,
+    on_sample: &mut dyn FnMut(usize, usize),
+) -> Result<Vec<Scores>> {
+    let total = tasks.len() * variants.len();
+    let mut done = 0;
+    let mut rows = Vec::new();
+    for v in variants {
+        let mut outcomes = Vec::new();
+        for t in tasks {
+            let req = CompletionRequest {
+                text: t.text.clone(),
+                cursor: t.cursor,
+                path: Some(t.rel.clone()),
+                adapter: v.clone(),
+                options: o.completion.clone(),
+            };
+            let started = Instant::now();
+            let c = completer
+                .complete_blocking(req, CancelToken::new())
+                .map_err(|e| EvalError::Pipeline(e.to_string()))?;
+            let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+            let predicted = first_line(&c.text).to_string();
+            outcomes.push(Outcome {
+                rel: t.rel.clone(),
+                line: t.line,
+                exact: predicted == t.target,
+                edit_distance: edit_distance(&predicted, &t.target),
+                target: t.target.clone(),
+                predicted,
+                latency_ms,
+            });
+            done += 1;
+            on_sample(done, total);
+        }
+        let n = outcomes.len().max(1) as f64;
+        rows.push(Scores {
+            name: v.clone().unwrap_or_else(|| "base".into()),
+            samples: outcomes.len(),
+            exact_match: outcomes.iter().filter(|o| o.exact).count() as f64 / n,
+            mean_edit_distance: outcomes.iter().map(|o| o.edit_distance as f64).sum::<f64>() / n,
+            mean_latency_ms: outcomes.iter().map(|o| o.latency_ms).sum::<f64>() / n,
+            outcomes: if keep_outcomes { outcomes } else { Vec::new() },
+        });
+    }
+    Ok(rows)
+}
+
+/// The held-out files of `repo`: those listed in `list` (repository-relative), read and kept
+/// only if they still pass the data filters; without a list, the split `finetune` makes
+/// with the same options.
+pub fn heldout_files(
+    repo: &Path,
+    list: Option<&[String]>,
+    data_opts: &DataOptions,
+) -> Result<Vec<SourceFile>> {
+    match list {
+        Some(rels) => {
+            let mut files = Vec::new();
+            for rel in rels {
+                let p = repo.join(rel);
+                match std::fs::read_to_string(&p) {
+                    Ok(text) => files.push(SourceFile {
+                        rel: rel.clone(),
+                        text,
+                    }),
+                    Err(e) => tracing::warn!(path = %p.display(), %e, "held-out file skipped"),
+                }
+            }
+            if files.is_empty() {
+                return Err(EvalError::Other(format!(
+                    "none of the {} held-out files exists under {}",
+                    rels.len(),
+                    repo.display()
+                )));
+            }
+            Ok(files)
+        }
+        None => Ok(data::prepare(repo, data_opts)?.heldout),
+    }
+}
+
+/// The report as a plain-text table.
+pub fn table(r: &Report) -> String {
+    let mut s = format!(
+        "{} held-out files of {}, {} lines, model {}\n",
+        r.files,
+        r.repo.display(),
+        r.samples,
+        r.model
+    );
+    let w = r
+        .rows
+        .iter()
+        .map(|x| x.name.len())
+        .max()
+        .unwrap_or(4)
+        .max(7);
+    s += &format!(
+        "{:<w$}  {:>11}  {:>13}  {:>12}\n",
+        "variant", "exact match", "edit distance", "latency (ms)"
+    );
+    for x in &r.rows {
+        s += &format!(
+            "{:<w$}  {:>10.1}%  {:>13.2}  {:>12.1}\n",
+            x.name,
+            100.0 * x.exact_match,
+            x.mean_edit_distance,
+            x.mean_latency_ms
+        );
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn edit_distance_counts_characters() {
+        assert_eq!(edit_distance("", ""), 0);
+        assert_eq!(edit_distance("abc", ""), 3);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("é😀", "e😀"), 1);
+        assert_eq!(first_line("x = 1  \ny = 2"), "x = 1");
+    }
+
+    #[test]
+    fn tasks_empty_the_line_and_put_the_cursor_at_its_start() {
+        let f = SourceFile {
+            rel: "a.py".into(),
+            text: "def f(x):\n    y = x + 1\n\n    return y\n".into(),
+        };
+        let o = EvalOptions {
+            lines_per_file: 10,
+            ..Default::default()
+        };
+        let tasks = sample_tasks(&[f], &o);
+        assert_eq!(tasks.len(), 3);
+        let t = &tasks[1];
+        assert_eq!((t.line, t.target.as_str()), (2, "    y = x + 1"));
+        assert_eq!(t.text, "def f(x):\n\n\n    return y\n");
+        assert_eq!(&t.text[..t.cursor], "def f(x):\n");
+        let again = sample_tasks(
+            &[SourceFile {
+                rel: "a.py".into(),
+                text: "def f(x):\n    y = x + 1\n\n    return y\n".into(),
+            }],
+            &EvalOptions {
+                lines_per_file: 1,
+                ..o
+            },
+        );
+        assert_eq!(again.len(), 1);
+    }
+}

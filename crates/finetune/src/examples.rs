@@ -1,0 +1,362 @@
+//! Training examples made the way the base model was trained (bigcode's Megatron-LM
+//! `permute`): each file is cut into chunks that fit a sequence, a `fim_rate` share of the
+//! chunks is split at two random *character* positions into prefix, middle and suffix and laid
+//! out PSM or SPM (`spm_rate`), the rest stay left-to-right; every example ends with
+//! `<|endoftext|>`. The layout comes from `copilot_fim::build_prompt`, the very code that
+//! builds the server's prompts, so training and serving cannot disagree. Examples are then
+//! packed end to end into sequences of `seq_len + 1` tokens (inputs and shifted targets).
+//!
+//! No I/O, no model: text and a tokenizer in, token ids out.
+
+use copilot_engine::Tokenizer;
+use copilot_fim::{Budget, Layout, Piece, PromptInput, Special, TokenCounter};
+use rand::{Rng, SeedableRng};
+
+use crate::data::SourceFile;
+use crate::error::{FinetuneError, Result};
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExampleOptions {
+    /// Tokens per training sequence (inputs; targets are shifted by one).
+    pub seq_len: usize,
+    /// Share of chunks turned into fill-in-the-middle examples.
+    pub fim_rate: f64,
+    /// Share of FIM examples in SPM order (bigcode's variant), the rest PSM.
+    pub spm_rate: f64,
+    /// Show the file's path to the model as the server does.
+    pub with_path: bool,
+    pub seed: u64,
+}
+
+impl Default for ExampleOptions {
+    fn default() -> Self {
+        Self {
+            seq_len: 1024,
+            fim_rate: 0.5,
+            spm_rate: 0.5,
+            with_path: true,
+            seed: 42,
+        }
+    }
+}
+
+/// Sequences of `seq_len + 1` ids; `valid[i]` of them are real (the rest is padding that the
+/// loss ignores, only ever in the last sequence).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Packed {
+    pub seq_len: usize,
+    pub sequences: Vec<Vec<u32>>,
+    pub valid: Vec<usize>,
+    /// Examples by layout: (left-to-right, PSM, SPM).
+    pub counts: (usize, usize, usize),
+}
+
+impl Packed {
+    /// Number of target tokens that count in the loss.
+    pub fn target_tokens(&self) -> usize {
+        self.valid.iter().map(|v| v.saturating_sub(1)).sum()
+    }
+
+    /// A fingerprint of the ids, to check on resume that the data did not change.
+    pub fn fingerprint(&self) -> u64 {
+        // FNV-1a: stable across Rust versions, unlike `DefaultHasher`.
+        let mut h: u64 = 0xcbf29ce484222325;
+        for s in &self.sequences {
+            for &id in s {
+                for b in id.to_le_bytes() {
+                    h ^= b as u64;
+                    h = h.wrapping_mul(0x100000001b3);
+                }
+            }
+        }
+        h
+    }
+}
+
+/// Budgets large enough that `build_prompt` never trims a chunk (trimming would break the
+/// prefix-middle-suffix contiguity the model must learn); chunks are sized beforehand.
+const NO_TRIM: usize = 1 << 28;
+
+/// Byte length as the token count: an upper bound for byte-level BPE, and free. Only used
+/// against [`NO_TRIM`] budgets.
+struct ByteCounter;
+
+impl TokenCounter for ByteCounter {
+    fn count(&self, text: &str) -> usize {
+        text.len()
+    }
+}
+
+/// Ids of a prompt's pieces, specials spliced in, text encoded piece by piece (as the
+/// pipeline does).
+fn piece_ids(tok: &Tokenizer, pieces: &[Piece], out: &mut Vec<u32>) -> Result<()> {
+    let sp = tok.specials();
+    for p in pieces {
+        match p {
+            Piece::Special(s) => out.push(match s {
+                Special::FimPrefix => sp.fim_prefix,
+                Special::FimSuffix => sp.fim_suffix,
+                Special::FimMiddle => sp.fim_middle,
+                Special::EndOfText => sp.eos,
+            }),
+            Piece::Text(t) => out.extend(tok.encode_text(t)?),
+        }
+    }
+    Ok(())
+}
+
+/// Cut `text` at line boundaries into chunks of at most about `max_tokens` tokens (a single
+/// longer line is cut at a character boundary).
+pub fn chunk(tok: &Tokenizer, text: &str, max_tokens: usize) -> Result<Vec<String>> {
+    let max_tokens = max_tokens.max(8);
+    let mut chunks = Vec::new();
+    let mut cur = String::new();
+    let mut cur_tokens = 0;
+    for line in text.split_inclusive('\n') {
+        let n = tok.encode_text(line)?.len();
+        if cur_tokens + n > max_tokens && !cur.is_empty() {
+            chunks.push(std::mem::take(&mut cur));
+            cur_tokens = 0;
+        }
+        if n > max_tokens {
+            // A very long line: cut it by characters, proportionally.
+            let chars: Vec<char> = line.chars().collect();
+            let per = (chars.len() * max_tokens / n).max(1);
+            for piece in chars.chunks(per) {
+                chunks.push(piece.iter().collect());
+            }
+            continue;
+        }
+        cur.push_str(line);
+        cur_tokens += n;
+    }
+    if !cur.trim().is_empty() {
+        chunks.push(cur);
+    }
+    Ok(chunks)
+}
+
+/// Byte offsets of two sorted random character positions of `text` (0..=len).
+fn split_points(text: &str, rng: &mut impl Rng) -> (usize, usize) {
+    let bounds: Vec<usize> = text
+        .char_indices()
+        .map(|(i, _)| i)
+        .chain(std::iter::once(text.len()))
+        .collect();
+    let a = bounds[rng.random_range(0..bounds.len())];
+    let b = bounds[rng.random_range(0..bounds.len())];
+    (a.min(b), a.max(b))
+}
+
+/// The ids of one example: `chunk` laid out by `layout` (split at `(a, b)` for FIM), then
+/// the middle (FIM) and `<|endoftext|>`.
+pub fn example_ids(
+    tok: &Tokenizer,
+    chunk: &str,
+    path: Option<&str>,
+    layout: Layout,
+    (a, b): (usize, usize),
+) -> Result<Vec<u32>> {
+    let budget = Budget {
+        prefix_tokens: NO_TRIM,
+        suffix_tokens: NO_TRIM,
+        window: NO_TRIM * 4,
+        max_new_tokens: 0,
+    };
+    let mut ids = Vec::new();
+    match layout {
+        Layout::LeftToRight => {
+            let input = PromptInput {
+                prefix: chunk,
+                suffix: "",
+                path,
+                snippets: &[],
+            };
+            let prompt = copilot_fim::build_prompt(&input, layout, &budget, &ByteCounter);
+            piece_ids(tok, &prompt.pieces, &mut ids)?;
+        }
+        Layout::Psm | Layout::Spm => {
+            let input = PromptInput {
+                prefix: &chunk[..a],
+                suffix: &chunk[b..],
+                path,
+                snippets: &[],
+            };
+            let prompt = copilot_fim::build_prompt(&input, layout, &budget, &ByteCounter);
+            piece_ids(tok, &prompt.pieces, &mut ids)?;
+            ids.extend(tok.encode_text(&chunk[a..b])?);
+        }
+    }
+    ids.push(tok.specials().eos);
+    Ok(ids)
+}
+
+/// Make the examples of `files` and pack them into sequences.
+pub fn build(tok: &Tokenizer, files: &[SourceFile], opts: &ExampleOptions) -> Result<Packed> {
+    if opts.seq_len < 16 {
+        return Err(FinetuneError::Options(format!(
+            "sequence length {} is too short",
+            opts.seq_len
+        )));
+    }
+    if !(0.0..=1.0).contains(&opts.fim_rate) || !(0.0..=1.0).contains(&opts.spm_rate) {
+        return Err(FinetuneError::Options(
+            "FIM and SPM rates must lie in [0, 1]".into(),
+        ));
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(opts.seed);
+    let mut stream: Vec<u32> = Vec::new();
+    let mut counts = (0, 0, 0);
+    // Room for the special tokens and a path header inside one sequence.
+    let chunk_tokens = opts.seq_len.saturating_sub(32).max(opts.seq_len * 3 / 4);
+    for f in files {
+        let path = opts.with_path.then_some(f.rel.as_str());
+        for c in chunk(tok, &f.text, chunk_tokens)? {
+            let layout = if rng.random_bool(opts.fim_rate) {
+                if rng.random_bool(opts.spm_rate) {
+                    counts.2 += 1;
+                    Layout::Spm
+                } else {
+                    counts.1 += 1;
+                    Layout::Psm
+                }
+            } else {
+                counts.0 += 1;
+                Layout::LeftToRight
+            };
+            let cut = match layout {
+                Layout::LeftToRight => (0, 0),
+                _ => split_points(&c, &mut rng),
+            };
+            stream.extend(example_ids(tok, &c, path, layout, cut)?);
+        }
+    }
+    let mut packed = pack(&stream, opts.seq_len, tok.specials().eos);
+    packed.counts = counts;
+    Ok(packed)
+}
+
+/// Cut a token stream into windows of `seq_len + 1` overlapping by one token (the last
+/// target of one is the first input of the next), padding the last with `pad`.
+pub fn pack(stream: &[u32], seq_len: usize, pad: u32) -> Packed {
+    let mut sequences = Vec::new();
+    let mut valid = Vec::new();
+    let mut start = 0;
+    while start + 1 < stream.len() {
+        let end = (start + seq_len + 1).min(stream.len());
+        let mut s = stream[start..end].to_vec();
+        valid.push(s.len());
+        s.resize(seq_len + 1, pad);
+        sequences.push(s);
+        start += seq_len;
+    }
+    Packed {
+        seq_len,
+        sequences,
+        valid,
+        counts: (0, 0, 0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tokenizer() -> Tokenizer {
+        let json = copilot_engine::testkit::byte_level_tokenizer_json().to_string();
+        Tokenizer::from_json(&json).unwrap()
+    }
+
+    #[test]
+    fn fim_examples_follow_the_prompt_code_then_middle_and_eos() {
+        let tok = tokenizer();
+        let sp = tok.specials();
+        let text = "def f(x):\n    return x\n";
+        let enc = |s: &str| tok.encode_text(s).unwrap();
+        let (a, b) = (4, 10);
+        let psm = example_ids(&tok, text, None, Layout::Psm, (a, b)).unwrap();
+        let mut want = vec![sp.fim_prefix];
+        want.extend(enc(&text[..a]));
+        want.push(sp.fim_suffix);
+        want.extend(enc(&text[b..]));
+        want.push(sp.fim_middle);
+        want.extend(enc(&text[a..b]));
+        want.push(sp.eos);
+        assert_eq!(psm, want);
+        // SPM as bigcode trained it: <fim_prefix><fim_suffix>S<fim_middle>P, then M.
+        let spm = example_ids(&tok, text, None, Layout::Spm, (a, b)).unwrap();
+        let mut want = vec![sp.fim_prefix, sp.fim_suffix];
+        want.extend(enc(&text[b..]));
+        want.push(sp.fim_middle);
+        want.extend(enc(&text[..a]));
+        want.extend(enc(&text[a..b]));
+        want.push(sp.eos);
+        assert_eq!(spm, want);
+        let l2r = example_ids(&tok, text, None, Layout::LeftToRight, (0, 0)).unwrap();
+        let mut want = enc(text);
+        want.push(sp.eos);
+        assert_eq!(l2r, want);
+    }
+
+    #[test]
+    fn user_text_with_special_strings_stays_text() {
+        let tok = tokenizer();
+        let text = "s = '<fim_middle><|endoftext|>'\n";
+        let ids = example_ids(&tok, text, None, Layout::LeftToRight, (0, 0)).unwrap();
+        let sp = tok.specials();
+        assert_eq!(ids.iter().filter(|&&i| i == sp.eos).count(), 1);
+        assert!(!ids.contains(&sp.fim_middle));
+    }
+
+    #[test]
+    fn fim_rate_and_packing() {
+        let tok = tokenizer();
+        let files: Vec<_> = (0..40)
+            .map(|i| SourceFile {
+                rel: format!("m{i}.py"),
+                text: format!("def f{i}(a, b):\n    return a * {i} + b\n"),
+            })
+            .collect();
+        let opts = ExampleOptions {
+            seq_len: 64,
+            with_path: false,
+            ..Default::default()
+        };
+        let p = build(&tok, &files, &opts).unwrap();
+        let (l, psm, spm) = p.counts;
+        assert_eq!(l + psm + spm, 40);
+        assert!((10..=30).contains(&l), "{:?}", p.counts);
+        assert!(psm > 0 && spm > 0);
+        assert!(p.sequences.iter().all(|s| s.len() == 65));
+        assert!(p.valid[..p.valid.len() - 1].iter().all(|&v| v == 65));
+        // Overlap by one: the last target of a window is the first input of the next.
+        assert_eq!(p.sequences[0][64], p.sequences[1][0]);
+        let again = build(&tok, &files, &opts).unwrap();
+        assert_eq!(p.fingerprint(), again.fingerprint());
+        let none = build(
+            &tok,
+            &files,
+            &ExampleOptions {
+                fim_rate: 0.0,
+                ..opts
+            },
+        )
+        .unwrap();
+        assert_eq!(none.counts, (40, 0, 0));
+    }
+
+    #[test]
+    fn long_files_are_chunked_at_lines() {
+        let tok = tokenizer();
+        let text: String = (0..200).map(|i| format!("x{i} = {i}\n")).collect();
+        let chunks = chunk(&tok, &text, 100).unwrap();
+        assert!(chunks.len() > 5);
+        assert_eq!(chunks.concat(), text);
+        assert!(chunks
+            .iter()
+            .all(|c| tok.encode_text(c).unwrap().len() <= 100));
+        let long = "y".repeat(1000);
+        let chunks = chunk(&tok, &long, 100).unwrap();
+        assert_eq!(chunks.concat(), long);
+    }
+}

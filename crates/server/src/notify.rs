@@ -1,0 +1,171 @@
+//! Messages to the user: `window/showMessage`, `window/logMessage` and work-done `$/progress`.
+//!
+//! Nothing may reach the client before `initialized` (the framework drops it), so everything
+//! here first waits for that; each distinct problem is shown once.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use copilot_pipeline::LoadEvent;
+use tokio::sync::{mpsc, oneshot, watch};
+use tower_lsp_server::ls_types::notification::Progress;
+use tower_lsp_server::ls_types::{
+    MessageType, NumberOrString, ProgressParams, ProgressParamsValue, ProgressToken,
+    WorkDoneProgress, WorkDoneProgressBegin, WorkDoneProgressEnd, WorkDoneProgressReport,
+};
+use tower_lsp_server::Client;
+
+#[derive(Debug)]
+pub struct Notifier {
+    client: Client,
+    initialized: watch::Sender<bool>,
+    progress_supported: AtomicBool,
+    shown: Mutex<HashSet<String>>,
+    next_token: AtomicU64,
+}
+
+impl Notifier {
+    pub fn new(client: Client) -> Self {
+        Self {
+            client,
+            initialized: watch::Sender::new(false),
+            progress_supported: AtomicBool::new(false),
+            shown: Mutex::default(),
+            next_token: AtomicU64::new(1),
+        }
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn set_progress_supported(&self, yes: bool) {
+        self.progress_supported.store(yes, Ordering::SeqCst);
+    }
+
+    /// The client sent `initialized`: messages may flow.
+    pub fn mark_initialized(&self) {
+        self.initialized.send_replace(true);
+    }
+
+    pub async fn wait_initialized(&self) {
+        let mut rx = self.initialized.subscribe();
+        let _ = rx.wait_for(|v| *v).await;
+    }
+
+    pub async fn show(&self, typ: MessageType, message: String) {
+        match typ {
+            MessageType::ERROR => tracing::error!("{message}"),
+            MessageType::WARNING => tracing::warn!("{message}"),
+            _ => tracing::info!("{message}"),
+        }
+        self.wait_initialized().await;
+        self.client.show_message(typ, message).await;
+    }
+
+    /// Show `message` unless the same text was shown before.
+    pub async fn show_once(&self, typ: MessageType, message: String) {
+        let first = self
+            .shown
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(message.clone());
+        if first {
+            self.show(typ, message).await;
+        } else {
+            tracing::debug!("{message} (already shown)");
+        }
+    }
+
+    pub async fn log(&self, typ: MessageType, message: String) {
+        tracing::info!("{message}");
+        self.wait_initialized().await;
+        self.client.log_message(typ, message).await;
+    }
+
+    /// Report a model load as work-done progress: begin, one report per event, end with the
+    /// outcome from `done`. Shows a load failure once with `window/showMessage`.
+    pub async fn report_load(
+        &self,
+        model: String,
+        mut events: mpsc::UnboundedReceiver<LoadEvent>,
+        done: oneshot::Receiver<Result<String, String>>,
+    ) {
+        self.wait_initialized().await;
+        let token = if self.progress_supported.load(Ordering::SeqCst) {
+            let n = self.next_token.fetch_add(1, Ordering::SeqCst);
+            let token = NumberOrString::String(format!("copilot-lsp/load/{n}"));
+            match self.client.create_work_done_progress(token.clone()).await {
+                Ok(()) => Some(token),
+                Err(e) => {
+                    tracing::debug!("client refused a progress token: {e}");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let send = |value: WorkDoneProgress| {
+            let token = token.clone();
+            async move {
+                if let Some(token) = token {
+                    self.progress(token, value).await;
+                }
+            }
+        };
+        send(WorkDoneProgress::Begin(WorkDoneProgressBegin {
+            title: "copilot-lsp".into(),
+            cancellable: Some(false),
+            message: Some(format!("loading {model}")),
+            percentage: None,
+        }))
+        .await;
+        while let Some(ev) = events.recv().await {
+            let message = match ev {
+                LoadEvent::Downloading { file } => format!("downloading {file}"),
+                LoadEvent::Loading { what } => format!("loading {what}"),
+                LoadEvent::Ready { description } => format!("ready: {description}"),
+            };
+            tracing::info!("model: {message}");
+            send(WorkDoneProgress::Report(WorkDoneProgressReport {
+                message: Some(message),
+                ..WorkDoneProgressReport::default()
+            }))
+            .await;
+        }
+        let outcome = done
+            .await
+            .unwrap_or_else(|_| Err("the model loader stopped".into()));
+        let message = match &outcome {
+            Ok(desc) => format!("model ready: {desc}"),
+            Err(e) => format!("model failed to load: {e}"),
+        };
+        send(WorkDoneProgress::End(WorkDoneProgressEnd {
+            message: Some(message.clone()),
+        }))
+        .await;
+        match outcome {
+            Ok(_) => self.log(MessageType::INFO, message).await,
+            Err(e) => {
+                self.show(
+                    MessageType::ERROR,
+                    format!(
+                        "copilot-lsp: cannot load model `{model}`: {e}. Completions are off \
+                         until the settings change."
+                    ),
+                )
+                .await
+            }
+        }
+    }
+
+    async fn progress(&self, token: ProgressToken, value: WorkDoneProgress) {
+        self.client
+            .send_notification::<Progress>(ProgressParams {
+                token,
+                value: ProgressParamsValue::WorkDone(value),
+            })
+            .await;
+    }
+}

@@ -1,0 +1,117 @@
+//! The `LanguageServer` implementation: a thin dispatch to `handlers/`, plus the custom
+//! methods registered in `lib.rs`.
+
+use std::sync::{Arc, Mutex};
+
+use serde_json::Value;
+use tower_lsp_server::jsonrpc::{Error, ErrorCode, Result};
+use tower_lsp_server::ls_types::{
+    CompletionParams, CompletionResponse, DidChangeConfigurationParams,
+    DidChangeTextDocumentParams, DidCloseTextDocumentParams, DidOpenTextDocumentParams,
+    InitializeParams, InitializeResult, InitializedParams, InlineCompletionParams,
+    InlineCompletionResponse,
+};
+use tower_lsp_server::{Client, LanguageServer};
+
+use crate::backend::Loader;
+use crate::handlers::initialize::ClientTraits;
+use crate::handlers::{self, configuration, Stamped};
+use crate::input::Malformed;
+use crate::model::ModelHost;
+use crate::notify::Notifier;
+use crate::scheduler::Scheduler;
+use crate::session::Session;
+
+#[derive(Debug)]
+pub struct CopilotLsp {
+    scheduler: Scheduler,
+    traits: Mutex<ClientTraits>,
+}
+
+impl CopilotLsp {
+    pub fn new(client: Client, session: Arc<Session>, loader: Arc<dyn Loader>) -> Self {
+        Self {
+            scheduler: Scheduler {
+                session,
+                model: Arc::new(ModelHost::new(loader)),
+                notifier: Arc::new(Notifier::new(client)),
+            },
+            traits: Mutex::default(),
+        }
+    }
+
+    fn traits(&self) -> ClientTraits {
+        *self.traits.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub async fn inline_completion(
+        &self,
+        params: Stamped<InlineCompletionParams>,
+    ) -> Result<Option<InlineCompletionResponse>> {
+        handlers::inline_completion::handle(&self.scheduler, params).await
+    }
+
+    /// `textDocument/completion`, re-routed by the gate with its arrival stamp.
+    pub async fn completion_stamped(
+        &self,
+        params: Stamped<CompletionParams>,
+    ) -> Result<Option<CompletionResponse>> {
+        handlers::completion::handle(&self.scheduler, params).await
+    }
+
+    pub async fn debug_document(&self, params: handlers::debug::DocumentParams) -> Result<Value> {
+        handlers::debug::document(&self.scheduler, params).await
+    }
+
+    pub async fn debug_stats(&self) -> Result<Value> {
+        handlers::debug::stats(&self.scheduler).await
+    }
+
+    /// A frame the input sanitizer could not pass on (see `input.rs`): answer its error.
+    pub async fn malformed(&self, p: Malformed) -> Result<()> {
+        Err(Error {
+            code: ErrorCode::from(p.code),
+            message: p.message.into(),
+            data: None,
+        })
+    }
+}
+
+impl LanguageServer for CopilotLsp {
+    async fn initialize(&self, params: InitializeParams) -> Result<InitializeResult> {
+        let (result, traits) = handlers::initialize::handle(&self.scheduler, params)?;
+        *self.traits.lock().unwrap_or_else(|e| e.into_inner()) = traits;
+        Ok(result)
+    }
+
+    async fn initialized(&self, _: InitializedParams) {
+        self.scheduler.notifier.mark_initialized();
+        if self.traits().pull_configuration {
+            let scheduler = self.scheduler.clone();
+            tokio::spawn(async move {
+                if let Some(v) = configuration::pull(&scheduler).await {
+                    configuration::apply(&scheduler, None, Some(v));
+                }
+            });
+        }
+    }
+
+    async fn shutdown(&self) -> Result<()> {
+        // The gate has already marked the session shut down and cancelled every task.
+        self.scheduler.session.set_shutdown();
+        Ok(())
+    }
+
+    // Document notifications are applied in arrival order by the gate (`gate.rs`); by the
+    // time the framework runs these, there is nothing left to do.
+    async fn did_open(&self, _: DidOpenTextDocumentParams) {}
+
+    async fn did_change(&self, _: DidChangeTextDocumentParams) {}
+
+    async fn did_close(&self, _: DidCloseTextDocumentParams) {}
+
+    async fn did_change_configuration(&self, params: DidChangeConfigurationParams) {
+        let pull = self.traits().pull_configuration;
+        configuration::did_change(&self.scheduler, pull, params).await;
+    }
+}

@@ -1,0 +1,333 @@
+//! The server's shared state: open documents, negotiated encoding, settings, the per-document
+//! task controller, lifecycle flags and counters.
+//!
+//! Locks here are `std` locks held for microseconds and never across an `.await`: a
+//! keystroke never waits for the model.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use serde_json::Value;
+use tower_lsp_server::ls_types::{Position, Uri};
+
+use crate::cancel::LatestWins;
+use crate::document::Document;
+use crate::encoding::PositionEncoding;
+use crate::settings::{self, Options, Settings};
+use crate::stats::Stats;
+use crate::ServeOptions;
+
+/// Why a request gets no completion.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Skip {
+    /// The document is not open.
+    NoDocument,
+    /// The position's line is past the end of the document.
+    OutOfRange,
+    /// The document changed after the request arrived.
+    Stale,
+}
+
+/// What the model needs from a document at the request's cursor, copied out of the lock.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    pub text: String,
+    /// Byte offset of the cursor in `text`.
+    pub cursor: usize,
+    /// The cursor, clamped, in the client's encoding.
+    pub position: Position,
+    /// Start of the word before the cursor (for `textDocument/completion` edits).
+    pub word_start: Position,
+    pub word_prefix: String,
+    /// The file's path as shown to the model.
+    pub path: Option<String>,
+    pub version: i32,
+}
+
+#[derive(Debug)]
+pub struct Session {
+    pub cli: ServeOptions,
+    docs: Mutex<HashMap<Uri, Document>>,
+    encoding: RwLock<PositionEncoding>,
+    settings: RwLock<Settings>,
+    /// Options from `initializationOptions`, then from the last configuration change.
+    layers: Mutex<(Value, Value)>,
+    roots: RwLock<Vec<String>>,
+    /// One live completion per document.
+    pub tasks: LatestWins<Uri>,
+    /// Arrival counter, stamped on messages by the gate.
+    seq: AtomicU64,
+    initialized: AtomicBool,
+    shutdown: AtomicBool,
+    exit: AtomicBool,
+    pub stats: Stats,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Session {
+    pub fn new(cli: ServeOptions, defaults: Settings) -> Arc<Self> {
+        Arc::new(Self {
+            cli,
+            docs: Mutex::default(),
+            encoding: RwLock::default(),
+            settings: RwLock::new(defaults),
+            layers: Mutex::new((Value::Null, Value::Null)),
+            roots: RwLock::default(),
+            tasks: LatestWins::new(),
+            seq: AtomicU64::new(0),
+            initialized: AtomicBool::new(false),
+            shutdown: AtomicBool::new(false),
+            exit: AtomicBool::new(false),
+            stats: Stats::default(),
+        })
+    }
+
+    // --- lifecycle -------------------------------------------------------------------------
+
+    pub fn next_seq(&self) -> u64 {
+        self.seq.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    pub fn current_seq(&self) -> u64 {
+        self.seq.load(Ordering::SeqCst)
+    }
+
+    pub fn set_initialized(&self) {
+        self.initialized.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_initialized(&self) -> bool {
+        self.initialized.load(Ordering::SeqCst)
+    }
+
+    pub fn set_shutdown(&self) {
+        self.shutdown.store(true, Ordering::SeqCst);
+        self.tasks.cancel_all();
+    }
+
+    pub fn is_shutdown(&self) -> bool {
+        self.shutdown.load(Ordering::SeqCst)
+    }
+
+    pub fn set_exit(&self) {
+        self.exit.store(true, Ordering::SeqCst);
+    }
+
+    /// Document notifications are applied between `initialize` and `shutdown` only.
+    pub fn accepts_documents(&self) -> bool {
+        self.is_initialized() && !self.is_shutdown()
+    }
+
+    /// The process exit code the spec asks for: 0 after `shutdown` then `exit`, else 1.
+    pub fn exit_code(&self) -> i32 {
+        if self.exit.load(Ordering::SeqCst) && self.is_shutdown() {
+            0
+        } else {
+            1
+        }
+    }
+
+    // --- configuration ---------------------------------------------------------------------
+
+    pub fn encoding(&self) -> PositionEncoding {
+        *self.encoding.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn set_encoding(&self, enc: PositionEncoding) {
+        *self.encoding.write().unwrap_or_else(|e| e.into_inner()) = enc;
+    }
+
+    pub fn settings(&self) -> Settings {
+        self.settings
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Replace one layer of options (`initializationOptions` or the latest configuration)
+    /// and re-resolve. Returns the new settings and the problems found.
+    pub fn configure(
+        &self,
+        init: Option<Value>,
+        change: Option<Value>,
+    ) -> (Settings, settings::Problems) {
+        let mut layers = lock(&self.layers);
+        if let Some(v) = init {
+            layers.0 = v;
+        }
+        if let Some(v) = change {
+            layers.1 = v;
+        }
+        let (s, _, problems): (Settings, Options, _) =
+            settings::load(&self.cli, &[&layers.0, &layers.1]);
+        *self.settings.write().unwrap_or_else(|e| e.into_inner()) = s.clone();
+        (s, problems)
+    }
+
+    pub fn set_roots(&self, roots: Vec<String>) {
+        *self.roots.write().unwrap_or_else(|e| e.into_inner()) = roots;
+    }
+
+    // --- documents -------------------------------------------------------------------------
+
+    pub fn open(&self, uri: Uri, text: &str, version: i32, language_id: String, seq: u64) {
+        self.tasks.cancel(&uri);
+        lock(&self.docs).insert(uri, Document::new(text, version, seq, language_id));
+    }
+
+    pub fn change(
+        &self,
+        uri: &Uri,
+        changes: &[tower_lsp_server::ls_types::TextDocumentContentChangeEvent],
+        version: i32,
+        seq: u64,
+    ) -> bool {
+        self.tasks.cancel(uri);
+        let enc = self.encoding();
+        match lock(&self.docs).get_mut(uri) {
+            Some(doc) => {
+                doc.apply(changes, version, seq, enc);
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn close(&self, uri: &Uri) {
+        self.tasks.cancel(uri);
+        lock(&self.docs).remove(uri);
+    }
+
+    /// Run `f` on a document, under the lock (keep it short).
+    pub fn with_document<R>(&self, uri: &Uri, f: impl FnOnce(&Document) -> R) -> Option<R> {
+        lock(&self.docs).get(uri).map(f)
+    }
+
+    /// Has the document changed since message `arrival`?
+    pub fn check(&self, uri: &Uri, arrival: u64) -> Result<(), Skip> {
+        match lock(&self.docs).get(uri) {
+            None => Err(Skip::NoDocument),
+            Some(d) if d.changed_at() > arrival => Err(Skip::Stale),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// Copy out what the model needs at `pos`, if the document is still as it was when the
+    /// request arrived.
+    pub fn snapshot(&self, uri: &Uri, pos: Position, arrival: u64) -> Result<Snapshot, Skip> {
+        let enc = self.encoding();
+        let path = self.display_path(uri);
+        let docs = lock(&self.docs);
+        let doc = docs.get(uri).ok_or(Skip::NoDocument)?;
+        if doc.changed_at() > arrival {
+            return Err(Skip::Stale);
+        }
+        let at = doc.char_at(pos, enc).ok_or(Skip::OutOfRange)?;
+        let word = doc.word_start(at);
+        Ok(Snapshot {
+            text: doc.text(),
+            cursor: doc.char_to_byte(at),
+            position: doc.position_of(at, enc),
+            word_start: doc.position_of(word, enc),
+            word_prefix: doc.rope().slice(word..at).to_string(),
+            path,
+            version: doc.version(),
+        })
+    }
+
+    /// The path shown to the model: relative to the workspace root that holds the file, else
+    /// the file's path; none for other schemes.
+    pub fn display_path(&self, uri: &Uri) -> Option<String> {
+        let path = file_path(uri.as_str())?;
+        let roots = self.roots.read().unwrap_or_else(|e| e.into_inner());
+        for root in roots.iter() {
+            let root = root.trim_end_matches('/');
+            if let Some(rest) = path.strip_prefix(root) {
+                if let Some(rel) = rest.strip_prefix('/') {
+                    if !rel.is_empty() {
+                        return Some(rel.to_string());
+                    }
+                }
+            }
+        }
+        Some(path)
+    }
+}
+
+/// The path of a `file:` URI, percent-decoded (`file:///C:/x` gives `C:/x`).
+pub fn file_path(uri: &str) -> Option<String> {
+    let rest = uri.strip_prefix("file://")?;
+    // Skip the authority (usually empty).
+    let path = &rest[rest.find('/')?..];
+    let path = path.split(['?', '#']).next().unwrap_or(path);
+    let bytes = path.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = |c: u8| (c as char).to_digit(16);
+            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    let mut p = String::from_utf8_lossy(&out).into_owned();
+    let b = p.as_bytes();
+    if b.len() >= 3 && b[0] == b'/' && b[1].is_ascii_alphabetic() && b[2] == b':' {
+        p.remove(0);
+    }
+    Some(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_uris_become_paths() {
+        assert_eq!(
+            file_path("file:///tmp/a%20b/c.py").as_deref(),
+            Some("/tmp/a b/c.py")
+        );
+        assert_eq!(file_path("file:///C:/x/y.rs").as_deref(), Some("C:/x/y.rs"));
+        assert_eq!(
+            file_path("file://host/share/z.py").as_deref(),
+            Some("/share/z.py")
+        );
+        assert_eq!(file_path("file:///%E2%82%AC.py").as_deref(), Some("/€.py"));
+        assert_eq!(file_path("file:///bad%zz").as_deref(), Some("/bad%zz"));
+        assert_eq!(file_path("file:///end%2").as_deref(), Some("/end%2"));
+        assert_eq!(file_path("untitled:Untitled-1"), None);
+    }
+
+    #[test]
+    fn paths_are_shown_relative_to_their_root() {
+        let s = Session::new(
+            ServeOptions::default(),
+            Settings::from_cli(&ServeOptions::default()).unwrap(),
+        );
+        s.set_roots(vec!["/work/proj".into(), "/other/".into()]);
+        let uri = |u: &str| u.parse::<Uri>().unwrap();
+        assert_eq!(
+            s.display_path(&uri("file:///work/proj/src/a.py"))
+                .as_deref(),
+            Some("src/a.py")
+        );
+        assert_eq!(
+            s.display_path(&uri("file:///other/b.py")).as_deref(),
+            Some("b.py")
+        );
+        assert_eq!(
+            s.display_path(&uri("file:///work/projx/c.py")).as_deref(),
+            Some("/work/projx/c.py")
+        );
+    }
+}
