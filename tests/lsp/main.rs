@@ -10,6 +10,7 @@
 //! - `lifecycle`: exit codes, a model that cannot load, no process left behind.
 //! - `bench`: keystroke-to-answer latency (a benchmark, only with `COPILOT_LSP_BENCH=1`).
 
+mod adapters;
 mod bench;
 mod client;
 mod completion;

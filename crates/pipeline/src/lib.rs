@@ -214,6 +214,8 @@ pub struct Completer {
     cache: Arc<Mutex<CompletionCache>>,
     /// The computation ahead in flight, if any: every new request cancels it.
     ahead: Arc<Mutex<Option<CancelToken>>>,
+    /// Names of the adapters registered with the engine.
+    adapters: Arc<Mutex<std::collections::HashSet<String>>>,
 }
 
 /// Completions remembered (llama.vim keeps 250).
@@ -241,7 +243,37 @@ impl Completer {
             engine,
             cache: Arc::new(Mutex::new(CompletionCache::new(CACHE_ENTRIES))),
             ahead: Arc::default(),
+            adapters: Arc::default(),
         }
+    }
+
+    /// Make sure an adapter is registered under `name`, building it with `build` (on the
+    /// model thread, given the base model) the first time. The base weights stay shared.
+    pub async fn ensure_adapter(
+        &self,
+        name: &str,
+        build: impl FnOnce(&copilot_engine::Model) -> Result<copilot_engine::Lora, String>
+            + Send
+            + 'static,
+    ) -> Result<(), PipelineError> {
+        if self.adapters.lock().expect("adapters lock").contains(name) {
+            return Ok(());
+        }
+        self.cancel_ahead();
+        let key = name.to_string();
+        self.engine
+            .run(move |g| {
+                let lora = build(&g.model)?;
+                g.add_adapter(key, lora);
+                Ok::<(), String>(())
+            })
+            .await?
+            .map_err(PipelineError::Engine)?;
+        self.adapters
+            .lock()
+            .expect("adapters lock")
+            .insert(name.to_string());
+        Ok(())
     }
 
     pub fn engine(&self) -> &Engine {

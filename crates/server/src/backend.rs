@@ -24,6 +24,12 @@ pub trait Backend: Send + Sync + 'static {
 
     /// One line naming the model, for progress and logs.
     fn description(&self) -> String;
+
+    /// Register the PEFT adapter in `dir` under `name` (once; later calls return at once).
+    fn load_adapter(&self, name: String, dir: std::path::PathBuf) -> BoxFuture<Result<(), String>> {
+        let _ = (name, dir);
+        Box::pin(async { Err("this model backend does not support adapters".to_string()) })
+    }
 }
 
 /// Makes a [`Backend`] from settings, reporting progress on `events`. May take minutes
@@ -48,6 +54,25 @@ impl Backend for Completer {
 
     fn description(&self) -> String {
         self.engine().description().to_string()
+    }
+
+    fn load_adapter(&self, name: String, dir: std::path::PathBuf) -> BoxFuture<Result<(), String>> {
+        let this = self.clone();
+        Box::pin(async move {
+            this.ensure_adapter(&name, move |model| {
+                let cfg = model.config();
+                copilot_finetune::peft::Adapter::load(
+                    &dir,
+                    cfg,
+                    model.device(),
+                    candle_core::DType::F32,
+                )
+                .map(|a| a.to_lora(cfg.n_layer))
+                .map_err(|e| e.to_string())
+            })
+            .await
+            .map_err(|e| e.to_string())
+        })
     }
 }
 

@@ -12,6 +12,7 @@
 //! - `settings`: `initializationOptions`/`didChangeConfiguration` parsed, then validated.
 //! - `notify`, `stats`: messages to the user, `$/progress`, request counters.
 
+pub mod adapters;
 pub mod backend;
 pub mod cancel;
 pub mod debounce;

@@ -113,6 +113,21 @@ impl Scheduler {
             Trigger::Invoked if opts.temperature > 0.0 => settings.choices,
             _ => 1,
         };
+        // The workspace's adapter, if it has one; the base model otherwise (also when the
+        // adapter cannot be loaded: never another repository's adapter).
+        let adapter = match session.adapter_dir(&uri, &settings.adapters) {
+            None => None,
+            Some(dir) => {
+                let name = dir.display().to_string();
+                match backend.load_adapter(name.clone(), dir).await {
+                    Ok(()) => Some(name),
+                    Err(e) => {
+                        tracing::warn!(adapter = %name, "adapter not used: {e}");
+                        None
+                    }
+                }
+            }
+        };
         let mut texts: Vec<String> = Vec::new();
         for i in 0..n {
             if cancel.is_cancelled() {
@@ -128,7 +143,7 @@ impl Scheduler {
                 } else {
                     None
                 },
-                adapter: None,
+                adapter: adapter.clone(),
                 options,
             };
             trace.start_generating();

@@ -239,6 +239,18 @@ impl Session {
         })
     }
 
+    /// The adapter directory that serves `uri`, from the `adapters` setting or the
+    /// repository's own `.copilot-lsp/adapter` (see `adapters.rs`).
+    pub fn adapter_dir(
+        &self,
+        uri: &Uri,
+        map: &std::collections::BTreeMap<String, String>,
+    ) -> Option<std::path::PathBuf> {
+        let path = file_path(uri.as_str())?;
+        let roots = self.roots.read().unwrap_or_else(|e| e.into_inner());
+        crate::adapters::adapter_for(&path, &roots, map)
+    }
+
     /// The path shown to the model: relative to the workspace root that holds the file, else
     /// the file's path; none for other schemes.
     pub fn display_path(&self, uri: &Uri) -> Option<String> {

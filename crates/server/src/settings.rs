@@ -86,6 +86,8 @@ options! {
     /// Show the model the file's path (relative to the workspace root). Off by default, as
     /// in `copilot-lsp complete`, so that both prompt alike.
     path_header: bool = "pathHeader",
+    /// LoRA adapters: workspace folder or git remote URL -> adapter directory.
+    adapters: std::collections::BTreeMap<String, String> = "adapters",
 }
 
 /// What parsing found besides the values.
@@ -171,6 +173,8 @@ pub struct Settings {
     pub completion_fallback: Option<bool>,
     pub choices: usize,
     pub path_header: bool,
+    /// Workspace folder or git remote URL -> adapter directory.
+    pub adapters: std::collections::BTreeMap<String, String>,
 }
 
 pub const DEFAULT_DEBOUNCE_MS: u64 = 50;
@@ -379,6 +383,7 @@ impl Settings {
                 completion_fallback: opts.completion_fallback,
                 choices,
                 path_header: opts.path_header.unwrap_or(false),
+                adapters: opts.adapters.clone().unwrap_or_default(),
             },
             Problems {
                 errors,

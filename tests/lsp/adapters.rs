@@ -1,0 +1,108 @@
+//! LoRA adapters per workspace through the real protocol: one base model in memory, each
+//! repository's completions computed with its own adapter (named by the repository's
+//! `.copilot-lsp/adapter` or the `adapters` setting), and never with another's.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{Device, Tensor};
+use serde_json::json;
+
+use crate::client::{caps, file_uri, inline_params, texts, Lsp};
+use crate::fixtures::{cli_complete, cli_location, position, tiny, Enc};
+
+const SOURCE: &str =
+    "def total(items):\n    s = 0\n    for i in items:\n        s += i\n    return s\n";
+
+/// A PEFT adapter for the tiny model (n_embd 64, multi-query: c_attn out 96) with large
+/// deltas on every attention projection, so that its completions differ from the base's.
+fn write_adapter(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let (r, e, out) = (4usize, 64usize, 96usize);
+    let mut t = HashMap::new();
+    for layer in 0..2 {
+        let k = format!("base_model.model.transformer.h.{layer}.attn.c_attn");
+        let a: Vec<f32> = (0..r * e)
+            .map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.3)
+            .collect();
+        let b: Vec<f32> = (0..out * r)
+            .map(|i| ((i * 5 % 11) as f32 - 5.0) * 0.3)
+            .collect();
+        t.insert(
+            format!("{k}.lora_A.weight"),
+            Tensor::from_vec(a, (r, e), &Device::Cpu).unwrap(),
+        );
+        t.insert(
+            format!("{k}.lora_B.weight"),
+            Tensor::from_vec(b, (out, r), &Device::Cpu).unwrap(),
+        );
+    }
+    candle_core::safetensors::save(&t, dir.join("adapter_model.safetensors")).unwrap();
+    std::fs::write(
+        dir.join("adapter_config.json"),
+        json!({"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": r, "lora_alpha": 8,
+               "lora_dropout": 0.0, "target_modules": ["c_attn"], "fan_in_fan_out": false,
+               "bias": "none", "use_rslora": false, "rank_pattern": {}, "alpha_pattern": {},
+               "base_model_name_or_path": null})
+        .to_string(),
+    )
+    .unwrap();
+}
+
+#[test]
+fn each_workspace_is_served_by_its_own_adapter_and_never_another() {
+    let model = tiny();
+    let tmp = tempfile::tempdir().unwrap();
+    let (with, without) = (tmp.path().join("with"), tmp.path().join("without"));
+    for d in [&with, &without] {
+        std::fs::create_dir_all(d).unwrap();
+        std::fs::write(d.join("main.py"), SOURCE).unwrap();
+    }
+    write_adapter(&with.join("lora"));
+    std::fs::create_dir_all(with.join(".copilot-lsp")).unwrap();
+    std::fs::write(with.join(".copilot-lsp/adapter"), "lora\n").unwrap();
+
+    let at = SOURCE.find("return s").unwrap() + "return ".len();
+    let (line, col) = cli_location(SOURCE, at);
+    let base = cli_complete(&model, &without, "main.py", line, col, &["--raw"]);
+
+    let mut lsp = Lsp::spawn(&["--stdio"]);
+    let folders: Vec<_> = [&with, &without]
+        .iter()
+        .map(|d| json!({"uri": file_uri(d), "name": d.file_name().unwrap().to_str()}))
+        .collect();
+    let r = lsp.call(
+        "initialize",
+        json!({"processId": null, "capabilities": caps(&["utf-16"]),
+               "workspaceFolders": folders,
+               "initializationOptions": {"model": model.dir, "temperature": 0,
+                                         "debounceMs": 0, "postprocess": false}}),
+    );
+    assert!(r.get("error").is_none(), "{r}");
+    lsp.notify("initialized", json!({}));
+    assert_eq!(lsp.wait_model(), "ready", "{}", lsp.log_tail());
+
+    let (l, c) = position(SOURCE, at, Enc::Utf16);
+    let mut complete = |dir: &Path| {
+        let uri = file_uri(&dir.join("main.py"));
+        lsp.open(&uri, SOURCE);
+        texts(&lsp.call(
+            "textDocument/inlineCompletion",
+            inline_params(&uri, l, c, 1),
+        ))
+    };
+    let plain = complete(&without);
+    let adapted = complete(&with);
+    let plain_again = complete(&without);
+    assert_eq!(
+        plain,
+        vec![base.clone()],
+        "the workspace without adapter gets the base model"
+    );
+    assert_eq!(
+        plain_again, plain,
+        "the adapter never leaks into the other workspace"
+    );
+    assert_eq!(adapted.len(), 1);
+    assert_ne!(adapted[0], base, "the adapter changes the completion");
+}
