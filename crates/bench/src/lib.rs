@@ -73,7 +73,10 @@ pub struct Latency {
     /// Share of prompt tokens whose keys and values came from the KV cache.
     pub reuse_ratio: f64,
     pub empty_answers: usize,
+    /// Requests that reached the model.
     pub model_calls: usize,
+    /// Requests answered from the completion cache (exact or typed through).
+    pub cache_hits: usize,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -99,9 +102,9 @@ impl Report {
         for (name, l) in [("typing", &self.typing), ("cold", &self.cold)] {
             if let Some(l) = l {
                 s += &format!(
-                    "{name:<7} keystroke-to-answer p50 {:.1} ms, p95 {:.1} ms over {} pauses | prompt {:.0} tokens, computed {:.0} (reuse {:.0}%) | {} empty, {} model calls\n",
+                    "{name:<7} keystroke-to-answer p50 {:.1} ms, p95 {:.1} ms over {} pauses | prompt {:.0} tokens, computed {:.0} (reuse {:.0}%) | {} empty, {} model calls, {} cache hits\n",
                     l.p50_ms, l.p95_ms, l.samples, l.mean_prompt_tokens, l.mean_computed_tokens,
-                    l.reuse_ratio * 100.0, l.empty_answers, l.model_calls
+                    l.reuse_ratio * 100.0, l.empty_answers, l.model_calls, l.cache_hits
                 );
             }
         }
@@ -176,8 +179,9 @@ pub fn run(opts: &BenchOptions) -> Result<Report> {
     Ok(report)
 }
 
-/// A ~400-line Python module; `variant` changes its first line so files differ from the start
-/// (the cold scenario) while their bodies look alike.
+/// A ~400-line Python module; `variant` changes its first line and every function's numbers,
+/// so that files differ from the start and around any cursor (the cold scenario gets neither
+/// KV-cache reuse nor completion-cache hits).
 pub fn python_file(variant: usize) -> String {
     let mut s = format!(
         "# inventory_{variant}.py: stock keeping for the warehouse service\n\"\"\"Inventory records, pricing rules and reports.\"\"\"\n\nimport json\nimport math\nfrom dataclasses import dataclass, field\nfrom typing import Dict, List, Optional\n\n\n"
@@ -219,7 +223,8 @@ pub fn python_file(variant: usize) -> String {
     for (i, t) in things.iter().enumerate() {
         let cap: String = t[..1].to_uppercase() + &t[1..];
         s += &format!(
-            "@dataclass\nclass {cap}:\n    name: str\n    quantity: int = 0\n    tags: List[str] = field(default_factory=list)\n\n    def total(self, unit_price: float) -> float:\n        \"\"\"Price of every {t} at `unit_price`.\"\"\"\n        return round(self.quantity * unit_price * (1 + {i} / 100), 2)\n\n\ndef load_{t}s(path: str) -> List[{cap}]:\n    with open(path) as f:\n        return [{cap}(**row) for row in json.load(f)]\n\n\n"
+            "@dataclass\nclass {cap}:\n    name: str\n    quantity: int = 0\n    tags: List[str] = field(default_factory=list)\n\n    def total(self, unit_price: float) -> float:\n        \"\"\"Price of every {t} at `unit_price`.\"\"\"\n        return round(self.quantity * unit_price * (1 + {} / 100), 2)\n\n\ndef load_{t}s(path: str) -> List[{cap}]:\n    with open(path) as f:\n        return [{cap}(**row) for row in json.load(f)]\n\n\n",
+            i + variant
         );
     }
     s
@@ -229,7 +234,8 @@ pub fn python_file(variant: usize) -> String {
 const TYPED: &str = "def restock(items, threshold=10):\n    low = [i for i in items if i.quantity < threshold]\n    for item in low:\n        item.quantity += threshold\n    return low\n";
 
 struct Recorded {
-    completions: Vec<(usize, usize)>,
+    /// (prompt tokens, reused tokens, answered from the completion cache)
+    completions: Vec<(usize, usize, bool)>,
 }
 
 /// Wraps the real loader to record each completion's prompt and reused token counts.
@@ -248,10 +254,11 @@ impl Backend for RecordingBackend {
         Box::pin(async move {
             let out = fut.await;
             if let Ok(c) = &out {
-                rec.lock()
-                    .unwrap()
-                    .completions
-                    .push((c.stats.prompt_tokens, c.stats.reused_tokens));
+                rec.lock().unwrap().completions.push((
+                    c.stats.prompt_tokens,
+                    c.stats.reused_tokens,
+                    c.stats.cache_hit,
+                ));
             }
             out
         })
@@ -403,7 +410,9 @@ impl Client {
 
     fn latency(&self, samples: &mut [f64], since: usize, empty: usize) -> Latency {
         let rec = self.recorded.lock().unwrap();
-        let calls = &rec.completions[since..];
+        let all = &rec.completions[since..];
+        let hits = all.iter().filter(|c| c.2).count();
+        let calls: Vec<_> = all.iter().filter(|c| !c.2).collect();
         let n = calls.len().max(1) as f64;
         let prompt: usize = calls.iter().map(|c| c.0).sum();
         let reused: usize = calls.iter().map(|c| c.1).sum();
@@ -420,6 +429,7 @@ impl Client {
             },
             empty_answers: empty,
             model_calls: calls.len(),
+            cache_hits: hits,
         }
     }
 
