@@ -76,7 +76,8 @@ fn each_workspace_is_served_by_its_own_adapter_and_never_another() {
         json!({"processId": null, "capabilities": caps(&["utf-16"]),
                "workspaceFolders": folders,
                "initializationOptions": {"model": model.dir, "temperature": 0,
-                                         "debounceMs": 0, "postprocess": false}}),
+                                         "debounceMs": 0, "postprocess": false,
+                                         "timeBudgetMs": 60000}}),
     );
     assert!(r.get("error").is_none(), "{r}");
     lsp.notify("initialized", json!({}));

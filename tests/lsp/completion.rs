@@ -24,7 +24,9 @@ fn project(text: &str) -> tempfile::TempDir {
 
 fn start(model: &Model, root: &Path, options: Value) -> Lsp {
     let mut lsp = Lsp::spawn(&["--stdio"]);
-    let mut opts = json!({"model": model.dir, "temperature": 0, "debounceMs": 0});
+    // No decoding budget: the CLI has none, and parity must not depend on the machine's speed.
+    let mut opts =
+        json!({"model": model.dir, "temperature": 0, "debounceMs": 0, "timeBudgetMs": 60000});
     for (k, v) in options.as_object().unwrap() {
         opts[k] = v.clone();
     }

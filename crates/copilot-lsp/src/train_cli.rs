@@ -330,6 +330,7 @@ pub fn eval(a: EvalArgs, threads: Option<usize>) -> Result<()> {
             max_tokens: a.max_tokens,
             fim: a.fim,
             postprocess: true,
+            time_budget: None,
             ..Default::default()
         },
         ..Default::default()

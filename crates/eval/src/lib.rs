@@ -71,6 +71,8 @@ impl Default for EvalOptions {
                 max_tokens: 48,
                 fim: FimChoice::Auto,
                 postprocess: true,
+                // Quality is measured without the interactive time budget.
+                time_budget: None,
                 ..Default::default()
             },
         }

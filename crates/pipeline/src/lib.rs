@@ -103,7 +103,8 @@ impl Default for CompletionOptions {
             prefix_tokens: 1536,
             suffix_tokens: 512,
             postprocess: true,
-            time_budget: None,
+            // A first answer soon beats a long one later (llama.vim caps at 250 ms too).
+            time_budget: Some(Duration::from_millis(DEFAULT_TIME_BUDGET_MS)),
             cache: true,
         }
     }
@@ -217,6 +218,9 @@ pub struct Completer {
     /// Names of the adapters registered with the engine.
     adapters: Arc<Mutex<std::collections::HashSet<String>>>,
 }
+
+/// Default soft decoding budget.
+pub const DEFAULT_TIME_BUDGET_MS: u64 = 250;
 
 /// Completions remembered (llama.vim keeps 250).
 const CACHE_ENTRIES: usize = 256;
