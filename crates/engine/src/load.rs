@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use hf_hub::{Repo, RepoType};
 
@@ -331,15 +331,10 @@ pub fn load_model(
             for p in paths {
                 check_safetensors_header(p)?;
             }
-            // SAFETY: the files are memory-mapped read-only; like every mmap user we rely on
-            // them not being truncated while the server runs.
-            let vb = unsafe { VarBuilder::from_mmaped_safetensors(paths, dtype, device) }.map_err(
-                |e| EngineError::File {
-                    path: paths[0].clone(),
-                    message: format!("cannot read safetensors: {e}"),
-                },
-            )?;
-            (vb, paths[0].clone())
+            // Read tensor by tensor rather than through a memory map: the mapped pages would
+            // count on top of the copies candle makes, doubling the peak memory.
+            let src = StreamedSafetensors::open(paths, dtype, device)?;
+            return Model::load_from(&src, cfg);
         }
         Weights::Pth(p) => (
             VarBuilder::from_pth(p, dtype, device).map_err(|e| EngineError::File {
@@ -356,6 +351,103 @@ pub fn load_model(
         },
         other => other,
     })
+}
+
+/// Safetensors files read one tensor at a time with plain reads (no memory map), converted
+/// to the model's dtype and device as they are read.
+struct StreamedSafetensors {
+    files: Vec<PathBuf>,
+    /// name -> (file index, dtype, shape, byte range in the data section, data start)
+    index: std::collections::HashMap<String, (usize, String, Vec<usize>, u64, u64)>,
+    dtype: DType,
+    device: Device,
+}
+
+impl StreamedSafetensors {
+    fn open(paths: &[PathBuf], dtype: DType, device: &Device) -> Result<Self> {
+        use std::io::Read;
+        let mut index = std::collections::HashMap::new();
+        for (i, path) in paths.iter().enumerate() {
+            let err = |message: String| EngineError::File {
+                path: path.clone(),
+                message,
+            };
+            let mut f = std::fs::File::open(path).map_err(|e| err(e.to_string()))?;
+            let mut n = [0u8; 8];
+            f.read_exact(&mut n).map_err(|e| err(e.to_string()))?;
+            let header_len = u64::from_le_bytes(n);
+            let mut header = vec![0u8; header_len as usize];
+            f.read_exact(&mut header).map_err(|e| err(e.to_string()))?;
+            let v: serde_json::Value = serde_json::from_slice(&header)
+                .map_err(|e| err(format!("corrupt safetensors header: {e}")))?;
+            for (name, t) in v.as_object().into_iter().flatten() {
+                if name == "__metadata__" {
+                    continue;
+                }
+                let dt = t["dtype"].as_str().unwrap_or_default().to_string();
+                let shape: Vec<usize> = t["shape"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|d| d.as_u64().map(|d| d as usize))
+                    .collect();
+                let off = &t["data_offsets"];
+                let (a, b) = (off[0].as_u64().unwrap_or(0), off[1].as_u64().unwrap_or(0));
+                index.insert(name.clone(), (i, dt, shape, a, b));
+            }
+            // Data starts right after the header.
+            for entry in index.values_mut().filter(|e| e.0 == i) {
+                entry.3 += 8 + header_len;
+                entry.4 += 8 + header_len;
+            }
+        }
+        Ok(Self {
+            files: paths.to_vec(),
+            index,
+            dtype,
+            device: device.clone(),
+        })
+    }
+}
+
+impl crate::model::Weights for StreamedSafetensors {
+    fn dense(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        use std::io::{Read, Seek, SeekFrom};
+        let (i, dt, got, start, end) = self
+            .index
+            .get(name)
+            .ok_or_else(|| EngineError::Other(format!("cannot find tensor {name}")))?;
+        let path = &self.files[*i];
+        let err = |message: String| EngineError::File {
+            path: path.clone(),
+            message,
+        };
+        if got.as_slice() != shape {
+            return Err(err(format!(
+                "shape mismatch for {name}: expected {shape:?}, got {got:?}"
+            )));
+        }
+        let dtype = match dt.as_str() {
+            "F32" => DType::F32,
+            "F16" => DType::F16,
+            "BF16" => DType::BF16,
+            "F64" => DType::F64,
+            other => return Err(err(format!("tensor {name} has unsupported dtype {other}"))),
+        };
+        let mut f = std::fs::File::open(path).map_err(|e| err(e.to_string()))?;
+        f.seek(SeekFrom::Start(*start))
+            .map_err(|e| err(e.to_string()))?;
+        let mut bytes = vec![0u8; (end - start) as usize];
+        f.read_exact(&mut bytes)
+            .map_err(|e| err(format!("reading {name}: {e}")))?;
+        let t = Tensor::from_raw_buffer(&bytes, dtype, shape, &Device::Cpu)?;
+        drop(bytes);
+        Ok(t.to_dtype(self.dtype)?.to_device(&self.device)?)
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        self.index.contains_key(name)
+    }
 }
 
 /// Validate a safetensors file's header and size before mapping it: a truncated download
