@@ -40,29 +40,6 @@ fn added_token(id: usize, content: &str) -> Value {
            "rstrip": false, "normalized": false, "special": true})
 }
 
-fn byte_chars() -> Vec<char> {
-    // GPT-2's byte-level alphabet in byte order.
-    let mut bs: Vec<u32> = (b'!' as u32..=b'~' as u32)
-        .chain(0xA1..=0xAC)
-        .chain(0xAE..=0xFF)
-        .collect();
-    let mut cs = bs.clone();
-    let mut n = 0;
-    for b in 0..256u32 {
-        if !bs.contains(&b) {
-            bs.push(b);
-            cs.push(256 + n);
-            n += 1;
-        }
-    }
-    let mut pairs: Vec<(u32, u32)> = bs.into_iter().zip(cs).collect();
-    pairs.sort();
-    pairs
-        .into_iter()
-        .map(|(_, c)| char::from_u32(c).unwrap())
-        .collect()
-}
-
 /// A byte-level BPE tokenizer (StarCoder's special tokens, then the 256 bytes, a handful of
 /// merges for common code pieces) in `tokenizer.json` form.
 pub fn byte_level_tokenizer_json() -> Value {
@@ -72,7 +49,7 @@ pub fn byte_level_tokenizer_json() -> Value {
         vocab.insert(s.to_string(), json!(i));
         added.push(added_token(i, s));
     }
-    let chars = byte_chars();
+    let chars = crate::tokenizer::byte_alphabet();
     for c in &chars {
         let id = vocab.len();
         vocab.insert(c.to_string(), json!(id));

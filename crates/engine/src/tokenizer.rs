@@ -197,8 +197,8 @@ impl Tokenizer {
     }
 }
 
-/// GPT-2's byte-level alphabet, reversed: printable char -> byte.
-fn byte_decoder() -> std::collections::HashMap<char, u8> {
+/// GPT-2's byte-level alphabet: the printable char that stands for each byte, in byte order.
+pub fn byte_alphabet() -> [char; 256] {
     let mut bs: Vec<u32> = (b'!' as u32..=b'~' as u32)
         .chain(0xA1..=0xAC)
         .chain(0xAE..=0xFF)
@@ -212,9 +212,19 @@ fn byte_decoder() -> std::collections::HashMap<char, u8> {
             n += 1;
         }
     }
-    bs.into_iter()
-        .zip(cs)
-        .map(|(b, c)| (char::from_u32(c).unwrap(), b as u8))
+    let mut out = ['\0'; 256];
+    for (b, c) in bs.into_iter().zip(cs) {
+        out[b as usize] = char::from_u32(c).expect("valid alphabet char");
+    }
+    out
+}
+
+/// The alphabet reversed: printable char -> byte.
+fn byte_decoder() -> std::collections::HashMap<char, u8> {
+    byte_alphabet()
+        .into_iter()
+        .enumerate()
+        .map(|(b, c)| (c, b as u8))
         .collect()
 }
 

@@ -121,18 +121,27 @@ impl Engine {
             .map_err(|_| EngineError::WorkerGone)?
     }
 
-    /// Run any computation on the model thread (evaluation, scoring) and wait for it.
-    pub fn run_blocking<R: Send + 'static>(
+    fn submit_task<R: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Generator) -> R + Send + 'static,
-    ) -> Result<R> {
+    ) -> Result<oneshot::Receiver<R>> {
         let (tx, rx) = oneshot::channel();
         self.tx
             .send(Job::Run(Box::new(move |g| {
                 let _ = tx.send(f(g));
             })))
             .map_err(|_| EngineError::WorkerGone)?;
-        rx.blocking_recv().map_err(|_| EngineError::WorkerGone)
+        Ok(rx)
+    }
+
+    /// Run any computation on the model thread (evaluation, scoring) and wait for it.
+    pub fn run_blocking<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Generator) -> R + Send + 'static,
+    ) -> Result<R> {
+        self.submit_task(f)?
+            .blocking_recv()
+            .map_err(|_| EngineError::WorkerGone)
     }
 
     /// Async version of [`Engine::run_blocking`].
@@ -140,13 +149,9 @@ impl Engine {
         &self,
         f: impl FnOnce(&mut Generator) -> R + Send + 'static,
     ) -> Result<R> {
-        let (tx, rx) = oneshot::channel();
-        self.tx
-            .send(Job::Run(Box::new(move |g| {
-                let _ = tx.send(f(g));
-            })))
-            .map_err(|_| EngineError::WorkerGone)?;
-        rx.await.map_err(|_| EngineError::WorkerGone)
+        self.submit_task(f)?
+            .await
+            .map_err(|_| EngineError::WorkerGone)
     }
 
     /// Register (or replace) an adapter under `name`.
