@@ -101,8 +101,31 @@ pub fn keep_tail<'a>(text: &'a str, budget: usize, counter: &dyn TokenCounter) -
         used += n;
         start = line_start;
     }
+    if start > 0 {
+        // Truncated: move the start forward to the next line whose number is a multiple of
+        // ANCHOR_LINES, so that the prompt's first line stays put while the user types at the
+        // cursor (a start that slides by one line per new line would change the whole
+        // prompt, and a KV cache can reuse only a common prefix).
+        let line_no = text[..start].matches('\n').count();
+        let skip = (ANCHOR_LINES - line_no % ANCHOR_LINES) % ANCHOR_LINES;
+        let mut anchored = start;
+        for _ in 0..skip {
+            match text[anchored..cursor_line].find('\n') {
+                Some(i) => anchored += i + 1,
+                None => break,
+            }
+        }
+        let kept_lines = text[start..cursor_line].matches('\n').count();
+        if anchored < cursor_line && 2 * skip < kept_lines {
+            used -= counter.count(&text[start..anchored]).min(used);
+            start = anchored;
+        }
+    }
     (&text[start..], used)
 }
+
+/// A truncated prefix starts at a line number that is a multiple of this (see `keep_tail`).
+pub const ANCHOR_LINES: usize = 16;
 
 /// The longest head of `text` that fits `budget` tokens, cut at a line boundary: the rest of
 /// the cursor line (with its newline) is always kept, cut from its end if it alone is over

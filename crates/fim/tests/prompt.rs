@@ -284,16 +284,19 @@ fn a_small_window_scales_both_budgets_down() {
     let lines = "x\n".repeat(5000);
     let p = build(&lines, &lines, Layout::Psm, &budget);
     let (pre, suf) = (p.prefix.chars().count(), p.suffix.chars().count());
+    // 669 tokens give 334 whole lines; the truncated prefix then starts at the next line
+    // number that is a multiple of ANCHOR_LINES (5000 - 334 = 4666 -> 4672): 328 lines.
     assert_eq!(
         (pre, suf),
-        (668, 224),
-        "669 and 224 tokens of budget, whole 2-char lines"
+        (656, 224),
+        "669 and 224 tokens of budget, whole 2-char lines, anchored start"
     );
     assert_eq!(p.counted_tokens, 3 + pre + suf);
     assert!(p.counted_tokens <= 1024 - 128);
     // The 8,192 window grants the defaults.
     let p = build(&lines, &lines, Layout::Psm, &Budget::default());
-    assert_eq!((p.prefix.len(), p.suffix.len()), (1536, 512));
+    // 768 whole lines fit; anchored from line 4232 to 4240: 760 lines.
+    assert_eq!((p.prefix.len(), p.suffix.len()), (1520, 512));
 }
 
 #[test]
@@ -339,11 +342,51 @@ fn counting_walks_outward_and_stops() {
         snippets: &[],
     };
     let p = build_prompt(&input, Layout::Psm, &Budget::default(), &counter);
-    assert_eq!(p.prefix.len(), 1530);
+    // 153 whole lines fit; the start is then anchored to a line number that is a multiple of
+    // ANCHOR_LINES (9846 -> 9856), keeping 143.
+    assert_eq!(p.prefix.len(), 1430);
     // Kept text plus one line each side, not the whole document.
     assert!(
-        counter.seen.get() <= 1530 + 510 + 2 * 10,
+        // (plus the lines skipped to reach the anchored start, counted once more)
+        counter.seen.get() <= 1530 + 510 + 2 * 10 + copilot_fim::budget::ANCHOR_LINES * 10,
         "{}",
         counter.seen.get()
     );
+}
+
+/// Typing at the cursor, new lines included, keeps the truncated prefix's first line in place
+/// (so a KV cache keeps its common prefix), until the budget forces a jump of ANCHOR_LINES.
+#[test]
+fn a_truncated_prefix_start_stays_put_while_typing() {
+    let budget = Budget {
+        prefix_tokens: 400,
+        suffix_tokens: 100,
+        window: 8192,
+        max_new_tokens: 64,
+    };
+    let file = numbered_lines(500);
+    let first_line = |typed: &str| {
+        let prefix = format!("{file}{typed}");
+        let p = build(&prefix, "\nrest\n", Layout::Psm, &budget);
+        p.prefix.lines().next().unwrap().to_string()
+    };
+    let start = first_line("");
+    let mut typed = String::new();
+    let mut jumps = 0;
+    let mut last = start.clone();
+    for ch in "def f(x):\n    return x\n".chars() {
+        typed.push(ch);
+        let now = first_line(&typed);
+        if now != last {
+            jumps += 1;
+            last = now;
+        }
+    }
+    assert_eq!(
+        jumps, 0,
+        "two new lines must not move the start (began at {start:?})"
+    );
+    // Far more new lines do move it, by whole anchor blocks.
+    let many = "y = 1\n".repeat(3 * copilot_fim::budget::ANCHOR_LINES);
+    assert_ne!(first_line(&many), start);
 }
