@@ -60,7 +60,10 @@ fn complete_prints_json_with_counts_and_timings() {
         String::from_utf8_lossy(&out.stderr)
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["layout"], "Psm");
+    assert_eq!(
+        v["layout"], "Spm",
+        "auto is SPM when code follows the cursor"
+    );
     assert!(v["prompt_tokens"].as_u64().unwrap() > 10);
     assert!(v["generated_tokens"].as_u64().unwrap() <= 8);
     assert!(v["prefill_ms"].as_f64().unwrap() > 0.0);

@@ -77,7 +77,7 @@ fn auto_layout_follows_the_seed_rule() {
         Layout::LeftToRight
     );
     assert_eq!(choose_layout(LayoutChoice::Auto, ""), Layout::LeftToRight);
-    assert_eq!(choose_layout(LayoutChoice::Auto, "\n  x"), Layout::Psm);
+    assert_eq!(choose_layout(LayoutChoice::Auto, "\n  x"), Layout::Spm);
     assert_eq!(choose_layout(LayoutChoice::Spm, ""), Layout::Spm);
     assert_eq!(choose_layout(LayoutChoice::Psm, ""), Layout::Psm);
     assert_eq!(

@@ -30,7 +30,8 @@ pub enum FimChoice {
     Spm,
     /// Left-to-right: prefix only.
     Off,
-    /// PSM, or left-to-right when the code after the cursor is blank.
+    /// SPM (the cache-friendly layout; see `copilot_fim::choose_layout`), or left-to-right
+    /// when the code after the cursor is blank.
     #[default]
     Auto,
 }
