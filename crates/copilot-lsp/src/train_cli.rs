@@ -2,6 +2,14 @@
 //! options of `copilot-finetune` and `copilot-eval`, results printed on stdout (a table, or
 //! JSON with `--json`); progress and logs on stderr.
 
+/// Command results go to stdout (logs go to stderr through tracing).
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
@@ -182,12 +190,12 @@ pub fn finetune(a: FinetuneArgs, threads: Option<usize>) -> Result<()> {
         b.finish();
     }
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         let s = &report.summary;
         let first = s.losses.first().copied().unwrap_or(f64::NAN);
         let last = s.losses.last().copied().unwrap_or(f64::NAN);
-        println!(
+        outln!(
             "adapter written to {}\n{} train / {} held-out files ({} left out); {} sequences of {} tokens\n\
              {} steps, loss {first:.4} -> {last:.4}, {:.0} tokens/s, {}",
             report.out.display(),
@@ -201,7 +209,7 @@ pub fn finetune(a: FinetuneArgs, threads: Option<usize>) -> Result<()> {
             fmt_duration(s.elapsed_s)
         );
         if let (Some(b), Some(l)) = (report.heldout_loss_base, report.heldout_loss_adapter) {
-            println!("held-out loss: base {b:.4}, adapter {l:.4} (nats/token)");
+            outln!("held-out loss: base {b:.4}, adapter {l:.4} (nats/token)");
         }
     }
     Ok(())
@@ -266,13 +274,13 @@ pub fn merge(a: MergeArgs, threads: Option<usize>) -> Result<()> {
     };
     if a.into_base {
         merge::merge_into_base(&files, &adapter, &a.out)?;
-        println!("merged checkpoint written to {}", a.out.display());
+        outln!("merged checkpoint written to {}", a.out.display());
     } else {
         if a.adapters.len() < 2 {
             bail!("give two or more --adapters to combine, or --into-base to merge into the model");
         }
         adapter.save(&a.out)?;
-        println!(
+        outln!(
             "combined adapter (rank {}) written to {}",
             adapter.config.r,
             a.out.display()
@@ -365,7 +373,7 @@ pub fn eval(a: EvalArgs, threads: Option<usize>) -> Result<()> {
         rows,
     };
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print!("{}", copilot_eval::table(&report));
     }
