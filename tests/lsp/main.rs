@@ -8,10 +8,11 @@
 //! - `completion`: parity with `copilot-lsp complete`, rapid edits, `$/cancelRequest`.
 //! - `robustness`: malformed JSON, unknown methods, unopened documents, far positions.
 //! - `lifecycle`: exit codes, a model that cannot load, no process left behind.
-//! - `bench`: keystroke-to-answer latency (a benchmark, only with `COPILOT_LSP_BENCH=1`).
+//! - `adapters`: one LoRA adapter per workspace, never another's.
+//!
+//! Latency through the server is measured by `copilot-lsp bench` (crates/bench), not here.
 
 mod adapters;
-mod bench;
 mod client;
 mod completion;
 mod documents;
