@@ -437,11 +437,26 @@ impl crate::model::Weights for StreamedSafetensors {
         let mut f = std::fs::File::open(path).map_err(|e| err(e.to_string()))?;
         f.seek(SeekFrom::Start(*start))
             .map_err(|e| err(e.to_string()))?;
-        let mut bytes = vec![0u8; (end - start) as usize];
-        f.read_exact(&mut bytes)
-            .map_err(|e| err(format!("reading {name}: {e}")))?;
-        let t = Tensor::from_raw_buffer(&bytes, dtype, shape, &Device::Cpu)?;
-        drop(bytes);
+        let len = (end - start) as usize;
+        let n: usize = shape.iter().product();
+        let t = if dtype == DType::F32 && len == 4 * n && cfg!(target_endian = "little") {
+            // Read straight into the tensor's own buffer: no second copy of a 150 MB
+            // embedding table at load time.
+            let mut v = vec![0f32; n];
+            // SAFETY: any bit pattern is a valid f32, u8 has alignment 1, and the byte view
+            // covers exactly the vector's initialised elements. Safetensors is little-endian,
+            // as the target is (checked above).
+            let bytes =
+                unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<u8>(), 4 * n) };
+            f.read_exact(bytes)
+                .map_err(|e| err(format!("reading {name}: {e}")))?;
+            Tensor::from_vec(v, shape, &Device::Cpu)?
+        } else {
+            let mut bytes = vec![0u8; len];
+            f.read_exact(&mut bytes)
+                .map_err(|e| err(format!("reading {name}: {e}")))?;
+            Tensor::from_raw_buffer(&bytes, dtype, shape, &Device::Cpu)?
+        };
         Ok(t.to_dtype(self.dtype)?.to_device(&self.device)?)
     }
 
