@@ -328,9 +328,6 @@ pub fn load_model(
             return Model::load_from(&g, cfg);
         }
         Weights::Safetensors(paths) => {
-            for p in paths {
-                check_safetensors_header(p)?;
-            }
             // Read tensor by tensor rather than through a memory map: the mapped pages would
             // count on top of the copies candle makes, doubling the peak memory.
             let src = StreamedSafetensors::open(paths, dtype, device)?;
@@ -357,13 +354,15 @@ pub fn load_model(
 /// to the model's dtype and device as they are read.
 struct StreamedSafetensors {
     files: Vec<PathBuf>,
-    /// name -> (file index, dtype, shape, byte range in the data section, data start)
+    /// name -> (file index, dtype, shape, first and end byte offsets in the file)
     index: std::collections::HashMap<String, (usize, String, Vec<usize>, u64, u64)>,
     dtype: DType,
     device: Device,
 }
 
 impl StreamedSafetensors {
+    /// Read and validate each file's header: a truncated download or a corrupt header is a
+    /// clear error naming the file, not a crash later.
     fn open(paths: &[PathBuf], dtype: DType, device: &Device) -> Result<Self> {
         use std::io::Read;
         let mut index = std::collections::HashMap::new();
@@ -373,13 +372,22 @@ impl StreamedSafetensors {
                 message,
             };
             let mut f = std::fs::File::open(path).map_err(|e| err(e.to_string()))?;
+            let len = f.metadata().map_err(|e| err(e.to_string()))?.len();
             let mut n = [0u8; 8];
-            f.read_exact(&mut n).map_err(|e| err(e.to_string()))?;
+            f.read_exact(&mut n)
+                .map_err(|_| err("truncated safetensors file (no header)".into()))?;
             let header_len = u64::from_le_bytes(n);
+            if header_len > len.saturating_sub(8) || header_len > 100_000_000 {
+                return Err(err("corrupt or truncated safetensors header".into()));
+            }
             let mut header = vec![0u8; header_len as usize];
-            f.read_exact(&mut header).map_err(|e| err(e.to_string()))?;
+            f.read_exact(&mut header)
+                .map_err(|_| err("truncated safetensors header".into()))?;
             let v: serde_json::Value = serde_json::from_slice(&header)
                 .map_err(|e| err(format!("corrupt safetensors header: {e}")))?;
+            // Offsets count from the end of the header.
+            let data_start = 8 + header_len;
+            let data_len = len - data_start;
             for (name, t) in v.as_object().into_iter().flatten() {
                 if name == "__metadata__" {
                     continue;
@@ -393,12 +401,12 @@ impl StreamedSafetensors {
                     .collect();
                 let off = &t["data_offsets"];
                 let (a, b) = (off[0].as_u64().unwrap_or(0), off[1].as_u64().unwrap_or(0));
-                index.insert(name.clone(), (i, dt, shape, a, b));
-            }
-            // Data starts right after the header.
-            for entry in index.values_mut().filter(|e| e.0 == i) {
-                entry.3 += 8 + header_len;
-                entry.4 += 8 + header_len;
+                if b > data_len {
+                    return Err(err(format!(
+                        "truncated safetensors file: tensors need {b} bytes of data, the file has {data_len}"
+                    )));
+                }
+                index.insert(name.clone(), (i, dt, shape, data_start + a, data_start + b));
             }
         }
         Ok(Self {
@@ -463,50 +471,6 @@ impl crate::model::Weights for StreamedSafetensors {
     fn contains(&self, name: &str) -> bool {
         self.index.contains_key(name)
     }
-}
-
-/// Validate a safetensors file's header and size before mapping it: a truncated download
-/// must be a clear error, not a crash.
-fn check_safetensors_header(path: &Path) -> Result<()> {
-    use std::io::Read;
-    let err = |message: String| EngineError::File {
-        path: path.to_path_buf(),
-        message,
-    };
-    let mut f = std::fs::File::open(path).map_err(|e| err(e.to_string()))?;
-    let len = f.metadata().map_err(|e| err(e.to_string()))?.len();
-    let mut n = [0u8; 8];
-    f.read_exact(&mut n)
-        .map_err(|_| err("truncated safetensors file (no header)".into()))?;
-    let header_len = u64::from_le_bytes(n);
-    if header_len > len.saturating_sub(8) || header_len > 100_000_000 {
-        return Err(err("corrupt or truncated safetensors header".into()));
-    }
-    let mut header = vec![0u8; header_len as usize];
-    f.read_exact(&mut header)
-        .map_err(|_| err("truncated safetensors header".into()))?;
-    let v: serde_json::Value = serde_json::from_slice(&header)
-        .map_err(|e| err(format!("corrupt safetensors header: {e}")))?;
-    let data_len = len - 8 - header_len;
-    let mut end = 0u64;
-    if let Some(obj) = v.as_object() {
-        for (name, t) in obj {
-            if name == "__metadata__" {
-                continue;
-            }
-            if let Some(off) = t.get("data_offsets").and_then(|o| o.as_array()) {
-                if let Some(e) = off.get(1).and_then(|e| e.as_u64()) {
-                    end = end.max(e);
-                }
-            }
-        }
-    }
-    if end > data_len {
-        return Err(err(format!(
-            "truncated safetensors file: tensors need {end} bytes of data, the file has {data_len}"
-        )));
-    }
-    Ok(())
 }
 
 /// Load the tokenizer and check it has the FIM tokens.

@@ -77,12 +77,7 @@ impl Scheduler {
         let settings = session.settings();
 
         if let Err(skip) = session.check(&uri, arrival) {
-            trace.end(if skip == Skip::Stale {
-                Ended::Stale
-            } else {
-                Ended::Skipped
-            });
-            return Outcome::Empty(Why::Skipped(skip));
+            return skipped(&mut trace, skip);
         }
         if debounce(settings.debounce, cancel).await == Debounced::Cancelled {
             return Outcome::Empty(Why::Cancelled);
@@ -99,12 +94,7 @@ impl Scheduler {
         let snapshot = match session.snapshot(&uri, pos, arrival) {
             Ok(s) => s,
             Err(skip) => {
-                trace.end(if skip == Skip::Stale {
-                    Ended::Stale
-                } else {
-                    Ended::Skipped
-                });
-                return Outcome::Empty(Why::Skipped(skip));
+                return skipped(&mut trace, skip);
             }
         };
         let opts = &settings.completion;
@@ -173,12 +163,7 @@ impl Scheduler {
         }
         // Never answer for a version that is no longer the client's.
         if let Err(skip) = session.check(&uri, arrival) {
-            trace.end(if skip == Skip::Stale {
-                Ended::Stale
-            } else {
-                Ended::Skipped
-            });
-            return Outcome::Empty(Why::Skipped(skip));
+            return skipped(&mut trace, skip);
         }
         if cancel.is_cancelled() {
             return Outcome::Empty(Why::Cancelled);
@@ -219,4 +204,14 @@ impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
         self.0.abort();
     }
+}
+
+/// A request not computed because its document is gone or changed: counted, answered empty.
+fn skipped(trace: &mut crate::stats::Trace<'_>, skip: Skip) -> Outcome {
+    trace.end(if skip == Skip::Stale {
+        Ended::Stale
+    } else {
+        Ended::Skipped
+    });
+    Outcome::Empty(Why::Skipped(skip))
 }
