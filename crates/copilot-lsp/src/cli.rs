@@ -143,6 +143,7 @@ pub struct ServeArgs {
 #[derive(ClapArgs, Debug)]
 pub struct CompleteArgs {
     /// FILE:LINE:COL, 1-based; FILE may be `-` for stdin.
+    #[arg(allow_hyphen_values = true)]
     pub location: String,
     #[command(flatten)]
     pub model: ModelArgs,

@@ -42,18 +42,17 @@ fn complete_prints_json_with_counts_and_timings() {
         b"def add(a, b):\n    return \n\nprint(add(1, 2))\n",
     );
     let loc = format!("{}:2:12", f.display());
-    let out = run(&[
-        "complete",
-        &loc,
+    let m = model.path().to_str().unwrap();
+    let opts = [
         "--model",
-        model.path().to_str().unwrap(),
+        m,
         "--temperature",
         "0",
         "--max-tokens",
         "8",
         "--raw",
-        "--json",
-    ]);
+    ];
+    let out = run(&[&["complete", loc.as_str()][..], &opts, &["--json"]].concat());
     assert!(
         out.status.success(),
         "{}",
@@ -68,20 +67,27 @@ fn complete_prints_json_with_counts_and_timings() {
     assert!(v["generated_tokens"].as_u64().unwrap() <= 8);
     assert!(v["prefill_ms"].as_f64().unwrap() > 0.0);
     assert_eq!(v["completion"], v["raw"], "--raw skips post-processing");
-    // Deterministic at temperature 0: the same again, and from stdin.
-    let again = run(&[
-        "complete",
-        &loc,
-        "--model",
-        model.path().to_str().unwrap(),
-        "--temperature",
-        "0",
-        "--max-tokens",
-        "8",
-        "--raw",
-    ]);
+    // Deterministic at temperature 0: the same again, and from stdin (`-` as FILE).
+    let again = run(&[&["complete", loc.as_str()][..], &opts].concat());
     assert_eq!(
         String::from_utf8(again.stdout).unwrap(),
+        v["completion"].as_str().unwrap()
+    );
+    let mut child = bin()
+        .args([&["complete", "-:2:12"][..], &opts].concat())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(&std::fs::read(&f).unwrap()).unwrap();
+    }
+    let piped = child.wait_with_output().unwrap();
+    assert!(piped.status.success());
+    assert_eq!(
+        String::from_utf8(piped.stdout).unwrap(),
         v["completion"].as_str().unwrap()
     );
 }

@@ -64,11 +64,22 @@ fn layouts_splice_special_ids_around_separately_encoded_text() {
     let l2r = c.prepare(&request(text, cursor, FimChoice::Off)).unwrap();
     assert_eq!(l2r.ids, enc(p));
     // User text never turns into control tokens.
+    // (The text holds `<fim_middle>` and `<|endoftext|>`; the only control ids are the
+    // layout's own, each once.)
     for ids in [&psm.ids[1..psm.ids.len() - 1], &l2r.ids[..]] {
-        assert!(!ids.contains(&s.eos));
-        assert!(!ids.contains(&s.fim_middle) || ids == &psm.ids[1..psm.ids.len() - 1]);
+        assert!(!ids.contains(&s.eos), "{ids:?}");
+        assert!(!ids.contains(&s.fim_middle), "{ids:?}");
+        assert!(!ids.contains(&s.fim_prefix), "{ids:?}");
     }
-    assert_eq!(psm.ids.iter().filter(|&&i| i == s.fim_middle).count(), 1);
+    let count = |id| psm.ids.iter().filter(|&&i| i == id).count();
+    assert_eq!(
+        (
+            count(s.fim_prefix),
+            count(s.fim_suffix),
+            count(s.fim_middle)
+        ),
+        (1, 1, 1)
+    );
     // Auto: blank suffix means left-to-right.
     let auto = c
         .prepare(&request("def f():\n    ", 13, FimChoice::Auto))
