@@ -2,6 +2,10 @@
 //! tiny_starcoder_py), as a second input format. Tensor names are mapped to the hub's;
 //! quantized matrices stay quantized (candle's `QMatMul`), vectors are dequantized to f32.
 //! A writer makes such files from a hub checkpoint (tests, and users converting locally).
+//!
+//! The tokenizer travels inside the file as llama.cpp stores it (`tokenizer.ggml.*`: a GPT-2
+//! byte-level BPE's tokens, types and merges): a `.gguf` downloaded alone needs no
+//! `tokenizer.json` beside it, and the files written here load in llama.cpp.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -168,13 +172,188 @@ impl Weights for Gguf {
     }
 }
 
+/// llama.cpp's token types.
+const TOKEN_NORMAL: i32 = 1;
+const TOKEN_CONTROL: i32 = 3;
+const TOKEN_UNUSED: i32 = 5;
+
+fn bad_tokenizer(message: impl Into<String>) -> EngineError {
+    EngineError::Tokenizer(message.into())
+}
+
+/// `tokenizer.ggml.*` metadata for a byte-level BPE `tokenizer.json`, its vocabulary padded
+/// with unused tokens to `vocab_size` (the model's), as llama.cpp's converter does.
+pub fn tokenizer_metadata(
+    tok: &serde_json::Value,
+    vocab_size: usize,
+) -> Result<Vec<(String, gguf_file::Value)>> {
+    use gguf_file::Value as V;
+    let model = &tok["model"];
+    if model["type"] != "BPE" {
+        return Err(bad_tokenizer(
+            "only byte-level BPE tokenizers can go into a GGUF",
+        ));
+    }
+    let mut by_id: Vec<Option<(String, i32)>> = vec![None; vocab_size];
+    let mut put = |id: u64, text: &str, kind: i32| -> Result<()> {
+        let slot = by_id
+            .get_mut(id as usize)
+            .ok_or_else(|| bad_tokenizer(format!("token id {id} is past the vocabulary")))?;
+        *slot = Some((text.to_string(), kind));
+        Ok(())
+    };
+    for (text, id) in model["vocab"].as_object().into_iter().flatten() {
+        put(id.as_u64().unwrap_or(u64::MAX), text, TOKEN_NORMAL)?;
+    }
+    for t in tok["added_tokens"].as_array().into_iter().flatten() {
+        let kind = if t["special"] == true {
+            TOKEN_CONTROL
+        } else {
+            TOKEN_NORMAL
+        };
+        put(
+            t["id"].as_u64().unwrap_or(u64::MAX),
+            t["content"].as_str().unwrap_or_default(),
+            kind,
+        )?;
+    }
+    let (tokens, types): (Vec<V>, Vec<V>) = by_id
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let (text, kind) = t.unwrap_or_else(|| (format!("[PAD{i}]"), TOKEN_UNUSED));
+            (V::String(text), V::I32(kind))
+        })
+        .unzip();
+    let merges: Vec<V> = model["merges"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| match m {
+            serde_json::Value::Array(pair) => V::String(
+                pair.iter()
+                    .map(|p| p.as_str().unwrap_or_default())
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            ),
+            other => V::String(other.as_str().unwrap_or_default().to_string()),
+        })
+        .collect();
+    // StarCoder's own tokenizer splits digits before the byte-level split; llama.cpp calls
+    // that pre-tokenizer `starcoder`, the plain one `gpt-2`.
+    let digits = tok["pre_tokenizer"].to_string().contains("\"Digits\"");
+    let eos = tok["added_tokens"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|t| t["content"] == "<|endoftext|>")
+        .and_then(|t| t["id"].as_u64())
+        .ok_or_else(|| bad_tokenizer("no <|endoftext|> token"))?;
+    Ok(vec![
+        ("tokenizer.ggml.model".into(), V::String("gpt2".into())),
+        (
+            "tokenizer.ggml.pre".into(),
+            V::String(if digits { "starcoder" } else { "gpt-2" }.into()),
+        ),
+        ("tokenizer.ggml.tokens".into(), V::Array(tokens)),
+        ("tokenizer.ggml.token_type".into(), V::Array(types)),
+        ("tokenizer.ggml.merges".into(), V::Array(merges)),
+        ("tokenizer.ggml.bos_token_id".into(), V::U32(eos as u32)),
+        ("tokenizer.ggml.eos_token_id".into(), V::U32(eos as u32)),
+    ])
+}
+
+/// The `tokenizer.json` of the tokenizer stored in a GGUF file (GPT-2 byte-level BPE, the
+/// format of every `starcoder` GGUF).
+pub fn tokenizer_json(path: &Path) -> Result<String> {
+    let err = |message: String| EngineError::File {
+        path: path.to_path_buf(),
+        message,
+    };
+    let file = File::open(path).map_err(|e| err(e.to_string()))?;
+    let content = gguf_file::Content::read(&mut BufReader::new(file))
+        .map_err(|e| err(format!("not a readable GGUF file: {e}")))?;
+    let meta = |key: &str| content.metadata.get(key);
+    let strings = |key: &str| -> Result<Vec<String>> {
+        match meta(key) {
+            Some(gguf_file::Value::Array(v)) => v
+                .iter()
+                .map(|x| {
+                    x.to_string()
+                        .cloned()
+                        .map_err(|e| err(format!("{key}: {e}")))
+                })
+                .collect(),
+            _ => Err(err(format!(
+                "no {key} in the file's metadata (and no tokenizer.json beside it)"
+            ))),
+        }
+    };
+    let model = meta("tokenizer.ggml.model").and_then(|v| v.to_string().ok());
+    if model.map(String::as_str) != Some("gpt2") {
+        return Err(err(format!(
+            "tokenizer model {model:?} is not supported (only gpt2 byte-level BPE)"
+        )));
+    }
+    let tokens = strings("tokenizer.ggml.tokens")?;
+    let merges = strings("tokenizer.ggml.merges")?;
+    let types: Vec<i32> = match meta("tokenizer.ggml.token_type") {
+        Some(gguf_file::Value::Array(v)) => v.iter().map(|x| x.to_i32().unwrap_or(1)).collect(),
+        _ => vec![TOKEN_NORMAL; tokens.len()],
+    };
+    let mut vocab = serde_json::Map::new();
+    let mut added = Vec::new();
+    for (id, text) in tokens.iter().enumerate() {
+        match types.get(id).copied().unwrap_or(TOKEN_NORMAL) {
+            TOKEN_UNUSED => {}
+            TOKEN_CONTROL => added.push(serde_json::json!({
+                "id": id, "content": text, "single_word": false, "lstrip": false,
+                "rstrip": false, "normalized": false, "special": true
+            })),
+            _ => {
+                vocab.insert(text.clone(), id.into());
+            }
+        }
+    }
+    // Special tokens are also in the model's vocabulary, as in the hub's files.
+    for t in &added {
+        vocab.insert(t["content"].as_str().unwrap().to_string(), t["id"].clone());
+    }
+    let byte_level = serde_json::json!({
+        "type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true
+    });
+    let pre = match meta("tokenizer.ggml.pre").and_then(|v| v.to_string().ok()) {
+        Some(p) if p == "starcoder" => serde_json::json!({
+            "type": "Sequence",
+            "pretokenizers": [{"type": "Digits", "individual_digits": true}, byte_level]
+        }),
+        None => byte_level.clone(),
+        Some(p) if p == "gpt-2" || p == "default" => byte_level.clone(),
+        Some(p) => return Err(err(format!("pre-tokenizer `{p}` is not supported"))),
+    };
+    let json = serde_json::json!({
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": added,
+        "normalizer": null, "pre_tokenizer": pre, "post_processor": null,
+        "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
+        "model": {
+            "type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
+            "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
+            "ignore_merges": false, "vocab": vocab,
+            "merges": merges,
+        }
+    });
+    Ok(json.to_string())
+}
+
 /// Write a hub-format checkpoint's tensors as a `starcoder` GGUF file: matrices in `dtype`
-/// (where their rows fit its blocks, else f32), vectors in f32.
+/// (where their rows fit its blocks, else f32), vectors in f32; with the tokenizer's
+/// `tokenizer.json` when given.
 pub fn write(
     path: &Path,
     cfg: &Config,
     tensors: &HashMap<String, Tensor>,
     dtype: GgmlDType,
+    tokenizer: Option<&serde_json::Value>,
 ) -> Result<()> {
     let mut q = Vec::new();
     let mut names: Vec<&String> = tensors.keys().collect();
@@ -188,7 +367,7 @@ pub fn write(
     }
     use gguf_file::Value as V;
     let u = |x: usize| V::U32(x as u32);
-    let meta: Vec<(String, V)> = vec![
+    let mut meta: Vec<(String, V)> = vec![
         ("general.architecture".into(), V::String(ARCH.into())),
         (format!("{ARCH}.context_length"), u(cfg.n_positions)),
         (format!("{ARCH}.embedding_length"), u(cfg.n_embd)),
@@ -201,6 +380,9 @@ pub fn write(
             V::F32(cfg.layer_norm_epsilon as f32),
         ),
     ];
+    if let Some(tok) = tokenizer {
+        meta.extend(tokenizer_metadata(tok, cfg.vocab_size)?);
+    }
     let meta_refs: Vec<(&str, &V)> = meta.iter().map(|(k, v)| (k.as_str(), v)).collect();
     let tensor_refs: Vec<(&str, &QTensor)> = q.iter().map(|(k, v)| (k.as_str(), v)).collect();
     let mut f = File::create(path).map_err(|e| EngineError::File {

@@ -9,6 +9,7 @@ pub mod generate;
 pub mod gguf;
 pub mod load;
 pub mod model;
+pub mod skinny;
 pub mod spec;
 pub mod testkit;
 pub mod tokenizer;

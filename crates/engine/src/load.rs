@@ -70,12 +70,11 @@ pub fn resolve(spec: &ModelSpec, on_fetch: &mut dyn FnMut(Fetch)) -> Result<Mode
         return resolve_dir(path);
     }
     if path.is_file() && path.extension().is_some_and(|e| e == "gguf") {
-        let tokenizer = path.with_file_name(TOKENIZER_FILE);
+        // A tokenizer.json beside the file wins; else the one inside it (llama.cpp's files
+        // carry theirs).
+        let mut tokenizer = path.with_file_name(TOKENIZER_FILE);
         if !tokenizer.is_file() {
-            return Err(EngineError::NotFound(format!(
-                "{} needs a {TOKENIZER_FILE} beside it",
-                path.display()
-            )));
+            tokenizer = path.to_path_buf();
         }
         return Ok(ModelFiles {
             config: path.to_path_buf(),
@@ -475,5 +474,8 @@ impl crate::model::Weights for StreamedSafetensors {
 
 /// Load the tokenizer and check it has the FIM tokens.
 pub fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
+    if path.extension().is_some_and(|e| e == "gguf") {
+        return Tokenizer::from_json(&crate::gguf::tokenizer_json(path)?);
+    }
     Tokenizer::from_file(path)
 }

@@ -131,7 +131,7 @@ struct Linear {
 
 impl Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(x.apply(&self.w)?.broadcast_add(&self.b)?)
+        Ok(matmul_t(&self.w, x)?.broadcast_add(&self.b)?)
     }
 
     /// Quantize the weight in place; layers whose input size is not a multiple of the
@@ -147,6 +147,17 @@ impl Linear {
         self.w = QMatMul::from_qtensor(q)?;
         Ok(true)
     }
+}
+
+/// `x Wᵀ`: a few rows on the CPU through [`crate::skinny`] (one read of the weights), the
+/// rest through candle.
+fn matmul_t(w: &QMatMul, x: &Tensor) -> Result<Tensor> {
+    if let QMatMul::Tensor(w) = w {
+        if crate::skinny::applies(x, w) {
+            return Ok(crate::skinny::matmul_t(x, w)?);
+        }
+    }
+    Ok(x.apply(w)?)
 }
 
 fn linear(w: &dyn Weights, prefix: &str, in_dim: usize, out_dim: usize) -> Result<Linear> {
@@ -591,7 +602,7 @@ impl Model {
             Logits::All => x,
         };
         let x = self.ln_f.forward(&x, pass)?;
-        let out = x.contiguous()?.apply(&self.lm_head)?.to_dtype(DType::F32)?;
+        let out = matmul_t(&self.lm_head, &x.contiguous()?)?.to_dtype(DType::F32)?;
         Ok(match logits {
             Logits::Last => out.squeeze(1)?,
             Logits::All => out,

@@ -440,12 +440,32 @@ fn gguf_checkpoint_matches_the_quantized_safetensors_model() {
     let cfg = model.config().clone();
     let gguf_dir = tempfile::tempdir().unwrap();
     let path = gguf_dir.path().join("tiny.gguf");
-    copilot_engine::gguf::write(&path, &cfg, &st, candle_core::quantized::GgmlDType::Q8_0).unwrap();
-    std::fs::copy(
-        dir.path().join("tokenizer.json"),
-        gguf_dir.path().join("tokenizer.json"),
+    // The tokenizer goes inside the file, as in llama.cpp's GGUFs: nothing beside it.
+    let tok_json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("tokenizer.json")).unwrap())
+            .unwrap();
+    copilot_engine::gguf::write(
+        &path,
+        &cfg,
+        &st,
+        candle_core::quantized::GgmlDType::Q8_0,
+        Some(&tok_json),
     )
     .unwrap();
+    assert!(!gguf_dir.path().join("tokenizer.json").exists());
+    let inside = copilot_engine::load::load_tokenizer(&path).unwrap();
+    for text in [
+        "def f(x):\n    return x * 2  # é😀\n",
+        "s = '<fim_middle>'\n\t12345",
+    ] {
+        assert_eq!(
+            inside.encode_text(text).unwrap(),
+            tok.encode_text(text).unwrap()
+        );
+        let ids = inside.encode_text(text).unwrap();
+        assert_eq!(inside.decode(&ids), text);
+    }
+    assert_eq!(inside.specials(), tok.specials());
     let engine = load(
         &ModelSpec {
             model: path.display().to_string(),

@@ -24,6 +24,7 @@ pub use budget::{Budget, CharCounter, TokenCounter, DEFAULT_PREFIX_TOKENS, DEFAU
 pub use context::CursorContext;
 pub use post::{postprocess, postprocess_traced, should_stop, PostOptions};
 pub use prompt::{
-    build_prompt, choose_layout, Layout, LayoutChoice, Piece, Prompt, PromptInput, Snippet, Special,
+    build_prompt, choose_layout, header_for_path, Layout, LayoutChoice, Piece, Prompt, PromptInput,
+    Snippet, Special,
 };
 pub use shape::{shape, Shape};

@@ -268,6 +268,13 @@ pub fn comment_marker(path: &str) -> &'static str {
     }
 }
 
+/// The header line a prompt shows for `path` (its comment marker chosen by extension), as
+/// [`build_prompt`] writes it. Training masks it out of the loss: the model should read it,
+/// never learn to write it.
+pub fn header_for_path(path: &str) -> String {
+    path_header(path, comment_marker(path))
+}
+
 /// `# path: src/x.py` (one line, whatever the path holds).
 fn path_header(path: &str, comment: &str) -> String {
     let path: String = path

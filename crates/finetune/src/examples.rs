@@ -6,6 +6,11 @@
 //! builds the server's prompts, so training and serving cannot disagree. Examples are then
 //! packed end to end into sequences of `seq_len + 1` tokens (inputs and shifted targets).
 //!
+//! The path header (`# path: x.py`) is context the server always supplies, so its tokens
+//! are inputs but not targets: learned as targets, a header repeated in every example
+//! teaches the model to *write* `# path:` wherever a file might start (seen on `requests`:
+//! the adapter began half its completions with it).
+//!
 //! No I/O, no model: text and a tokenizer in, token ids out.
 
 use copilot_engine::Tokenizer;
@@ -47,6 +52,9 @@ pub struct Packed {
     pub seq_len: usize,
     pub sequences: Vec<Vec<u32>>,
     pub valid: Vec<usize>,
+    /// Per sequence and position: whether the token counts in the loss when it is a target
+    /// (false for path headers and padding).
+    pub learn: Vec<Vec<bool>>,
     /// Examples by layout: (left-to-right, PSM, SPM).
     pub counts: (usize, usize, usize),
 }
@@ -54,7 +62,17 @@ pub struct Packed {
 impl Packed {
     /// Number of target tokens that count in the loss.
     pub fn target_tokens(&self) -> usize {
-        self.valid.iter().map(|v| v.saturating_sub(1)).sum()
+        (0..self.sequences.len()).map(|i| self.targets(i)).sum()
+    }
+
+    /// Whether target `j` of sequence `i` (the token at position `j + 1`) counts in the loss.
+    pub fn learns(&self, i: usize, j: usize) -> bool {
+        j + 1 < self.valid[i] && self.learn[i][j + 1]
+    }
+
+    /// Number of targets of sequence `i` that count in the loss.
+    pub fn targets(&self, i: usize) -> usize {
+        (0..self.seq_len).filter(|&j| self.learns(i, j)).count()
     }
 
     /// A fingerprint of the ids, to check on resume that the data did not change.
@@ -87,19 +105,43 @@ impl TokenCounter for ByteCounter {
     }
 }
 
+/// A training example: ids, and whether each is learned as a target.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Example {
+    pub ids: Vec<u32>,
+    pub learn: Vec<bool>,
+}
+
+impl Example {
+    fn push(&mut self, ids: impl IntoIterator<Item = u32>, learn: bool) {
+        for id in ids {
+            self.ids.push(id);
+            self.learn.push(learn);
+        }
+    }
+}
+
 /// Ids of a prompt's pieces, specials spliced in, text encoded piece by piece (as the
-/// pipeline does).
-fn piece_ids(tok: &Tokenizer, pieces: &[Piece], out: &mut Vec<u32>) -> Result<()> {
+/// pipeline does); the piece that is exactly `header` is not learned.
+fn piece_ids(
+    tok: &Tokenizer,
+    pieces: &[Piece],
+    header: Option<&str>,
+    out: &mut Example,
+) -> Result<()> {
     let sp = tok.specials();
     for p in pieces {
         match p {
-            Piece::Special(s) => out.push(match s {
-                Special::FimPrefix => sp.fim_prefix,
-                Special::FimSuffix => sp.fim_suffix,
-                Special::FimMiddle => sp.fim_middle,
-                Special::EndOfText => sp.eos,
-            }),
-            Piece::Text(t) => out.extend(tok.encode_text(t)?),
+            Piece::Special(s) => out.push(
+                [match s {
+                    Special::FimPrefix => sp.fim_prefix,
+                    Special::FimSuffix => sp.fim_suffix,
+                    Special::FimMiddle => sp.fim_middle,
+                    Special::EndOfText => sp.eos,
+                }],
+                true,
+            ),
+            Piece::Text(t) => out.push(tok.encode_text(t)?, Some(t.as_str()) != header),
         }
     }
     Ok(())
@@ -155,15 +197,28 @@ pub fn example_ids(
     chunk: &str,
     path: Option<&str>,
     layout: Layout,
-    (a, b): (usize, usize),
+    cut: (usize, usize),
 ) -> Result<Vec<u32>> {
+    Ok(example(tok, chunk, path, layout, cut)?.ids)
+}
+
+/// [`example_ids`] with what is learned: everything but the path header.
+pub fn example(
+    tok: &Tokenizer,
+    chunk: &str,
+    path: Option<&str>,
+    layout: Layout,
+    (a, b): (usize, usize),
+) -> Result<Example> {
     let budget = Budget {
         prefix_tokens: NO_TRIM,
         suffix_tokens: NO_TRIM,
         window: NO_TRIM * 4,
         max_new_tokens: 0,
     };
-    let mut ids = Vec::new();
+    let header = path.map(copilot_fim::header_for_path);
+    let header = header.as_deref();
+    let mut ex = Example::default();
     match layout {
         Layout::LeftToRight => {
             let input = PromptInput {
@@ -173,7 +228,7 @@ pub fn example_ids(
                 snippets: &[],
             };
             let prompt = copilot_fim::build_prompt(&input, layout, &budget, &ByteCounter);
-            piece_ids(tok, &prompt.pieces, &mut ids)?;
+            piece_ids(tok, &prompt.pieces, header, &mut ex)?;
         }
         Layout::Psm | Layout::Spm => {
             let input = PromptInput {
@@ -183,12 +238,12 @@ pub fn example_ids(
                 snippets: &[],
             };
             let prompt = copilot_fim::build_prompt(&input, layout, &budget, &ByteCounter);
-            piece_ids(tok, &prompt.pieces, &mut ids)?;
-            ids.extend(tok.encode_text(&chunk[a..b])?);
+            piece_ids(tok, &prompt.pieces, header, &mut ex)?;
+            ex.push(tok.encode_text(&chunk[a..b])?, true);
         }
     }
-    ids.push(tok.specials().eos);
-    Ok(ids)
+    ex.push([tok.specials().eos], true);
+    Ok(ex)
 }
 
 /// Make the examples of `files` and pack them into sequences.
@@ -205,7 +260,7 @@ pub fn build(tok: &Tokenizer, files: &[SourceFile], opts: &ExampleOptions) -> Re
         ));
     }
     let mut rng = rand::rngs::StdRng::seed_from_u64(opts.seed);
-    let mut stream: Vec<u32> = Vec::new();
+    let mut stream = Example::default();
     let mut counts = (0, 0, 0);
     // Room for the special tokens and a path header inside one sequence.
     let chunk_tokens = opts.seq_len.saturating_sub(32).max(opts.seq_len * 3 / 4);
@@ -228,32 +283,50 @@ pub fn build(tok: &Tokenizer, files: &[SourceFile], opts: &ExampleOptions) -> Re
                 Layout::LeftToRight => (0, 0),
                 _ => split_points(&c, &mut rng),
             };
-            stream.extend(example_ids(tok, &c, path, layout, cut)?);
+            let ex = example(tok, &c, path, layout, cut)?;
+            stream.ids.extend(ex.ids);
+            stream.learn.extend(ex.learn);
         }
     }
-    let mut packed = pack(&stream, opts.seq_len, tok.specials().eos);
+    let mut packed = pack_learning(&stream, opts.seq_len, tok.specials().eos);
     packed.counts = counts;
     Ok(packed)
 }
 
 /// Cut a token stream into windows of `seq_len + 1` overlapping by one token (the last
-/// target of one is the first input of the next), padding the last with `pad`.
+/// target of one is the first input of the next), padding the last with `pad`; every token
+/// is learned.
 pub fn pack(stream: &[u32], seq_len: usize, pad: u32) -> Packed {
+    let ex = Example {
+        ids: stream.to_vec(),
+        learn: vec![true; stream.len()],
+    };
+    pack_learning(&ex, seq_len, pad)
+}
+
+/// [`pack`] keeping what each token's `learn` flag says.
+pub fn pack_learning(stream: &Example, seq_len: usize, pad: u32) -> Packed {
     let mut sequences = Vec::new();
     let mut valid = Vec::new();
+    let mut learn = Vec::new();
     let mut start = 0;
-    while start + 1 < stream.len() {
-        let end = (start + seq_len + 1).min(stream.len());
-        let mut s = stream[start..end].to_vec();
+    let n = stream.ids.len();
+    while start + 1 < n {
+        let end = (start + seq_len + 1).min(n);
+        let mut s = stream.ids[start..end].to_vec();
+        let mut l = stream.learn[start..end].to_vec();
         valid.push(s.len());
         s.resize(seq_len + 1, pad);
+        l.resize(seq_len + 1, false);
         sequences.push(s);
+        learn.push(l);
         start += seq_len;
     }
     Packed {
         seq_len,
         sequences,
         valid,
+        learn,
         counts: (0, 0, 0),
     }
 }
@@ -296,6 +369,53 @@ mod tests {
         let mut want = enc(text);
         want.push(sp.eos);
         assert_eq!(l2r, want);
+    }
+
+    #[test]
+    fn the_path_header_is_read_but_not_learned() {
+        let tok = tokenizer();
+        let text = "def f(x):\n    return x\n";
+        let header = tok.encode_text("# path: pkg/m.py\n").unwrap();
+        for (layout, cut) in [
+            (Layout::LeftToRight, (0, 0)),
+            (Layout::Psm, (4, 10)),
+            (Layout::Spm, (4, 10)),
+        ] {
+            let ex = example(&tok, text, Some("pkg/m.py"), layout, cut).unwrap();
+            let plain = example(&tok, text, None, layout, cut).unwrap();
+            // The header is in the input, all of it and only it unlearned.
+            assert_eq!(ex.ids.len(), plain.ids.len() + header.len(), "{layout:?}");
+            let start = ex
+                .ids
+                .windows(header.len())
+                .position(|w| w == header.as_slice())
+                .unwrap();
+            for (i, &l) in ex.learn.iter().enumerate() {
+                assert_eq!(
+                    l,
+                    !(start..start + header.len()).contains(&i),
+                    "{layout:?} {i}"
+                );
+            }
+            assert!(plain.learn.iter().all(|&l| l));
+        }
+        // Packing keeps the flags; padding is never learned, and the loss counts the rest.
+        let files = [SourceFile {
+            rel: "pkg/m.py".into(),
+            text: text.repeat(3),
+        }];
+        let opts = ExampleOptions {
+            seq_len: 32,
+            fim_rate: 0.0,
+            ..Default::default()
+        };
+        let p = build(&tok, &files, &opts).unwrap();
+        let learned: usize = p.learn.iter().flatten().filter(|&&l| l).count();
+        let all: usize = p.valid.iter().sum();
+        assert!(learned < all);
+        assert!(p.target_tokens() < all - p.sequences.len());
+        let last = p.sequences.len() - 1;
+        assert!(!p.learns(last, p.seq_len - 1) || p.valid[last] == p.seq_len + 1);
     }
 
     #[test]

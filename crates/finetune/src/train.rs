@@ -144,9 +144,9 @@ impl Batch {
             let s = &data.sequences[i];
             input.extend_from_slice(&s[..t]);
             target.extend_from_slice(&s[1..]);
-            let valid = data.valid[i].saturating_sub(1);
-            tokens += valid;
-            mask.extend((0..t).map(|j| if j < valid { 1f32 } else { 0f32 }));
+            let before = mask.len();
+            mask.extend((0..t).map(|j| if data.learns(i, j) { 1f32 } else { 0f32 }));
+            tokens += mask[before..].iter().filter(|&&m| m > 0.0).count();
         }
         let b = idx.len();
         Ok(Self {

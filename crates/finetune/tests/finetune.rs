@@ -514,3 +514,63 @@ fn pico_trains_saves_and_merges() {
     let d = max_diff(&want, &logits(&merged, None, &ids));
     assert!(d < 1e-4, "merged: {d}");
 }
+
+/// Adapters cross between this crate and Python's `peft` (fixture made by
+/// `tests/fixtures/peft-interop/make.py` with peft 0.21): an adapter trained here, as peft
+/// computes it, and an adapter peft made (with a rank_pattern and an alpha_pattern), as we
+/// compute it, give the same logits.
+#[test]
+fn adapters_cross_with_python_peft() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/peft-interop");
+    let (model, _) = load_dir(&dir.join("base"));
+    for name in ["ours", "peft"] {
+        let reference: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.join(name).join("peft_logits.json")).unwrap(),
+        )
+        .unwrap();
+        let ids: Vec<u32> = reference["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
+        let want: Vec<f32> = reference["logits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|row| row.as_array().unwrap().iter())
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect();
+        let lora =
+            peft::load_adapter(&dir.join(name), model.config(), &Device::Cpu, DType::F32).unwrap();
+        let input = Tensor::new(ids.as_slice(), &Device::Cpu)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap();
+        let logits = |lora: Option<&Lora>| -> Vec<f32> {
+            model
+                .forward_batch(&input, Logits::All, lora, Pass::Inference)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap()
+        };
+        let max_diff = |a: &[f32], b: &[f32]| {
+            assert_eq!(a.len(), b.len());
+            a.iter()
+                .zip(b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0f32, f32::max)
+        };
+        let got = logits(Some(&lora));
+        let diff = max_diff(&got, &want);
+        assert!(diff < 1e-4, "{name}: logits differ from peft's by {diff}");
+        // The adapter matters: without it the logits are far from peft's.
+        let base_diff = max_diff(&logits(None), &want);
+        assert!(
+            base_diff > 1e-2,
+            "{name}: adapter changes nothing ({base_diff})"
+        );
+    }
+}

@@ -71,6 +71,7 @@ impl Scheduler {
         trigger: Trigger,
     ) -> Outcome {
         let session = &self.session;
+        let arrived = std::time::Instant::now();
         let mut trace = session.stats.trace();
         let ticket = session.tasks.begin(uri.clone(), arrival);
         let cancel = ticket.cancel_handle();
@@ -137,9 +138,12 @@ impl Scheduler {
                 options,
             };
             trace.start_generating();
+            let started_ms = arrived.elapsed().as_secs_f64() * 1000.0;
             match run(backend.clone(), req, cancel).await {
                 Ok(c) => {
                     tracing::debug!(
+                        started_ms,
+                        answered_ms = arrived.elapsed().as_secs_f64() * 1000.0,
                         prompt_tokens = c.stats.prompt_tokens,
                         reused = c.stats.reused_tokens,
                         generated = c.stats.generated_tokens,

@@ -1,0 +1,235 @@
+//! `x Wᵀ` for a few rows of `x` on the CPU, reading each weight row once.
+//!
+//! Why our own kernel: typing with a reused KV cache runs the model on 2 to 16 new tokens at a
+//! time, and there candle's f32 matmul (the `gemm` crate, through `x.matmul(W.t())`) costs
+//! about as much per extra row as a whole one-token step: 2 new tokens took twice as long as
+//! 1, 4 four times (tiny_starcoder_py shape, `examples/step_cost.rs`), so the step is bound by
+//! re-reading 600 MB of weights. Here each weight row is loaded once and dotted with every
+//! row of `x` while it is in cache, so a step of a few tokens costs about what one token
+//! costs. Larger inputs (prefill of a whole prompt, training) stay on candle's gemm, which is
+//! faster once the product is compute-bound.
+//!
+//! Exposed as a candle custom op (no backward pass: inference only).
+
+use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+/// Row counts from 1 up to this go through [`matmul_t`]: measured on the tiny_starcoder_py
+/// shape after 1,800 cached positions (`examples/step_cost.rs`), candle's gemm catches up
+/// at about 16 new tokens.
+pub const MAX_ROWS: usize = 8;
+
+/// Weight rows per parallel task.
+const ROWS_PER_TASK: usize = 32;
+
+/// `x (.., k) · wᵀ` with `w (n, k)`, both f32 and on the CPU; returns `(.., n)`.
+pub fn matmul_t(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    x.contiguous()?
+        .apply_op2_no_bwd(&w.contiguous()?, &SkinnyMatmul)
+}
+
+/// Whether [`matmul_t`] should take `x · wᵀ`: CPU f32, no gradient wanted, few rows.
+pub fn applies(x: &Tensor, w: &Tensor) -> bool {
+    x.device().is_cpu()
+        && x.dtype() == candle_core::DType::F32
+        && w.dtype() == candle_core::DType::F32
+        && w.rank() == 2
+        && !x.track_op()
+        && !w.track_op()
+        && x.elem_count() / x.dims().last().copied().unwrap_or(1).max(1) <= MAX_ROWS
+}
+
+struct SkinnyMatmul;
+
+impl CustomOp2 for SkinnyMatmul {
+    fn name(&self) -> &'static str {
+        "skinny-matmul-t"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (Some((xa, xb)), Some((wa, wb))) = (xl.contiguous_offsets(), wl.contiguous_offsets())
+        else {
+            candle_core::bail!("skinny matmul needs contiguous inputs");
+        };
+        let x = &xs.as_slice::<f32>()?[xa..xb];
+        let w = &ws.as_slice::<f32>()?[wa..wb];
+        let dims = xl.shape().dims();
+        let k = *dims.last().unwrap_or(&0);
+        let (n, wk) = wl.shape().dims2()?;
+        if wk != k || k == 0 {
+            candle_core::bail!("skinny matmul: x has {k} columns, w has {wk}");
+        }
+        let rows = x.len() / k;
+        let y = matmul_t_slices(x, rows, w, n, k);
+        let mut out_dims = dims.to_vec();
+        *out_dims.last_mut().unwrap() = n;
+        Ok((CpuStorage::F32(y), Shape::from(out_dims)))
+    }
+}
+
+/// `y (rows, n) = x (rows, k) · w (n, k)ᵀ`, row-major slices.
+pub fn matmul_t_slices(x: &[f32], rows: usize, w: &[f32], n: usize, k: usize) -> Vec<f32> {
+    // Computed transposed (n, rows) so that tasks own whole weight rows, then transposed back.
+    let mut yt = vec![0f32; n * rows];
+    yt.par_chunks_mut(ROWS_PER_TASK * rows)
+        .enumerate()
+        .for_each(|(task, out)| {
+            let first = task * ROWS_PER_TASK;
+            for (r, out_row) in out.chunks_mut(rows).enumerate() {
+                let w_row = &w[(first + r) * k..(first + r + 1) * k];
+                dots(w_row, x, k, out_row);
+            }
+        });
+    let mut y = vec![0f32; rows * n];
+    for j in 0..n {
+        for i in 0..rows {
+            y[i * n + j] = yt[j * rows + i];
+        }
+    }
+    y
+}
+
+/// `out[i] = w · x_i` for every row `x_i` of `x`.
+fn dots(w: &[f32], x: &[f32], k: usize, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the CPU has AVX2 and FMA (checked just above).
+            unsafe { avx2::dots(w, x, k, out) };
+            return;
+        }
+    }
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = dot_portable(w, &x[i * k..(i + 1) * k]);
+    }
+}
+
+/// Eight independent lanes, so the compiler can vectorise without reassociating a sum.
+fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let mut ca = a.chunks_exact(8);
+    let mut cb = b.chunks_exact(8);
+    for (x, y) in (&mut ca).zip(&mut cb) {
+        for l in 0..8 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    acc.iter().sum::<f32>() + tail
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn hsum(v: __m256) -> f32 {
+        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+        _mm_cvtss_f32(s)
+    }
+
+    /// Up to four rows of `x` per pass over `w`: each chunk of `w` is loaded once and used
+    /// for every row; two 8-wide accumulators per row hide the FMA latency.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn dots(w: &[f32], x: &[f32], k: usize, out: &mut [f32]) {
+        let rows = out.len();
+        let mut i = 0;
+        while i < rows {
+            let take = (rows - i).min(4);
+            let xp = |r: usize| x.as_ptr().add((i + r) * k);
+            let o = &mut out[i..i + take];
+            match take {
+                4 => block::<4>(w, [xp(0), xp(1), xp(2), xp(3)], k, o),
+                3 => block::<3>(w, [xp(0), xp(1), xp(2)], k, o),
+                2 => block::<2>(w, [xp(0), xp(1)], k, o),
+                _ => block::<1>(w, [xp(0)], k, o),
+            }
+            i += take;
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn block<const R: usize>(w: &[f32], xs: [*const f32; R], k: usize, out: &mut [f32]) {
+        let wp = w.as_ptr();
+        let full = k / 16 * 16;
+        let mut a0 = [_mm256_setzero_ps(); R];
+        let mut a1 = [_mm256_setzero_ps(); R];
+        let mut c = 0;
+        while c < full {
+            let w0 = _mm256_loadu_ps(wp.add(c));
+            let w1 = _mm256_loadu_ps(wp.add(c + 8));
+            for r in 0..R {
+                a0[r] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xs[r].add(c)), a0[r]);
+                a1[r] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xs[r].add(c + 8)), a1[r]);
+            }
+            c += 16;
+        }
+        for r in 0..R {
+            let mut s = hsum(_mm256_add_ps(a0[r], a1[r]));
+            for cc in full..k {
+                s += *wp.add(cc) * *xs[r].add(cc);
+            }
+            out[r] = s;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Tensor};
+
+    #[test]
+    fn equals_candle_matmul_for_every_row_count_and_odd_sizes() {
+        let dev = Device::Cpu;
+        for (n, k) in [(70, 37), (64, 768), (3, 5)] {
+            let w = Tensor::randn(0f32, 1.0, (n, k), &dev).unwrap();
+            for rows in 1..=MAX_ROWS {
+                let x = Tensor::randn(0f32, 1.0, (1, rows, k), &dev).unwrap();
+                assert!(applies(&x, &w));
+                let want = x.broadcast_matmul(&w.t().unwrap()).unwrap();
+                let got = matmul_t(&x, &w).unwrap();
+                assert_eq!(got.dims(), want.dims());
+                let diff = (got - want)
+                    .unwrap()
+                    .abs()
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .max(0)
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap();
+                assert!(
+                    diff < 1e-3 * (k as f32).sqrt(),
+                    "{n}x{k}, {rows} rows: {diff}"
+                );
+            }
+        }
+        let many = Tensor::zeros((1, MAX_ROWS + 1, 8), candle_core::DType::F32, &dev).unwrap();
+        let w = Tensor::zeros((4, 8), candle_core::DType::F32, &dev).unwrap();
+        assert!(!applies(&many, &w));
+    }
+
+    #[test]
+    fn portable_dot_matches_a_plain_sum() {
+        let a: Vec<f32> = (0..19).map(|i| i as f32 * 0.5).collect();
+        let b: Vec<f32> = (0..19).map(|i| 1.0 - i as f32 * 0.25).collect();
+        let plain: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+        assert!((dot_portable(&a, &b) - plain).abs() < 1e-3);
+    }
+}
