@@ -205,6 +205,14 @@ fn cases() -> Vec<Case> {
         ),
         case("degenerate_pass_lines", "class E(Exception):$0\n", "\n    pass\n    pass\n    pass\n    pass\n    pass", "\n    pass"),
         case("blank_interleaved_repetition", "def f():$0\n", "\n    x()\n\n    x()\n\n    x()\n\n", "\n    x()"),
+        case("line_looping_inside_is_dropped", "def f():\n$0\n", "    url = \"http://www.1.1.1.1.1.1.1", ""),
+        case(
+            "lines_before_an_inner_loop_stay",
+            "def f():\n    $0\n",
+            "a = 1\n    b = x_to_to_to_to_to_to_to",
+            "a = 1",
+        ),
+        case("numeric_row_is_not_a_loop", "x = $0\n", "[0, 0, 0, 0, 0, 0]", "[0, 0, 0, 0, 0, 0]"),
         // Whitespace.
         case("trailing_whitespace_trimmed", "def f():$0\n", "\n    a = 1   \n    return a\t\n", "\n    a = 1\n    return a"),
         case("whitespace_only_output", "def f():$0\n", "\n    \n   \n", ""),

@@ -10,7 +10,8 @@
 //!    cursor's block (a line indented less, a new top-level `def`/`class`/`@`/`if __name__`,
 //!    two blank lines).
 //! 4. [`repetition::drop_repetition`]: a line (or group of up to four lines) repeated three
-//!    times is kept once and the output ends there.
+//!    times is kept once and the output ends there; a line that loops inside itself
+//!    (`a_to_to_to_to_to`) is dropped with the rest.
 //! 5. [`whitespace::trim_trailing_whitespace`]: per line, and trailing blank lines.
 //! 6. [`overlap::drop_suffix_overlap`]: trailing lines that repeat the lines below the cursor,
 //!    and the end of the last line that repeats the rest of the cursor line (an auto-closed
