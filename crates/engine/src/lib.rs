@@ -5,6 +5,7 @@ pub mod bench;
 pub mod cancel;
 pub mod config;
 pub mod error;
+pub mod fast_gelu;
 pub mod generate;
 pub mod gguf;
 pub mod load;

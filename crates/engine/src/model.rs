@@ -323,19 +323,19 @@ impl Attention {
         let k_t = k.to_dtype(work)?.t()?;
         let out = if self.multi_query {
             // All heads share one K/V head: fold heads into the query length and do one matmul.
-            let q = q
-                .to_dtype(work)?
+            // Scale the queries, not the scores: (t, E) values instead of (t·heads, kv_len).
+            let q = (q.to_dtype(work)? * self.scale)?
                 .contiguous()?
                 .reshape((b, 1, t * nh, hd))?;
-            let scores = (q.matmul(&k_t)? * self.scale)?.reshape((b, t, nh, kv_len))?;
+            let scores = q.matmul(&k_t)?.reshape((b, t, nh, kv_len))?;
             let scores = scores.broadcast_add(&mask.reshape((1, t, 1, kv_len))?)?;
             let w = softmax(&scores, pass)?
                 .reshape((b, 1, t * nh, kv_len))?
                 .to_dtype(v.dtype())?;
             w.matmul(&v.contiguous()?)?.reshape((b, t, e))?
         } else {
-            let q = q.to_dtype(work)?.contiguous()?;
-            let scores = (q.matmul(&k_t.contiguous()?)? * self.scale)?;
+            let q = (q.to_dtype(work)? * self.scale)?.contiguous()?;
+            let scores = q.matmul(&k_t.contiguous()?)?;
             let scores = scores.broadcast_add(&mask.reshape((1, 1, t, kv_len))?)?;
             let w = softmax(&scores, pass)?.to_dtype(v.dtype())?;
             w.matmul(&v.contiguous()?)?
@@ -408,6 +408,9 @@ impl Block {
         let h = self.ln_2.forward(&x, pass)?;
         let h = linear_lora(&self.c_fc, lora.and_then(|l| l.c_fc.as_ref()), &h)?;
         let h = match self.activation {
+            Activation::GeluTanh if crate::fast_gelu::applies(&h) => {
+                crate::fast_gelu::gelu_tanh(&h)?
+            }
             Activation::GeluTanh => h.gelu()?,
             Activation::GeluErf => h.gelu_erf()?,
             Activation::Relu => h.relu()?,

@@ -2,7 +2,7 @@
 --scenario raw` (BENCHMARKS.md): prefill N prompt tokens from an empty cache, then D greedy
 tokens one by one with the KV cache. Same checkpoint folder, same thread count.
 
-    python bench-ref/hf_cold.py /tmp/tsp --prompt-tokens 1892 --decode-tokens 16 --threads 2
+    python crates/bench/reference/hf_cold.py /tmp/tsp --prompt-tokens 1892 --decode-tokens 16 --threads 2
 """
 import argparse, statistics, time
 

@@ -1,7 +1,7 @@
 // Cold completion with llama.cpp, for comparison with `copilot-lsp bench --scenario raw`
 // (BENCHMARKS.md): prefill N prompt tokens from an empty KV cache, then D greedy tokens one
 // by one, as llama-bench's pp/tg tests do. Not part of the build: compiled by hand against a
-// llama.cpp checkout (see bench-ref/README.md).
+// llama.cpp checkout (see crates/bench/reference/README.md).
 #include "llama.h"
 
 #include <algorithm>

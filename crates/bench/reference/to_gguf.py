@@ -1,8 +1,8 @@
 """Write a hub-format GPTBigCode checkpoint as a llama.cpp `starcoder` GGUF, tokenizer
-included, so llama.cpp can load the very weights `copilot-lsp` runs (bench-ref/README.md).
+included, so llama.cpp can load the very weights `copilot-lsp` runs (crates/bench/reference/README.md).
 Uses the `gguf` package from PyPI (llama.cpp's own gguf-py).
 
-    python bench-ref/to_gguf.py /tmp/tsp /tmp/tsp-q8_0.gguf --type q8_0
+    python crates/bench/reference/to_gguf.py /tmp/tsp /tmp/tsp-q8_0.gguf --type q8_0
 """
 import argparse, json, os
 
