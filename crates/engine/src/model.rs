@@ -320,13 +320,16 @@ impl Attention {
         let kv_len = k.dim(2)?;
         // Scores in f32 whatever the weights' dtype (softmax in f32, as transformers does).
         let work = DType::F32;
-        let k_t = k.to_dtype(work)?.t()?;
+        let k = k.to_dtype(work)?;
         let out = if self.multi_query {
             // All heads share one K/V head: fold heads into the query length and do one matmul.
             // Scale the queries, not the scores: (t, E) values instead of (t·heads, kv_len).
             let q = (q.to_dtype(work)? * self.scale)?
                 .contiguous()?
                 .reshape((b, 1, t * nh, hd))?;
+            // Contiguous before the transpose: without a cache, `k` is a strided view of
+            // `qkv`, which CUDA's matmul refuses (the CPU's accepts it).
+            let k_t = k.contiguous()?.t()?;
             let scores = q.matmul(&k_t)?.reshape((b, t, nh, kv_len))?;
             let scores = scores.broadcast_add(&mask.reshape((1, t, 1, kv_len))?)?;
             let w = softmax(&scores, pass)?
@@ -335,7 +338,7 @@ impl Attention {
             w.matmul(&v.contiguous()?)?.reshape((b, t, e))?
         } else {
             let q = (q.to_dtype(work)? * self.scale)?.contiguous()?;
-            let scores = q.matmul(&k_t.contiguous()?)?;
+            let scores = q.matmul(&k.t()?.contiguous()?)?;
             let scores = scores.broadcast_add(&mask.reshape((1, 1, t, kv_len))?)?;
             let w = softmax(&scores, pass)?.to_dtype(v.dtype())?;
             w.matmul(&v.contiguous()?)?

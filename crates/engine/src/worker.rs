@@ -22,13 +22,44 @@ enum Job {
     Run(Task),
 }
 
-/// Handle to the model thread. Cheap to clone; the thread ends when the last handle is dropped.
+/// Handle to the model thread. Cheap to clone; the thread ends when the last handle is
+/// dropped, and that drop waits for it.
 #[derive(Clone)]
 pub struct Engine {
-    tx: mpsc::Sender<Job>,
+    worker: Arc<Worker>,
     tokenizer: Arc<Tokenizer>,
     config: Arc<Config>,
     description: Arc<str>,
+}
+
+/// The channel to the model thread and the thread itself. Dropping it closes the channel and
+/// joins the thread, so the model is freed before the program can exit: with CUDA, a process
+/// that exits while the model thread still frees its device buffers crashes in the driver's
+/// teardown.
+struct Worker {
+    tx: Option<mpsc::Sender<Job>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Worker {
+    fn send(&self, job: Job) -> Result<()> {
+        self.tx
+            .as_ref()
+            .and_then(|tx| tx.send(job).ok())
+            .ok_or(EngineError::WorkerGone)
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(thread) = self.thread.take() {
+            // The last handle may be dropped by a task on the model thread itself.
+            if thread.thread().id() != std::thread::current().id() {
+                let _ = thread.join();
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Engine {
@@ -45,7 +76,7 @@ impl Engine {
         let config = Arc::new(model.config().clone());
         let (tx, rx) = mpsc::channel::<Job>();
         let mut generator = Generator::new(model, tokenizer.clone());
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("copilot-model".into())
             .spawn(move || {
                 while let Ok(job) = rx.recv() {
@@ -78,7 +109,10 @@ impl Engine {
             })
             .expect("spawn model thread");
         Self {
-            tx,
+            worker: Arc::new(Worker {
+                tx: Some(tx),
+                thread: Some(thread),
+            }),
             tokenizer,
             config,
             description: description.into(),
@@ -100,9 +134,7 @@ impl Engine {
 
     fn submit(&self, req: GenerateRequest) -> Result<oneshot::Receiver<Result<Generation>>> {
         let (tx, rx) = oneshot::channel();
-        self.tx
-            .send(Job::Generate(Box::new(req), tx))
-            .map_err(|_| EngineError::WorkerGone)?;
+        self.worker.send(Job::Generate(Box::new(req), tx))?;
         Ok(rx)
     }
 
@@ -126,11 +158,9 @@ impl Engine {
         f: impl FnOnce(&mut Generator) -> R + Send + 'static,
     ) -> Result<oneshot::Receiver<R>> {
         let (tx, rx) = oneshot::channel();
-        self.tx
-            .send(Job::Run(Box::new(move |g| {
-                let _ = tx.send(f(g));
-            })))
-            .map_err(|_| EngineError::WorkerGone)?;
+        self.worker.send(Job::Run(Box::new(move |g| {
+            let _ = tx.send(f(g));
+        })))?;
         Ok(rx)
     }
 

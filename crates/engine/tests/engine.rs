@@ -157,6 +157,51 @@ fn start_engine(dir: &std::path::Path) -> copilot_engine::Engine {
     .unwrap()
 }
 
+/// Send a task to the model thread without waiting for it (one poll of `Engine::run`).
+fn submit(engine: &copilot_engine::Engine, task: impl FnOnce() + Send + 'static) {
+    use std::future::Future;
+    let mut fut = std::pin::pin!(engine.run(move |_| task()));
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    assert!(fut.as_mut().poll(&mut cx).is_pending());
+}
+
+#[test]
+fn dropping_the_last_handle_waits_for_the_model_thread() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    testkit::write_tiny_checkpoint(dir.path(), true, 7).unwrap();
+    let engine = start_engine(dir.path());
+    // A job still running when the last handle goes ends before the drop returns, and so does
+    // the thread (with CUDA, exiting while it frees device buffers crashed the process).
+    let done = std::sync::Arc::new(AtomicBool::new(false));
+    submit(&engine, {
+        let done = done.clone();
+        move || {
+            std::thread::sleep(Duration::from_millis(200));
+            done.store(true, Ordering::SeqCst);
+        }
+    });
+    drop(engine);
+    assert!(done.load(Ordering::SeqCst));
+}
+
+#[test]
+fn the_last_handle_may_be_dropped_on_the_model_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    testkit::write_tiny_checkpoint(dir.path(), true, 7).unwrap();
+    let engine = start_engine(dir.path());
+    let last = engine.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    submit(&engine, move || {
+        std::thread::sleep(Duration::from_millis(100));
+        drop(last); // the last handle by now: must not join its own thread
+        tx.send(()).unwrap();
+    });
+    drop(engine);
+    rx.recv_timeout(Duration::from_secs(10))
+        .expect("dropping the last handle on the model thread deadlocked");
+}
+
 #[test]
 fn generation_reuses_the_common_prefix_and_gives_the_same_tokens() {
     let (dir, _m, tok) = tiny(true);
