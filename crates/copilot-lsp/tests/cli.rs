@@ -15,6 +15,17 @@ fn run(args: &[&str]) -> Output {
     bin().args(args).output().expect("spawn copilot-lsp")
 }
 
+/// Run a command that must succeed and print JSON.
+fn run_json(args: &[&str]) -> serde_json::Value {
+    let out = run(args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 fn tiny_model() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let out = run(&["gen-checkpoint", "--out", dir.path().to_str().unwrap()]);
@@ -52,13 +63,7 @@ fn complete_prints_json_with_counts_and_timings() {
         "8",
         "--raw",
     ];
-    let out = run(&[&["complete", loc.as_str()][..], &opts, &["--json"]].concat());
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = run_json(&[&["complete", loc.as_str()][..], &opts, &["--json"]].concat());
     assert_eq!(
         v["layout"], "Spm",
         "auto is SPM when code follows the cursor"
@@ -188,7 +193,7 @@ fn pico_complete_matches_transformers_greedy() {
         let f = write(src.path(), &format!("case{checked}.py"), text.as_bytes());
         let line = prefix.matches('\n').count() + 1;
         let col = prefix.rsplit('\n').next().unwrap().chars().count() + 1;
-        let out = run(&[
+        let v = run_json(&[
             "complete",
             &format!("{}:{line}:{col}", f.display()),
             "--model",
@@ -202,12 +207,6 @@ fn pico_complete_matches_transformers_greedy() {
             fim,
             "--json",
         ]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(
             v["prompt_tokens"].as_u64().unwrap() as usize,
             case["prompt_ids"].as_array().unwrap().len(),

@@ -130,16 +130,7 @@ mod tests {
         assert!(applies(&x));
         let want = x.gelu().unwrap();
         let got = gelu_tanh(&x).unwrap();
-        let diff = (got - want)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let diff = crate::testkit::max_abs_diff(&got, &want).unwrap();
         assert!(diff < 1e-5, "{diff}");
     }
 }

@@ -75,7 +75,9 @@ impl CustomOp2 for SkinnyMatmul {
 
 /// `y (rows, n) = x (rows, k) · w (n, k)ᵀ`, row-major slices.
 pub fn matmul_t_slices(x: &[f32], rows: usize, w: &[f32], n: usize, k: usize) -> Vec<f32> {
-    // Computed transposed (n, rows) so that tasks own whole weight rows, then transposed back.
+    let dots = dots_kernel();
+    // Computed transposed (n, rows) so that tasks own whole weight rows, then transposed back
+    // (one row is its own transpose).
     let mut yt = vec![0f32; n * rows];
     yt.par_chunks_mut(ROWS_PER_TASK * rows)
         .enumerate()
@@ -86,6 +88,9 @@ pub fn matmul_t_slices(x: &[f32], rows: usize, w: &[f32], n: usize, k: usize) ->
                 dots(w_row, x, k, out_row);
             }
         });
+    if rows == 1 {
+        return yt;
+    }
     let mut y = vec![0f32; rows * n];
     for j in 0..n {
         for i in 0..rows {
@@ -96,16 +101,22 @@ pub fn matmul_t_slices(x: &[f32], rows: usize, w: &[f32], n: usize, k: usize) ->
 }
 
 /// `out[i] = w · x_i` for every row `x_i` of `x`.
-fn dots(w: &[f32], x: &[f32], k: usize, out: &mut [f32]) {
+type Dots = fn(&[f32], &[f32], usize, &mut [f32]);
+
+/// The dot-product kernel for this CPU, chosen once per product rather than per weight row.
+fn dots_kernel() -> Dots {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
         {
-            // SAFETY: the CPU has AVX2 and FMA (checked just above).
-            unsafe { avx2::dots(w, x, k, out) };
-            return;
+            // SAFETY: only chosen when the CPU has AVX2 and FMA (checked just above).
+            return |w, x, k, out| unsafe { avx2::dots(w, x, k, out) };
         }
     }
+    dots_portable
+}
+
+fn dots_portable(w: &[f32], x: &[f32], k: usize, out: &mut [f32]) {
     for (i, o) in out.iter_mut().enumerate() {
         *o = dot_portable(w, &x[i * k..(i + 1) * k]);
     }
@@ -204,16 +215,7 @@ mod tests {
                 let want = x.broadcast_matmul(&w.t().unwrap()).unwrap();
                 let got = matmul_t(&x, &w).unwrap();
                 assert_eq!(got.dims(), want.dims());
-                let diff = (got - want)
-                    .unwrap()
-                    .abs()
-                    .unwrap()
-                    .flatten_all()
-                    .unwrap()
-                    .max(0)
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap();
+                let diff = crate::testkit::max_abs_diff(&got, &want).unwrap();
                 assert!(
                     diff < 1e-3 * (k as f32).sqrt(),
                     "{n}x{k}, {rows} rows: {diff}"

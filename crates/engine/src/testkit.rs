@@ -1,6 +1,6 @@
 //! Random-weight checkpoints in the hub's format, made in code: tests need a model without
 //! the network, and benchmarks need tiny_starcoder_py's exact shape (speed does not depend on
-//! the weights' values).
+//! the weights' values). Also the comparison the numerical tests share.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -226,4 +226,9 @@ pub fn write_tiny_checkpoint(dir: &Path, multi_query: bool, seed: u64) -> Result
     let mut cfg = Config::tiny_test(tokenizer_len(&tok));
     cfg.multi_query = multi_query;
     write_random_checkpoint(dir, &cfg, seed, 0.2, Some(tok))
+}
+
+/// The largest absolute difference between two tensors of the same shape (`f32`).
+pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
+    Ok((a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?)
 }

@@ -27,17 +27,18 @@ fn argmax(t: &Tensor) -> u32 {
     t.argmax(0).unwrap().to_scalar::<u32>().unwrap()
 }
 
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
+/// The largest absolute value of a tensor: the scale tolerances are relative to.
+fn max_abs(t: &Tensor) -> f32 {
+    t.abs()
         .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
+        .max_all()
         .unwrap()
         .to_scalar::<f32>()
         .unwrap()
+}
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    copilot_engine::testkit::max_abs_diff(a, b).unwrap()
 }
 
 #[test]
@@ -462,13 +463,7 @@ fn q8_0_weights_stay_close_to_f32() {
     let quant = model
         .forward_cached(&ids, &mut KvCache::new(), Logits::All, None)
         .unwrap();
-    let scale = dense
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let scale = max_abs(&dense);
     let diff = max_abs_diff(&dense, &quant);
     assert!(diff > 0.0, "quantization changed nothing: not applied?");
     assert!(diff < 0.05 * scale, "q8_0 drifted: {diff} vs scale {scale}");
@@ -538,13 +533,7 @@ fn gguf_checkpoint_matches_the_quantized_safetensors_model() {
     let from_st = model
         .forward_cached(&ids, &mut KvCache::new(), Logits::All, None)
         .unwrap();
-    let scale = from_st
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let scale = max_abs(&from_st);
     let diff = max_abs_diff(&from_gguf, &from_st);
     assert!(diff < 0.05 * scale, "gguf drifted: {diff} vs scale {scale}");
     let argmax_all = |t: &Tensor| t.argmax(1).unwrap().to_vec1::<u32>().unwrap();

@@ -190,19 +190,8 @@ fn split_points(text: &str, rng: &mut impl Rng) -> (usize, usize) {
     (a.min(b), a.max(b))
 }
 
-/// The ids of one example: `chunk` laid out by `layout` (split at `(a, b)` for FIM), then
-/// the middle (FIM) and `<|endoftext|>`.
-pub fn example_ids(
-    tok: &Tokenizer,
-    chunk: &str,
-    path: Option<&str>,
-    layout: Layout,
-    cut: (usize, usize),
-) -> Result<Vec<u32>> {
-    Ok(example(tok, chunk, path, layout, cut)?.ids)
-}
-
-/// [`example_ids`] with what is learned: everything but the path header.
+/// One example: `chunk` laid out by `layout` (split at `(a, b)` for FIM), then the middle
+/// (FIM) and `<|endoftext|>`; every token is learned but the path header's.
 pub fn example(
     tok: &Tokenizer,
     chunk: &str,
@@ -288,24 +277,15 @@ pub fn build(tok: &Tokenizer, files: &[SourceFile], opts: &ExampleOptions) -> Re
             stream.learn.extend(ex.learn);
         }
     }
-    let mut packed = pack_learning(&stream, opts.seq_len, tok.specials().eos);
+    let mut packed = pack(&stream, opts.seq_len, tok.specials().eos);
     packed.counts = counts;
     Ok(packed)
 }
 
 /// Cut a token stream into windows of `seq_len + 1` overlapping by one token (the last
-/// target of one is the first input of the next), padding the last with `pad`; every token
-/// is learned.
-pub fn pack(stream: &[u32], seq_len: usize, pad: u32) -> Packed {
-    let ex = Example {
-        ids: stream.to_vec(),
-        learn: vec![true; stream.len()],
-    };
-    pack_learning(&ex, seq_len, pad)
-}
-
-/// [`pack`] keeping what each token's `learn` flag says.
-pub fn pack_learning(stream: &Example, seq_len: usize, pad: u32) -> Packed {
+/// target of one is the first input of the next), padding the last with `pad` (never
+/// learned); each token keeps its `learn` flag.
+pub fn pack(stream: &Example, seq_len: usize, pad: u32) -> Packed {
     let mut sequences = Vec::new();
     let mut valid = Vec::new();
     let mut learn = Vec::new();
@@ -347,7 +327,7 @@ mod tests {
         let text = "def f(x):\n    return x\n";
         let enc = |s: &str| tok.encode_text(s).unwrap();
         let (a, b) = (4, 10);
-        let psm = example_ids(&tok, text, None, Layout::Psm, (a, b)).unwrap();
+        let psm = example(&tok, text, None, Layout::Psm, (a, b)).unwrap().ids;
         let mut want = vec![sp.fim_prefix];
         want.extend(enc(&text[..a]));
         want.push(sp.fim_suffix);
@@ -357,7 +337,7 @@ mod tests {
         want.push(sp.eos);
         assert_eq!(psm, want);
         // SPM as bigcode trained it: <fim_prefix><fim_suffix>S<fim_middle>P, then M.
-        let spm = example_ids(&tok, text, None, Layout::Spm, (a, b)).unwrap();
+        let spm = example(&tok, text, None, Layout::Spm, (a, b)).unwrap().ids;
         let mut want = vec![sp.fim_prefix, sp.fim_suffix];
         want.extend(enc(&text[b..]));
         want.push(sp.fim_middle);
@@ -365,7 +345,9 @@ mod tests {
         want.extend(enc(&text[a..b]));
         want.push(sp.eos);
         assert_eq!(spm, want);
-        let l2r = example_ids(&tok, text, None, Layout::LeftToRight, (0, 0)).unwrap();
+        let l2r = example(&tok, text, None, Layout::LeftToRight, (0, 0))
+            .unwrap()
+            .ids;
         let mut want = enc(text);
         want.push(sp.eos);
         assert_eq!(l2r, want);
@@ -422,7 +404,9 @@ mod tests {
     fn user_text_with_special_strings_stays_text() {
         let tok = tokenizer();
         let text = "s = '<fim_middle><|endoftext|>'\n";
-        let ids = example_ids(&tok, text, None, Layout::LeftToRight, (0, 0)).unwrap();
+        let ids = example(&tok, text, None, Layout::LeftToRight, (0, 0))
+            .unwrap()
+            .ids;
         let sp = tok.specials();
         assert_eq!(ids.iter().filter(|&&i| i == sp.eos).count(), 1);
         assert!(!ids.contains(&sp.fim_middle));

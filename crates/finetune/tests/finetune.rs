@@ -89,14 +89,7 @@ fn logits(model: &Model, lora: Option<&Lora>, ids: &[u32]) -> Tensor {
 }
 
 fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
+    testkit::max_abs_diff(a, b).unwrap()
 }
 
 fn trained_adapter(t: &Tiny, seed: u64, modules: &[&str], rank: usize) -> Adapter {
@@ -541,30 +534,22 @@ fn adapters_cross_with_python_peft() {
             .flat_map(|row| row.as_array().unwrap().iter())
             .map(|v| v.as_f64().unwrap() as f32)
             .collect();
+        let want =
+            Tensor::from_vec(want, (ids.len(), model.config().vocab_size), &Device::Cpu).unwrap();
         let lora =
             peft::load_adapter(&dir.join(name), model.config(), &Device::Cpu, DType::F32).unwrap();
         let input = Tensor::new(ids.as_slice(), &Device::Cpu)
             .unwrap()
             .unsqueeze(0)
             .unwrap();
-        let logits = |lora: Option<&Lora>| -> Vec<f32> {
+        let logits = |lora: Option<&Lora>| {
             model
                 .forward_batch(&input, Logits::All, lora, Pass::Inference)
                 .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1()
+                .squeeze(0)
                 .unwrap()
         };
-        let max_diff = |a: &[f32], b: &[f32]| {
-            assert_eq!(a.len(), b.len());
-            a.iter()
-                .zip(b)
-                .map(|(x, y)| (x - y).abs())
-                .fold(0f32, f32::max)
-        };
-        let got = logits(Some(&lora));
-        let diff = max_diff(&got, &want);
+        let diff = max_diff(&logits(Some(&lora)), &want);
         assert!(diff < 1e-4, "{name}: logits differ from peft's by {diff}");
         // The adapter matters: without it the logits are far from peft's.
         let base_diff = max_diff(&logits(None), &want);
