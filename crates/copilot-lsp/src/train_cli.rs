@@ -314,6 +314,11 @@ pub struct EvalArgs {
     /// psm, spm, off or auto.
     #[arg(long, default_value = "auto")]
     pub fim: FimChoice,
+    /// Where the cursor goes in a sampled line: line-start (complete the whole line,
+    /// indentation included), indent (after the indentation) or mid (a random character
+    /// inside the code; complete the rest of the line).
+    #[arg(long, default_value = "line-start")]
+    pub cursor: copilot_eval::CursorMode,
     /// Leave the base model out of the comparison.
     #[arg(long)]
     pub no_base: bool,
@@ -332,6 +337,7 @@ pub fn eval(a: EvalArgs, threads: Option<usize>) -> Result<()> {
     let o = copilot_eval::EvalOptions {
         lines_per_file: a.lines_per_file,
         max_samples: a.max_samples,
+        cursor: a.cursor,
         seed: a.data.seed,
         completion: copilot_pipeline::CompletionOptions {
             temperature: 0.0,
@@ -368,6 +374,7 @@ pub fn eval(a: EvalArgs, threads: Option<usize>) -> Result<()> {
     let report = copilot_eval::Report {
         repo: a.repo.clone(),
         model: completer.engine().description().to_string(),
+        cursor: a.cursor,
         files: files.len(),
         samples: tasks.len(),
         rows,

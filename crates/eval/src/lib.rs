@@ -4,10 +4,18 @@
 //! the first completed line against the original: exact match, edit distance in characters,
 //! latency. The base model and each adapter run on the same samples, side by side.
 //!
-//! The cursor sits at the start of the line and the target includes its indentation: a
-//! prompt that ends in the middle of a run of spaces is one no BPE model saw in training
-//! (spaces merge with the following word), so a cursor after the indentation would measure
-//! that tokenisation artefact rather than the model.
+//! Where the cursor sits in the line is a choice (`CursorMode`):
+//! - `line-start` (the default): the whole line is removed and the target includes its
+//!   indentation. Hardest, and free of tokenisation questions.
+//! - `indent`: the cursor is after the line's indentation, as an editor leaves it after
+//!   Enter; the target is the code of the line.
+//! - `mid`: the cursor is at a seeded random character inside the line's code, as when the
+//!   user pauses mid-line (how Copilot-style systems are most often triggered); the target is
+//!   the rest of the line. The code before the cursor stays in the document.
+//!
+//! A prompt that ends inside a run of spaces or a word is one a left-to-right model rarely
+//! saw, but FIM training splits documents at random *characters*, so in FIM layouts (the
+//! default whenever there is code after the cursor) such prefixes are in distribution.
 //!
 //! Knows the pipeline and the adapter format; knows nothing of LSP or the command line.
 
@@ -17,7 +25,7 @@ use std::time::Instant;
 use copilot_finetune::data::{self, DataOptions, SourceFile};
 use copilot_pipeline::{CancelToken, Completer, CompletionOptions, CompletionRequest, FimChoice};
 use rand::seq::SliceRandom;
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
 #[derive(Debug, thiserror::Error)]
@@ -32,17 +40,47 @@ pub enum EvalError {
 
 pub type Result<T, E = EvalError> = std::result::Result<T, E>;
 
-/// One hole to fill: line `line` (1-based) of `rel`, indentation included.
+/// Where in a sampled line the cursor is put.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CursorMode {
+    /// Start of the line; the target includes the indentation.
+    #[default]
+    LineStart,
+    /// After the indentation; the target is the line's code.
+    Indent,
+    /// A seeded random character inside the code (at least one character left to
+    /// complete); the target is the rest of the line.
+    Mid,
+}
+
+impl std::str::FromStr for CursorMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "line-start" | "start" => Ok(Self::LineStart),
+            "indent" => Ok(Self::Indent),
+            "mid" | "mid-line" => Ok(Self::Mid),
+            other => Err(format!(
+                "unknown cursor mode `{other}` (expected line-start, indent or mid)"
+            )),
+        }
+    }
+}
+
+/// One hole to fill: the end of line `line` (1-based) of `rel`, from `cursor` on.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Task {
     pub rel: String,
     pub line: usize,
-    /// The document with the line's text removed (its line break kept).
+    /// The document with the line's text after the cursor removed (its line break kept).
     #[serde(skip)]
     pub text: String,
-    /// Byte offset of the cursor in `text`: the start of the emptied line.
+    /// Byte offset of the cursor in `text`.
     pub cursor: usize,
-    /// The removed line, trailing whitespace trimmed.
+    /// The line's text before the cursor (empty for `line-start`).
+    pub typed: String,
+    /// The removed text, trailing whitespace trimmed.
     pub target: String,
 }
 
@@ -54,6 +92,7 @@ pub struct EvalOptions {
     pub max_samples: usize,
     /// Lines whose code is shorter than this (characters) are not sampled.
     pub min_line_chars: usize,
+    pub cursor: CursorMode,
     pub seed: u64,
     /// Completion settings (temperature 0 for repeatable numbers).
     pub completion: CompletionOptions,
@@ -65,6 +104,7 @@ impl Default for EvalOptions {
             lines_per_file: 10,
             max_samples: 200,
             min_line_chars: 4,
+            cursor: CursorMode::LineStart,
             seed: 42,
             completion: CompletionOptions {
                 temperature: 0.0,
@@ -99,12 +139,30 @@ pub fn sample_tasks(files: &[SourceFile], o: &EvalOptions) -> Vec<Task> {
         candidates.sort();
         for (line, start, len) in candidates {
             let end = start + len;
+            let code = &f.text[start..end];
+            let indent = code.len() - code.trim_start().len();
+            let cut = start
+                + match o.cursor {
+                    CursorMode::LineStart => 0,
+                    CursorMode::Indent => indent,
+                    CursorMode::Mid => {
+                        // Character boundaries from the end of the indentation up to (not
+                        // including) the last character of the code.
+                        let code_end = code.trim_end().len();
+                        let cuts: Vec<usize> = code[indent..code_end]
+                            .char_indices()
+                            .map(|(i, _)| indent + i)
+                            .collect();
+                        cuts[rng.random_range(0..cuts.len())]
+                    }
+                };
             tasks.push(Task {
                 rel: f.rel.clone(),
                 line,
-                text: format!("{}{}", &f.text[..start], &f.text[end..]),
-                cursor: start,
-                target: f.text[start..end].trim_end().to_string(),
+                text: format!("{}{}", &f.text[..cut], &f.text[end..]),
+                cursor: cut,
+                typed: f.text[start..cut].to_string(),
+                target: f.text[cut..end].trim_end().to_string(),
             });
         }
     }
@@ -143,6 +201,7 @@ pub fn first_line(completion: &str) -> &str {
 pub struct Outcome {
     pub rel: String,
     pub line: usize,
+    pub typed: String,
     pub target: String,
     pub predicted: String,
     pub exact: bool,
@@ -168,6 +227,7 @@ pub struct Scores {
 pub struct Report {
     pub repo: PathBuf,
     pub model: String,
+    pub cursor: CursorMode,
     pub files: usize,
     pub samples: usize,
     pub rows: Vec<Scores>,
@@ -208,6 +268,7 @@ pub fn evaluate(
             outcomes.push(Outcome {
                 rel: t.rel.clone(),
                 line: t.line,
+                typed: t.typed.clone(),
                 exact: predicted == t.target,
                 edit_distance: edit_distance(&predicted, &t.target),
                 target: t.target.clone(),
@@ -267,10 +328,14 @@ pub fn heldout_files(
 /// The report as a plain-text table.
 pub fn table(r: &Report) -> String {
     let mut s = format!(
-        "{} held-out files of {}, {} lines, model {}\n",
+        "{} held-out files of {}, {} lines (cursor: {}), model {}\n",
         r.files,
         r.repo.display(),
         r.samples,
+        serde_json::to_value(r.cursor)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default(),
         r.model
     );
     let w = r
@@ -336,5 +401,59 @@ mod tests {
             },
         );
         assert_eq!(again.len(), 1);
+    }
+
+    #[test]
+    fn cursor_modes_keep_what_was_typed_and_ask_for_the_rest() {
+        let text = "def f(x):\n    yé = x + 1\n    return yé\n";
+        let files = [SourceFile {
+            rel: "a.py".into(),
+            text: text.into(),
+        }];
+        let with = |cursor| {
+            sample_tasks(
+                &files,
+                &EvalOptions {
+                    lines_per_file: 10,
+                    cursor,
+                    ..Default::default()
+                },
+            )
+        };
+        let indent = with(CursorMode::Indent);
+        assert_eq!(indent[1].typed, "    ");
+        assert_eq!(indent[1].target, "yé = x + 1");
+        assert_eq!(indent[1].text, "def f(x):\n    \n    return yé\n");
+        assert_eq!(&indent[1].text[..indent[1].cursor], "def f(x):\n    ");
+        for seed in 0..50 {
+            let mid = sample_tasks(
+                &files,
+                &EvalOptions {
+                    lines_per_file: 10,
+                    cursor: CursorMode::Mid,
+                    seed,
+                    ..Default::default()
+                },
+            );
+            assert_eq!(mid.len(), 3);
+            for (t, line) in mid.iter().zip(text.lines()) {
+                // What was typed plus what is asked for is the line; at least one character
+                // is left to complete and the cut is after the indentation.
+                assert_eq!(format!("{}{}", t.typed, t.target), line);
+                assert!(!t.target.is_empty());
+                assert!(t
+                    .typed
+                    .starts_with(&line[..line.len() - line.trim_start().len()]));
+                assert_eq!(
+                    &t.text[..t.cursor],
+                    &text[..text.find(line).unwrap() + t.typed.len()]
+                );
+            }
+        }
+        assert!("mid".parse::<CursorMode>().is_ok());
+        assert!("middle"
+            .parse::<CursorMode>()
+            .unwrap_err()
+            .contains("line-start"));
     }
 }

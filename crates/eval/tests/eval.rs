@@ -72,6 +72,7 @@ fn base_and_adapter_are_scored_side_by_side() {
     let report = Report {
         repo: "pkg".into(),
         model: "tiny".into(),
+        cursor: Default::default(),
         files: 1,
         samples: 3,
         rows,

@@ -129,6 +129,9 @@ pub struct Prompt {
     pub pieces: Vec<Piece>,
     /// The layout used.
     pub layout: Layout,
+    /// Index in `pieces` of the path header, when one was included. It is context the
+    /// caller supplied, not code: fine-tuning reads it but never learns it as a target.
+    pub header: Option<usize>,
     /// The part of the prefix that was kept (code only, no header or snippets).
     pub prefix: String,
     /// The part of the suffix that was kept (empty for left-to-right).
@@ -220,6 +223,7 @@ pub fn build_prompt(
         .collect();
 
     let header_used = header.as_ref().map_or(0, |(_, n)| *n);
+    let has_header = header.is_some();
     let mut prefix_section: Vec<String> = Vec::new();
     prefix_section.extend(header.map(|(t, _)| t));
     prefix_section.extend(snippets);
@@ -243,9 +247,21 @@ pub fn build_prompt(
         Layout::LeftToRight => prefix_section.into_iter().filter_map(text).collect(),
     };
 
+    // The header is the prefix section's first piece, and a header is never empty.
+    let header = has_header.then(|| match layout {
+        Layout::Psm => 1,
+        Layout::Spm => pieces
+            .iter()
+            .position(|p| *p == sp(Special::FimMiddle))
+            .map_or(0, |i| i + 1),
+        Layout::LeftToRight => 0,
+    });
+    debug_assert!(header.is_none_or(|i| matches!(pieces.get(i), Some(Piece::Text(_)))));
+
     Prompt {
         pieces,
         layout,
+        header,
         prefix: prefix.to_string(),
         suffix: suffix.to_string(),
         counted_tokens: specials + header_used + snippets_used + prefix_used + suffix_used,

@@ -147,8 +147,22 @@ fn header_and_snippets_come_first_in_the_prefix_section() {
         &Budget::default(),
         &CharCounter,
     );
-    assert_eq!(l2r.pieces, vec![header, snippet, text(P)]);
+    assert_eq!(l2r.pieces, vec![header.clone(), snippet, text(P)]);
     assert_eq!(psm.prefix, P, "the kept prefix is code only");
+    // The header piece is marked, so callers never have to find it by its text.
+    for p in [&psm, &spm, &l2r] {
+        assert_eq!(p.pieces[p.header.unwrap()], header, "{:?}", p.layout);
+    }
+    let no_path = build_prompt(
+        &PromptInput {
+            path: None,
+            ..input
+        },
+        Layout::Spm,
+        &Budget::default(),
+        &CharCounter,
+    );
+    assert_eq!(no_path.header, None);
 
     let rust = PromptInput {
         path: Some("src/main.rs"),
@@ -204,6 +218,7 @@ fn header_and_snippets_give_way_when_room_is_short() {
         text("# snippet from s.py:\n# y = 2\n"),
         "header over a quarter of the room"
     );
+    assert_eq!(p.header, None);
 }
 
 #[test]

@@ -14,7 +14,7 @@
 //! No I/O, no model: text and a tokenizer in, token ids out.
 
 use copilot_engine::Tokenizer;
-use copilot_fim::{Budget, Layout, Piece, PromptInput, Special, TokenCounter};
+use copilot_fim::{Budget, Layout, Piece, Prompt, PromptInput, Special, TokenCounter};
 use rand::{Rng, SeedableRng};
 
 use crate::data::SourceFile;
@@ -122,15 +122,10 @@ impl Example {
 }
 
 /// Ids of a prompt's pieces, specials spliced in, text encoded piece by piece (as the
-/// pipeline does); the piece that is exactly `header` is not learned.
-fn piece_ids(
-    tok: &Tokenizer,
-    pieces: &[Piece],
-    header: Option<&str>,
-    out: &mut Example,
-) -> Result<()> {
+/// pipeline does); the prompt's path header is read but not learned.
+fn prompt_ids(tok: &Tokenizer, prompt: &Prompt, out: &mut Example) -> Result<()> {
     let sp = tok.specials();
-    for p in pieces {
+    for (i, p) in prompt.pieces.iter().enumerate() {
         match p {
             Piece::Special(s) => out.push(
                 [match s {
@@ -141,7 +136,7 @@ fn piece_ids(
                 }],
                 true,
             ),
-            Piece::Text(t) => out.push(tok.encode_text(t)?, Some(t.as_str()) != header),
+            Piece::Text(t) => out.push(tok.encode_text(t)?, prompt.header != Some(i)),
         }
     }
     Ok(())
@@ -205,8 +200,6 @@ pub fn example(
         window: NO_TRIM * 4,
         max_new_tokens: 0,
     };
-    let header = path.map(copilot_fim::header_for_path);
-    let header = header.as_deref();
     let mut ex = Example::default();
     match layout {
         Layout::LeftToRight => {
@@ -217,7 +210,7 @@ pub fn example(
                 snippets: &[],
             };
             let prompt = copilot_fim::build_prompt(&input, layout, &budget, &ByteCounter);
-            piece_ids(tok, &prompt.pieces, header, &mut ex)?;
+            prompt_ids(tok, &prompt, &mut ex)?;
         }
         Layout::Psm | Layout::Spm => {
             let input = PromptInput {
@@ -227,7 +220,7 @@ pub fn example(
                 snippets: &[],
             };
             let prompt = copilot_fim::build_prompt(&input, layout, &budget, &ByteCounter);
-            piece_ids(tok, &prompt.pieces, header, &mut ex)?;
+            prompt_ids(tok, &prompt, &mut ex)?;
             ex.push(tok.encode_text(&chunk[a..b])?, true);
         }
     }
@@ -380,6 +373,15 @@ mod tests {
                 );
             }
             assert!(plain.learn.iter().all(|&l| l));
+        }
+        // Code whose text is its own header line is still code, and learned: the header is
+        // found by its place in the prompt, not by its text.
+        let same = "# path: pkg/m.py\n";
+        for layout in [Layout::LeftToRight, Layout::Psm, Layout::Spm] {
+            let cut = (same.len(), same.len());
+            let ex = example(&tok, same, Some("pkg/m.py"), layout, cut).unwrap();
+            let unlearned = ex.learn.iter().filter(|&&l| !l).count();
+            assert_eq!(unlearned, header.len(), "{layout:?}");
         }
         // Packing keeps the flags; padding is never learned, and the loss counts the rest.
         let files = [SourceFile {
