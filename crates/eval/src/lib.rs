@@ -209,6 +209,53 @@ pub struct Outcome {
     pub latency_ms: f64,
 }
 
+/// A variant against the base model on the same samples (paired).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct VsBase {
+    /// Samples with a smaller / larger edit distance than the base's.
+    pub better: usize,
+    pub worse: usize,
+    /// Mean of (variant - base) edit distance: negative is a gain.
+    pub edit_distance_change: f64,
+    /// 95% confidence interval of that mean (paired bootstrap, seeded): a gain is shown
+    /// when the whole interval is below zero.
+    pub ci95: (f64, f64),
+}
+
+/// Bootstrap resamples behind [`VsBase::ci95`].
+const BOOTSTRAP_RESAMPLES: usize = 2000;
+
+/// Compare per-sample edit distances of a variant with the base's (same samples, same
+/// order). Pure and seeded.
+pub fn vs_base(base: &[usize], variant: &[usize], seed: u64) -> VsBase {
+    assert_eq!(base.len(), variant.len(), "paired samples");
+    let d: Vec<f64> = variant
+        .iter()
+        .zip(base)
+        .map(|(&v, &b)| v as f64 - b as f64)
+        .collect();
+    let n = d.len();
+    let mean = |xs: &mut dyn Iterator<Item = f64>| xs.sum::<f64>() / n.max(1) as f64;
+    let change = mean(&mut d.iter().copied());
+    let ci95 = if n == 0 {
+        (f64::NAN, f64::NAN)
+    } else {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut means: Vec<f64> = (0..BOOTSTRAP_RESAMPLES)
+            .map(|_| mean(&mut (0..n).map(|_| d[rng.random_range(0..n)])))
+            .collect();
+        means.sort_by(f64::total_cmp);
+        let at = |q: f64| means[((q * (means.len() - 1) as f64).round()) as usize];
+        (at(0.025), at(0.975))
+    };
+    VsBase {
+        better: d.iter().filter(|&&x| x < 0.0).count(),
+        worse: d.iter().filter(|&&x| x > 0.0).count(),
+        edit_distance_change: change,
+        ci95,
+    }
+}
+
 /// Scores of one model variant.
 #[derive(Clone, Debug, Serialize)]
 pub struct Scores {
@@ -218,6 +265,9 @@ pub struct Scores {
     pub exact_match: f64,
     pub mean_edit_distance: f64,
     pub mean_latency_ms: f64,
+    /// Paired comparison with the base model (when the base was evaluated too).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vs_base: Option<VsBase>,
     /// Filled with `keep_outcomes`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub outcomes: Vec<Outcome>,
@@ -249,6 +299,7 @@ pub fn evaluate(
     let total = tasks.len() * variants.len();
     let mut done = 0;
     let mut rows = Vec::new();
+    let mut base_distances: Option<Vec<usize>> = None;
     for v in variants {
         let mut outcomes = Vec::new();
         for t in tasks {
@@ -279,12 +330,21 @@ pub fn evaluate(
             on_sample(done, total);
         }
         let n = outcomes.len().max(1) as f64;
+        let distances: Vec<usize> = outcomes.iter().map(|o| o.edit_distance).collect();
+        let vs = match (v, &base_distances) {
+            (Some(_), Some(base)) => Some(vs_base(base, &distances, o.seed)),
+            _ => None,
+        };
+        if v.is_none() {
+            base_distances = Some(distances);
+        }
         rows.push(Scores {
             name: v.clone().unwrap_or_else(|| "base".into()),
             samples: outcomes.len(),
             exact_match: outcomes.iter().filter(|o| o.exact).count() as f64 / n,
             mean_edit_distance: outcomes.iter().map(|o| o.edit_distance as f64).sum::<f64>() / n,
             mean_latency_ms: outcomes.iter().map(|o| o.latency_ms).sum::<f64>() / n,
+            vs_base: vs,
             outcomes: if keep_outcomes { outcomes } else { Vec::new() },
         });
     }
@@ -346,16 +406,27 @@ pub fn table(r: &Report) -> String {
         .unwrap_or(4)
         .max(7);
     s += &format!(
-        "{:<w$}  {:>11}  {:>13}  {:>12}\n",
-        "variant", "exact match", "edit distance", "latency (ms)"
+        "{:<w$}  {:>11}  {:>13}  {:>12}  {}\n",
+        "variant",
+        "exact match",
+        "edit distance",
+        "latency (ms)",
+        "vs base: better/worse, change [95% CI]"
     );
     for x in &r.rows {
+        let vs = x.vs_base.as_ref().map_or(String::new(), |c| {
+            format!(
+                "{}/{}, {:+.2} [{:+.2}, {:+.2}]",
+                c.better, c.worse, c.edit_distance_change, c.ci95.0, c.ci95.1
+            )
+        });
         s += &format!(
-            "{:<w$}  {:>10.1}%  {:>13.2}  {:>12.1}\n",
+            "{:<w$}  {:>10.1}%  {:>13.2}  {:>12.1}  {}\n",
             x.name,
             100.0 * x.exact_match,
             x.mean_edit_distance,
-            x.mean_latency_ms
+            x.mean_latency_ms,
+            vs
         );
     }
     s
@@ -401,6 +472,26 @@ mod tests {
             },
         );
         assert_eq!(again.len(), 1);
+    }
+
+    #[test]
+    fn paired_comparison_counts_and_bounds_the_change() {
+        let base = [10, 10, 10, 10, 10, 10, 10, 10];
+        let gain = [8, 9, 10, 7, 10, 8, 9, 6];
+        let c = vs_base(&base, &gain, 1);
+        assert_eq!((c.better, c.worse), (6, 0));
+        assert!((c.edit_distance_change + 1.625).abs() < 1e-12);
+        assert!(c.ci95.0 <= c.edit_distance_change && c.edit_distance_change <= c.ci95.1);
+        assert!(
+            c.ci95.1 < 0.0,
+            "a consistent gain has its whole interval below zero"
+        );
+        // Noise: as many worse as better, the interval straddles zero.
+        let noise = [12, 8, 11, 9, 13, 7, 10, 10];
+        let c = vs_base(&base, &noise, 1);
+        assert_eq!((c.better, c.worse), (3, 3));
+        assert!(c.ci95.0 < 0.0 && c.ci95.1 > 0.0);
+        assert_eq!(vs_base(&base, &base, 1).ci95, (0.0, 0.0));
     }
 
     #[test]

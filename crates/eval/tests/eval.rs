@@ -69,6 +69,18 @@ fn base_and_adapter_are_scored_side_by_side() {
         assert!(r.mean_latency_ms > 0.0);
         assert!((0.0..=1.0).contains(&r.exact_match));
     }
+    // The adapter row is compared with the base on the same samples.
+    assert!(rows[0].vs_base.is_none());
+    let vs = rows[1].vs_base.as_ref().unwrap();
+    let change: f64 = rows[1]
+        .outcomes
+        .iter()
+        .zip(&rows[0].outcomes)
+        .map(|(a, b)| a.edit_distance as f64 - b.edit_distance as f64)
+        .sum::<f64>()
+        / 3.0;
+    assert!((vs.edit_distance_change - change).abs() < 1e-9);
+    assert!(vs.better + vs.worse <= 3);
     let report = Report {
         repo: "pkg".into(),
         model: "tiny".into(),
@@ -84,4 +96,6 @@ fn base_and_adapter_are_scored_side_by_side() {
     );
     let json = serde_json::to_value(&report).unwrap();
     assert_eq!(json["rows"][1]["samples"], 3);
+    assert!(json["rows"][1]["vs_base"]["ci95"].is_array());
+    assert_eq!(json["cursor"], "line-start");
 }
