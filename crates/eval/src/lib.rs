@@ -191,6 +191,18 @@ pub fn edit_distance(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
+/// Edit similarity, as CodeXGLUE and CrossCodeEval report it: 1 - distance / longer length
+/// (in characters), 1 for two empty strings. Bounded per sample, so one long runaway
+/// completion weighs no more than any other miss.
+pub fn edit_similarity(a: &str, b: &str) -> f64 {
+    let longer = a.chars().count().max(b.chars().count());
+    if longer == 0 {
+        1.0
+    } else {
+        1.0 - edit_distance(a, b) as f64 / longer as f64
+    }
+}
+
 /// The line a completion proposes: its first line, trailing whitespace removed.
 pub fn first_line(completion: &str) -> &str {
     completion.split('\n').next().unwrap_or("").trim_end()
@@ -206,6 +218,7 @@ pub struct Outcome {
     pub predicted: String,
     pub exact: bool,
     pub edit_distance: usize,
+    pub edit_similarity: f64,
     pub latency_ms: f64,
 }
 
@@ -264,6 +277,8 @@ pub struct Scores {
     pub samples: usize,
     pub exact_match: f64,
     pub mean_edit_distance: f64,
+    /// Mean [`edit_similarity`] (0 to 1, higher is better).
+    pub edit_similarity: f64,
     pub mean_latency_ms: f64,
     /// Paired comparison with the base model (when the base was evaluated too).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -322,6 +337,7 @@ pub fn evaluate(
                 typed: t.typed.clone(),
                 exact: predicted == t.target,
                 edit_distance: edit_distance(&predicted, &t.target),
+                edit_similarity: edit_similarity(&predicted, &t.target),
                 target: t.target.clone(),
                 predicted,
                 latency_ms,
@@ -343,6 +359,7 @@ pub fn evaluate(
             samples: outcomes.len(),
             exact_match: outcomes.iter().filter(|o| o.exact).count() as f64 / n,
             mean_edit_distance: outcomes.iter().map(|o| o.edit_distance as f64).sum::<f64>() / n,
+            edit_similarity: outcomes.iter().map(|o| o.edit_similarity).sum::<f64>() / n,
             mean_latency_ms: outcomes.iter().map(|o| o.latency_ms).sum::<f64>() / n,
             vs_base: vs,
             outcomes: if keep_outcomes { outcomes } else { Vec::new() },
@@ -421,10 +438,11 @@ pub fn table(r: &Report) -> String {
             )
         });
         s += &format!(
-            "{:<w$}  {:>10.1}%  {:>13.2}  {:>12.1}  {}\n",
+            "{:<w$}  {:>10.1}%  {:>13.2}  {:>15.3}  {:>12.1}  {}\n",
             x.name,
             100.0 * x.exact_match,
             x.mean_edit_distance,
+            x.edit_similarity,
             x.mean_latency_ms,
             vs
         );
@@ -443,6 +461,9 @@ mod tests {
         assert_eq!(edit_distance("kitten", "sitting"), 3);
         assert_eq!(edit_distance("é😀", "e😀"), 1);
         assert_eq!(first_line("x = 1  \ny = 2"), "x = 1");
+        assert_eq!(edit_similarity("", ""), 1.0);
+        assert_eq!(edit_similarity("abc", ""), 0.0);
+        assert!((edit_similarity("kitten", "sitting") - (1.0 - 3.0 / 7.0)).abs() < 1e-12);
     }
 
     #[test]

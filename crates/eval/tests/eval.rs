@@ -68,6 +68,7 @@ fn base_and_adapter_are_scored_side_by_side() {
         assert_eq!(r.outcomes.len(), 3);
         assert!(r.mean_latency_ms > 0.0);
         assert!((0.0..=1.0).contains(&r.exact_match));
+        assert!((0.0..=1.0).contains(&r.edit_similarity));
     }
     // The adapter row is compared with the base on the same samples.
     assert!(rows[0].vs_base.is_none());
