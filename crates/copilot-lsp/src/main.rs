@@ -1,6 +1,7 @@
 //! `copilot-lsp`: the binary. Parses arguments, sets up logging and threads, and hands over
 //! to the crates that do the work. No logic of its own beyond wiring.
 
+mod alloc;
 mod cli;
 mod train_cli;
 

@@ -135,6 +135,7 @@ pub struct FinetuneArgs {
 }
 
 pub fn finetune(a: FinetuneArgs, threads: Option<usize>) -> Result<()> {
+    crate::alloc::keep_freed_memory();
     let o = JobOptions {
         repo: a.repo.clone(),
         out: a.out.clone(),
@@ -328,6 +329,7 @@ pub struct EvalArgs {
 }
 
 pub fn eval(a: EvalArgs, threads: Option<usize>) -> Result<()> {
+    crate::alloc::keep_freed_memory();
     let list = match (&a.heldout, a.adapters.first()) {
         (Some(p), _) => Some(copilot_finetune::data::read_list(p)?),
         (None, Some(d)) => Some(job::heldout_list(d)?),
