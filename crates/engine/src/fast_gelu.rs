@@ -6,19 +6,20 @@
 //! Eigen's rational approximation (`generic_fast_tanh_float`, accurate to a few ulp), written
 //! so the compiler vectorises it, and the rows are split across rayon's threads.
 //!
-//! A candle custom op without a backward pass: inference only (training keeps candle's).
+//! A candle custom op with its backward pass (one fused kernel too: candle's backward of
+//! GELU is a chain of element-wise ops with libm calls), so fine-tuning uses it as well.
 
-use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-/// Whether [`gelu_tanh`] applies: CPU f32 with no gradient wanted.
+/// Whether [`gelu_tanh`] applies: CPU f32.
 pub fn applies(x: &Tensor) -> bool {
-    x.device().is_cpu() && x.dtype() == candle_core::DType::F32 && !x.track_op()
+    x.device().is_cpu() && x.dtype() == candle_core::DType::F32
 }
 
-/// `0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³)))`.
+/// `0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³)))`, differentiable.
 pub fn gelu_tanh(x: &Tensor) -> Result<Tensor> {
-    x.contiguous()?.apply_op1_no_bwd(&FastGelu)
+    x.contiguous()?.apply_op1(FastGelu)
 }
 
 struct FastGelu;
@@ -39,6 +40,63 @@ impl CustomOp1 for FastGelu {
             .for_each(|(y, x)| gelu_slice(x, y));
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
+
+    fn bwd(&self, x: &Tensor, _y: &Tensor, grad_y: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(
+            x.apply_op2_no_bwd(&grad_y.contiguous()?, &FastGeluGrad)?,
+        ))
+    }
+}
+
+/// `dx = dy · gelu'(x)`.
+struct FastGeluGrad;
+
+impl CustomOp2 for FastGeluGrad {
+    fn name(&self) -> &'static str {
+        "fast-gelu-tanh-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (Some((a, b)), Some((c, d))) = (l1.contiguous_offsets(), l2.contiguous_offsets())
+        else {
+            candle_core::bail!("fast gelu grad needs contiguous inputs");
+        };
+        let x = &s1.as_slice::<f32>()?[a..b];
+        let g = &s2.as_slice::<f32>()?[c..d];
+        if x.len() != g.len() {
+            candle_core::bail!("fast gelu grad: shapes differ");
+        }
+        let mut dx = vec![0f32; x.len()];
+        dx.par_chunks_mut(4096)
+            .zip(x.par_chunks(4096).zip(g.par_chunks(4096)))
+            .for_each(|(dx, (x, g))| {
+                for ((dx, &x), &g) in dx.iter_mut().zip(x).zip(g) {
+                    *dx = g * gelu_derivative(x);
+                }
+            });
+        Ok((CpuStorage::F32(dx), l1.shape().clone()))
+    }
+}
+
+/// d/dx of [`gelu`]: `½(1 + t) + ½x(1 - t²)·√(2/π)(1 + 3·0.044715x²)`, `t` the tanh.
+#[inline(always)]
+fn gelu_derivative(x: f32) -> f32 {
+    let x2 = x * x;
+    let u = SQRT_2_OVER_PI * x * (1.0 + 0.044715 * x2);
+    let t = tanh(u);
+    // Where tanh saturates in f32, 1 - t² is rounding noise times a factor growing as x³.
+    let sech2 = if u.abs() >= TANH_CLAMP {
+        0.0
+    } else {
+        1.0 - t * t
+    };
+    0.5 * (1.0 + t) + 0.5 * x * sech2 * SQRT_2_OVER_PI * (1.0 + 3.0 * 0.044715 * x2)
 }
 
 fn gelu_slice(x: &[f32], y: &mut [f32]) {
@@ -74,11 +132,14 @@ fn gelu(x: f32) -> f32 {
     0.5 * x * (1.0 + tanh(SQRT_2_OVER_PI * (x + 0.044715 * x * x * x)))
 }
 
+/// Where [`tanh`] is ±1 in f32.
+const TANH_CLAMP: f32 = 7.905_311;
+
 /// Eigen's `generic_fast_tanh_float`: `x · P(x²) / Q(x²)` on `x` clamped to ±7.905 (where
 /// tanh is 1 in f32).
 #[inline(always)]
 fn tanh(x: f32) -> f32 {
-    const CLAMP: f32 = 7.905_311;
+    const CLAMP: f32 = TANH_CLAMP;
     const A1: f32 = 4.893_524_5e-3;
     const A3: f32 = 6.372_619_3e-4;
     const A5: f32 = 1.485_722_4e-5;
@@ -132,5 +193,53 @@ mod tests {
         let got = gelu_tanh(&x).unwrap();
         let diff = crate::testkit::max_abs_diff(&got, &want).unwrap();
         assert!(diff < 1e-5, "{diff}");
+    }
+
+    #[test]
+    fn derivative_is_exact() {
+        let exact = |x: f64| {
+            let k = (2.0 / std::f64::consts::PI).sqrt();
+            let t = (k * (x + 0.044715 * x * x * x)).tanh();
+            0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * k * (1.0 + 3.0 * 0.044715 * x * x)
+        };
+        let mut worst = 0f64;
+        for i in -12_000..=12_000 {
+            let x = i as f64 * 1e-3;
+            worst = worst.max((gelu_derivative(x as f32) as f64 - exact(x)).abs());
+        }
+        assert!(worst < 5e-6, "{worst}");
+        // And it is the derivative: a central difference of the forward function agrees.
+        for x in [-3.0f64, -0.7, 0.0, 0.4, 1.3, 5.0] {
+            let h = 1e-3;
+            let fd = (gelu((x + h) as f32) as f64 - gelu((x - h) as f32) as f64) / (2.0 * h);
+            assert!((fd - gelu_derivative(x as f32) as f64).abs() < 1e-3, "{x}");
+        }
+    }
+
+    #[test]
+    fn its_gradient_equals_candles() {
+        let dev = candle_core::Device::Cpu;
+        let x = Tensor::randn(0f32, 3.0, (3, 5_003), &dev).unwrap();
+        let w = Tensor::randn(0f32, 1.0, (3, 5_003), &dev).unwrap();
+        let grad = |f: &dyn Fn(&Tensor) -> Result<Tensor>| {
+            let v = candle_core::Var::from_tensor(&x).unwrap();
+            let l = (f(v.as_tensor()).unwrap() * &w).unwrap().sum_all().unwrap();
+            l.backward().unwrap().get(v.as_tensor()).unwrap().clone()
+        };
+        let ours = grad(&gelu_tanh);
+        // candle's backward rounds its constants (0.0356774 for √(2/π)·0.044715, ...), which
+        // shows at |x| ~ 10; the exact derivative is checked below.
+        let candles = grad(&|x: &Tensor| x.gelu());
+        let diff = crate::testkit::max_abs_diff(&ours, &candles).unwrap();
+        assert!(diff < 5e-4, "{diff}");
+        assert!(
+            ours.abs()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+                > 1.0
+        );
     }
 }

@@ -14,6 +14,7 @@ pub mod skinny;
 pub mod spec;
 pub mod testkit;
 pub mod tokenizer;
+pub mod train_ops;
 pub mod worker;
 
 use std::sync::Arc;

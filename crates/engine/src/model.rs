@@ -149,12 +149,17 @@ impl Linear {
     }
 }
 
-/// `x Wᵀ`: a few rows on the CPU through [`crate::skinny`] (one read of the weights), the
-/// rest through candle.
+/// `x Wᵀ`: a few rows on the CPU through [`crate::skinny`] (one read of the weights); when
+/// training, with no gradient for the frozen base weight ([`crate::train_ops`]); the rest
+/// through candle.
 fn matmul_t(w: &QMatMul, x: &Tensor) -> Result<Tensor> {
     if let QMatMul::Tensor(w) = w {
         if crate::skinny::applies(x, w) {
             return Ok(crate::skinny::matmul_t(x, w)?);
+        }
+        let frozen = !w.track_op();
+        if frozen && x.track_op() && crate::train_ops::applies(x) && crate::train_ops::applies(w) {
+            return Ok(crate::train_ops::matmul_t_frozen(x, w)?);
         }
     }
     Ok(x.apply(w)?)
@@ -356,7 +361,7 @@ impl Attention {
 fn softmax(x: &Tensor, pass: Pass) -> Result<Tensor> {
     Ok(match pass {
         Pass::Inference => candle_nn::ops::softmax_last_dim(&x.contiguous()?)?,
-        Pass::Differentiable => candle_nn::ops::softmax(x, D::Minus1)?,
+        Pass::Differentiable => crate::train_ops::softmax_last_dim(x)?,
     })
 }
 

@@ -158,14 +158,17 @@ impl Batch {
     }
 }
 
-/// Mean next-token cross-entropy over the batch's unmasked targets, built from
-/// differentiable ops only (log-softmax as max/sub/exp/sum/log, then gather).
+/// Mean next-token cross-entropy over the batch's unmasked targets, differentiable (the
+/// engine's fused kernel on the CPU, log-softmax and gather elsewhere).
 pub fn loss(model: &Model, lora: Option<&Lora>, batch: &Batch, pass: Pass) -> Result<Tensor> {
     let logits = model.forward_batch(&batch.input, Logits::All, lora, pass)?;
-    let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
-    let picked = logp.gather(&batch.target.unsqueeze(2)?, 2)?.squeeze(2)?;
-    let total = (picked * &batch.mask)?.sum_all()?;
-    Ok((total.neg()? / batch.tokens.max(1) as f64)?)
+    let (b, t, v) = logits.dims3()?;
+    let nll = copilot_engine::train_ops::cross_entropy_rows(
+        &logits.reshape((b * t, v))?,
+        &batch.target.flatten_all()?,
+    )?;
+    let total = (nll * batch.mask.flatten_all()?)?.sum_all()?;
+    Ok((total / batch.tokens.max(1) as f64)?)
 }
 
 /// Gradients of [`loss`] for the adapter's variables (one per variable, in `vars()` order;
