@@ -232,3 +232,13 @@ pub fn write_tiny_checkpoint(dir: &Path, multi_query: bool, seed: u64) -> Result
 pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
     Ok((a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?)
 }
+
+/// The largest absolute value of an f32 tensor (the scale tolerances are relative to).
+pub fn abs_max(t: &Tensor) -> Result<f32> {
+    Ok(t.abs()?.max_all()?.to_scalar::<f32>()?)
+}
+
+/// The sum of absolute values of an f32 tensor (is a gradient there at all?).
+pub fn abs_sum(t: &Tensor) -> Result<f32> {
+    Ok(t.abs()?.sum_all()?.to_scalar::<f32>()?)
+}

@@ -112,6 +112,24 @@ fn contiguous<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]
     Ok(&s.as_slice::<f32>()?[a..b])
 }
 
+/// The f32 data of a backward kernel's two inputs (a forward value and the incoming
+/// gradient), which must be contiguous and of one size.
+pub(crate) fn value_and_grad<'a>(
+    (s1, l1): (&'a CpuStorage, &Layout),
+    (s2, l2): (&'a CpuStorage, &Layout),
+    what: &str,
+) -> Result<(&'a [f32], &'a [f32])> {
+    let (x, g) = (contiguous(s1, l1, what)?, contiguous(s2, l2, what)?);
+    if x.len() != g.len() {
+        candle_core::bail!(
+            "{what}: the value has {} elements, its gradient {}",
+            x.len(),
+            g.len()
+        );
+    }
+    Ok((x, g))
+}
+
 fn row_len(l: &Layout) -> Result<usize> {
     match l.dims().last() {
         Some(&n) if n > 0 => Ok(n),
@@ -184,11 +202,7 @@ impl CustomOp2 for SoftmaxGrad {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let y = contiguous(s1, l1, "softmax grad")?;
-        let g = contiguous(s2, l2, "softmax grad")?;
-        if y.len() != g.len() {
-            candle_core::bail!("softmax grad: shapes differ");
-        }
+        let (y, g) = value_and_grad((s1, l1), (s2, l2), "softmax grad")?;
         let n = row_len(l1)?;
         let mut dx = vec![0f32; y.len()];
         dx.par_chunks_mut(n)
@@ -288,11 +302,11 @@ impl CustomOp3 for CrossEntropyGrad {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testkit::max_abs_diff;
+    use crate::testkit::{abs_sum, max_abs_diff};
     use candle_core::{Device, Var};
 
     /// Value and input gradient of `f(x)·w` summed, for a fixed random weighting `w`.
-    fn value_and_grad(
+    fn output_and_grad(
         x: &Tensor,
         w: &Tensor,
         f: impl Fn(&Tensor) -> Result<Tensor>,
@@ -346,19 +360,11 @@ mod tests {
             )
             .unwrap();
         let w = Tensor::randn(0f32, 1.0, (2, 3, 37), &dev).unwrap();
-        let (y, g) = value_and_grad(&x, &w, softmax_last_dim);
-        let (y0, g0) = value_and_grad(&x, &w, |x| candle_nn::ops::softmax(x, D::Minus1));
+        let (y, g) = output_and_grad(&x, &w, softmax_last_dim);
+        let (y0, g0) = output_and_grad(&x, &w, |x| candle_nn::ops::softmax(x, D::Minus1));
         assert!(max_abs_diff(&y, &y0).unwrap() < 1e-6);
         assert!(max_abs_diff(&g, &g0).unwrap() < 1e-6);
-        assert!(
-            g.abs()
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap()
-                > 0.0
-        );
+        assert!(abs_sum(&g).unwrap() > 0.0);
         let masked = y.narrow(2, 30, 7).unwrap().get(0).unwrap().get(0).unwrap();
         assert_eq!(masked.to_vec1::<f32>().unwrap(), vec![0.0; 7]);
     }
@@ -370,29 +376,19 @@ mod tests {
         let targets = Tensor::new(&[0u32, 5, 1000, 17, 17, 3, 999, 500, 2], &dev).unwrap();
         // Row weights with zeros, as the loss mask gives.
         let w = Tensor::new(&[1f32, 0.5, 0.0, 2.0, 1.0, 0.0, 1.0, 0.25, 1.0], &dev).unwrap();
-        let (l, g) = value_and_grad(&logits, &w, |x| cross_entropy_rows(x, &targets));
+        let (l, g) = output_and_grad(&logits, &w, |x| cross_entropy_rows(x, &targets));
         let composed = |x: &Tensor| {
             let logp = candle_nn::ops::log_softmax(x, D::Minus1)?;
             logp.gather(&targets.unsqueeze(1)?, 1)?.squeeze(1)?.neg()
         };
-        let (l0, g0) = value_and_grad(&logits, &w, composed);
+        let (l0, g0) = output_and_grad(&logits, &w, composed);
         assert!(max_abs_diff(&l, &l0).unwrap() < 1e-4);
         let d = max_abs_diff(&g, &g0).unwrap();
         assert!(d < 1e-5, "{d}");
         // Masked rows get no gradient; each weighted row's gradient sums to zero.
         let rows = g.sum(1).unwrap().to_vec1::<f32>().unwrap();
         assert!(rows.iter().all(|r| r.abs() < 1e-4), "{rows:?}");
-        assert_eq!(
-            g.get(2)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap(),
-            0.0
-        );
+        assert_eq!(abs_sum(&g.get(2).unwrap()).unwrap(), 0.0);
 
         let bad = Tensor::new(&[0u32, 1001, 0, 0, 0, 0, 0, 0, 0], &dev).unwrap();
         let e = cross_entropy_rows(&logits, &bad).unwrap_err().to_string();

@@ -29,12 +29,7 @@ fn argmax(t: &Tensor) -> u32 {
 
 /// The largest absolute value of a tensor: the scale tolerances are relative to.
 fn max_abs(t: &Tensor) -> f32 {
-    t.abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
+    copilot_engine::testkit::abs_max(t).unwrap()
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {

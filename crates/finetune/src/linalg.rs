@@ -181,12 +181,7 @@ mod tests {
     }
 
     fn max_abs(t: &Tensor) -> f32 {
-        t.abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
+        copilot_engine::testkit::abs_max(t).unwrap()
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use candle_core::backprop::GradStore;
-use candle_core::{DType, Device, Tensor, Var, D};
+use candle_core::{DType, Device, Tensor, Var};
 use copilot_engine::{Logits, Lora, Model, Pass};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;

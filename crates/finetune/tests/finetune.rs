@@ -118,15 +118,7 @@ fn every_lora_tensor_receives_a_nonzero_gradient() {
     let (_, grads) = train::loss_and_grads(&t.model, &lora, &batch, None).unwrap();
     for (p, g) in lora.pairs.iter().zip(grads.chunks(2)) {
         let g_b = g[1].as_ref().expect("B has a gradient");
-        assert!(
-            g_b.abs()
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap()
-                > 0.0
-        );
+        assert!(copilot_engine::testkit::abs_sum(g_b).unwrap() > 0.0);
         assert_eq!(g_b.dims(), p.b.dims());
     }
     // With B non-zero every tensor, A and B, must get a non-zero gradient: this fails if any
@@ -143,13 +135,7 @@ fn every_lora_tensor_receives_a_nonzero_gradient() {
         .collect();
     for (name, g) in names.iter().zip(&grads) {
         let g = g.as_ref().unwrap_or_else(|| panic!("{name}: no gradient"));
-        let s = g
-            .abs()
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let s = copilot_engine::testkit::abs_sum(g).unwrap();
         assert!(s > 0.0 && s.is_finite(), "{name}: gradient sum {s}");
     }
 }
@@ -431,15 +417,7 @@ fn trainable_vars_are_f32_and_b_starts_at_zero() {
     for p in &lora.pairs {
         assert_eq!(p.b.sum_all().unwrap().to_scalar::<f32>().unwrap(), 0.0);
         let bound = 1.0 / (p.a.dim(1).unwrap() as f32).sqrt();
-        assert!(
-            p.a.abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap()
-                <= bound
-        );
+        assert!(copilot_engine::testkit::abs_max(&p.a).unwrap() <= bound);
     }
 }
 
