@@ -423,12 +423,13 @@ pub fn table(r: &Report) -> String {
         .unwrap_or(4)
         .max(7);
     s += &format!(
-        "{:<w$}  {:>11}  {:>13}  {:>12}  {}\n",
+        "{:<w$}  {:>11}  {:>13}  {:>15}  {:>12}  {}\n",
         "variant",
         "exact match",
         "edit distance",
+        "edit similarity",
         "latency (ms)",
-        "vs base: better/worse, change [95% CI]"
+        "edit distance vs base: better/worse, change [95% CI]"
     );
     for x in &r.rows {
         let vs = x.vs_base.as_ref().map_or(String::new(), |c| {

@@ -95,6 +95,23 @@ fn base_and_adapter_are_scored_side_by_side() {
         t.contains("base") && t.contains("repo") && t.contains("exact match"),
         "{t}"
     );
+    // Every number sits under its heading: the numeric columns of the header end where the
+    // rows' do (the variant name is left-aligned).
+    let lines: Vec<&str> = t.lines().skip(1).collect();
+    let ends = |line: &str| {
+        let mut ends = Vec::new();
+        let b = line.as_bytes();
+        for i in 1..b.len() {
+            if b[i] == b' ' && b[i - 1] != b' ' && b.get(i + 1) == Some(&b' ') {
+                ends.push(i);
+            }
+        }
+        ends
+    };
+    let header = ends(lines[0]);
+    let base_row = ends(lines[1]);
+    assert_eq!(&header[1..5], &base_row[1..5], "{t}");
+    assert!(lines[0].contains("edit similarity"), "{t}");
     let json = serde_json::to_value(&report).unwrap();
     assert_eq!(json["rows"][1]["samples"], 3);
     assert!(json["rows"][1]["vs_base"]["ci95"].is_array());
