@@ -143,7 +143,11 @@ fn targets_of(s: &CpuStorage, l: &Layout) -> Result<Vec<usize>> {
     };
     Ok(match s {
         CpuStorage::U32(t) => t[a..b].iter().map(|&t| t as usize).collect(),
-        CpuStorage::I64(t) => t[a..b].iter().map(|&t| t.max(0) as usize).collect(),
+        CpuStorage::I64(t) => t[a..b]
+            .iter()
+            .map(|&t| usize::try_from(t))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|_| candle_core::Error::Msg("cross entropy: a negative target".into()))?,
         _ => candle_core::bail!("cross entropy targets must be u32 or i64"),
     })
 }
@@ -393,5 +397,8 @@ mod tests {
         let bad = Tensor::new(&[0u32, 1001, 0, 0, 0, 0, 0, 0, 0], &dev).unwrap();
         let e = cross_entropy_rows(&logits, &bad).unwrap_err().to_string();
         assert!(e.contains("outside a vocabulary"), "{e}");
+        let negative = Tensor::new(&[0i64, -100, 0, 0, 0, 0, 0, 0, 0], &dev).unwrap();
+        let e = cross_entropy_rows(&logits, &negative).unwrap_err().to_string();
+        assert!(e.contains("negative target"), "{e}");
     }
 }
