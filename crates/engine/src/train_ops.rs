@@ -398,7 +398,9 @@ mod tests {
         let e = cross_entropy_rows(&logits, &bad).unwrap_err().to_string();
         assert!(e.contains("outside a vocabulary"), "{e}");
         let negative = Tensor::new(&[0i64, -100, 0, 0, 0, 0, 0, 0, 0], &dev).unwrap();
-        let e = cross_entropy_rows(&logits, &negative).unwrap_err().to_string();
+        let e = cross_entropy_rows(&logits, &negative)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("negative target"), "{e}");
     }
 }
