@@ -115,6 +115,10 @@ pub struct FinetuneArgs {
     /// Micro-batches per optimiser step.
     #[arg(long, default_value_t = 4)]
     pub grad_accum: usize,
+    /// Sequences per forward/backward pass (default: the whole micro-batch, or on the CPU as
+    /// many as fit in the memory available). Same gradients, less memory.
+    #[arg(long)]
+    pub forward_batch: Option<usize>,
     #[arg(long, default_value_t = 3)]
     pub epochs: usize,
     /// Stop after this many optimiser steps.
@@ -161,6 +165,7 @@ pub fn finetune(a: FinetuneArgs, threads: Option<usize>) -> Result<()> {
             weight_decay: a.weight_decay,
             batch_size: a.batch_size,
             grad_accum: a.grad_accum,
+            forward_batch: a.forward_batch,
             epochs: a.epochs,
             max_steps: a.max_steps,
             seed: a.data.seed,

@@ -10,6 +10,7 @@ use serde::Serialize;
 use crate::data::{self, DataOptions, HELDOUT_FILE, TRAIN_FILE};
 use crate::error::{io_err, FinetuneError, Result};
 use crate::examples::{self, ExampleOptions};
+use crate::memory;
 use crate::train::{self, TrainOptions, TrainProgress, TrainSummary};
 
 /// Name of the JSON log written beside the adapter.
@@ -82,6 +83,23 @@ pub fn run(
     let mut topts = o.train.clone();
     if topts.base_model.is_none() {
         topts.base_model = Some(o.model.model.clone());
+    }
+    if topts.forward_batch.is_none() && model.device().is_cpu() {
+        if let Some(available) = memory::available_bytes() {
+            let per_sequence = memory::bytes_per_sequence(model.config(), packed.seq_len);
+            let fb = memory::forward_batch(topts.batch_size, per_sequence, available)?;
+            if fb < topts.batch_size {
+                tracing::warn!(
+                    batch = topts.batch_size,
+                    forward_batch = fb,
+                    gb_per_sequence = per_sequence as f64 / 1e9,
+                    gb_available = available as f64 / 1e9,
+                    "a micro-batch does not fit in memory: running it in smaller passes \
+                     (the same gradients)"
+                );
+            }
+            topts.forward_batch = Some(fb);
+        }
     }
     let (adapter, summary) = train::train(&model, &packed, &topts, &o.out, on_progress)?;
     adapter.save(&o.out)?;

@@ -11,6 +11,7 @@ pub mod examples;
 pub mod job;
 pub mod linalg;
 pub mod lora;
+pub mod memory;
 pub mod merge;
 pub mod peft;
 pub mod progress;

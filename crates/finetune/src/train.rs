@@ -44,6 +44,10 @@ pub struct TrainOptions {
     pub batch_size: usize,
     /// Micro-batches per optimiser step.
     pub grad_accum: usize,
+    /// Sequences per forward and backward pass (None: the whole micro-batch). A micro-batch
+    /// is run in passes of this many sequences and their gradients summed with token
+    /// weights: the same gradient in less memory ([`crate::memory`]).
+    pub forward_batch: Option<usize>,
     pub epochs: usize,
     /// Stop after this many optimiser steps (the schedule is laid out over them).
     pub max_steps: Option<usize>,
@@ -71,6 +75,7 @@ impl Default for TrainOptions {
             max_grad_norm: 1.0,
             batch_size: 4,
             grad_accum: 4,
+            forward_batch: None,
             epochs: 3,
             max_steps: None,
             seed: 42,
@@ -193,6 +198,48 @@ pub fn loss_and_grads(
         .map(|v| grads.get(v.as_tensor()).cloned())
         .collect();
     Ok((value, out))
+}
+
+/// Loss and gradients of one micro-batch (`idx`), computed in passes of at most
+/// `forward_batch` sequences. The loss is a mean over the micro-batch's learned tokens, so
+/// each pass's mean loss and gradients are weighted by its share of those tokens: the sum is
+/// the whole micro-batch's. Returns the loss, the gradients and the learned tokens.
+pub fn micro_batch_grads(
+    model: &Model,
+    lora: &TrainableLora,
+    data: &Packed,
+    idx: &[usize],
+    forward_batch: usize,
+    mut dropout: Option<(f64, &mut dyn rand::RngCore)>,
+) -> Result<(f64, Vec<Option<Tensor>>, usize)> {
+    let passes: Vec<Batch> = idx
+        .chunks(forward_batch.max(1))
+        .map(|c| Batch::new(data, c, model.device()))
+        .collect::<Result<_>>()?;
+    let tokens: usize = passes.iter().map(|b| b.tokens).sum();
+    let mut loss = 0.0;
+    let mut acc: Vec<Option<Tensor>> = vec![None; lora.vars().len()];
+    for batch in &passes {
+        let w = if passes.len() == 1 {
+            1.0
+        } else {
+            batch.tokens as f64 / tokens.max(1) as f64
+        };
+        let d = dropout
+            .as_mut()
+            .map(|(p, rng)| (*p, &mut **rng as &mut dyn rand::RngCore));
+        let (l, grads) = loss_and_grads(model, lora, batch, d)?;
+        loss += w * l;
+        for (a, g) in acc.iter_mut().zip(grads) {
+            let Some(g) = g else { continue };
+            let g = if w == 1.0 { g } else { (g * w)? };
+            *a = Some(match a.take() {
+                Some(prev) => (prev + g)?,
+                None => g,
+            });
+        }
+    }
+    Ok((loss, acc, tokens))
 }
 
 /// Mean loss over (up to `max_seqs` of) `data`, no gradients: held-out loss.
@@ -417,6 +464,8 @@ pub fn train(
     tracing::info!(
         sequences = n,
         seq_len = data.seq_len,
+        batch = opts.batch_size,
+        forward_batch = opts.forward_batch.unwrap_or(opts.batch_size),
         steps = total,
         per_epoch,
         warmup,
@@ -424,6 +473,7 @@ pub fn train(
         "training"
     );
 
+    let forward_batch = opts.forward_batch.unwrap_or(opts.batch_size).max(1);
     let started = Instant::now();
     let mut tokens = 0usize;
     let micro_per_epoch = n.div_ceil(opts.batch_size);
@@ -445,10 +495,9 @@ pub fn train(
         let mut step_loss = 0.0;
         let k = (last - first) as f64;
         for idx in &micro[first..last] {
-            let batch = Batch::new(data, idx, &device)?;
             let dropout =
                 (opts.dropout > 0.0).then_some((opts.dropout, &mut rng as &mut dyn rand::RngCore));
-            let (l, grads) = loss_and_grads(model, &lora, &batch, dropout)?;
+            let (l, grads, n) = micro_batch_grads(model, &lora, data, idx, forward_batch, dropout)?;
             if !l.is_finite() {
                 return Err(FinetuneError::Other(format!(
                     "loss is {l} at step {}: lower the learning rate",
@@ -456,7 +505,7 @@ pub fn train(
                 )));
             }
             step_loss += l / k;
-            tokens += batch.tokens;
+            tokens += n;
             for (a, g) in acc.iter_mut().zip(grads) {
                 let g = match g {
                     Some(g) => (g / k)?,

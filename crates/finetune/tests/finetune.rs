@@ -537,3 +537,25 @@ fn adapters_cross_with_python_peft() {
         );
     }
 }
+
+#[test]
+fn a_micro_batch_run_in_smaller_passes_has_the_same_loss_and_gradients() {
+    let t = tiny(5);
+    let data = packed(&t, 12, 48);
+    assert!(data.sequences.len() >= 4, "{}", data.sequences.len());
+    let lora = TrainableLora::new(t.model.config(), Target::default(), 3, &Device::Cpu).unwrap();
+    randomize_b(&lora, 4);
+    let idx = [0, 1, 2, 3];
+    let (whole, g_whole, n_whole) =
+        train::micro_batch_grads(&t.model, &lora, &data, &idx, 4, None).unwrap();
+    for fb in [1, 3] {
+        let (l, g, n) = train::micro_batch_grads(&t.model, &lora, &data, &idx, fb, None).unwrap();
+        assert_eq!(n, n_whole);
+        assert!((l - whole).abs() < 1e-5, "{fb}: {l} vs {whole}");
+        for (a, b) in g.iter().zip(&g_whole) {
+            let (a, b) = (a.as_ref().unwrap(), b.as_ref().unwrap());
+            let scale = testkit::abs_max(b).unwrap().max(1e-6);
+            assert!(max_diff(a, b) / scale < 1e-4, "{fb}");
+        }
+    }
+}
