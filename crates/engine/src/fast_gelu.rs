@@ -131,7 +131,6 @@ const TANH_CLAMP: f32 = 7.905_311;
 /// tanh is 1 in f32).
 #[inline(always)]
 fn tanh(x: f32) -> f32 {
-    const CLAMP: f32 = TANH_CLAMP;
     const A1: f32 = 4.893_524_5e-3;
     const A3: f32 = 6.372_619_3e-4;
     const A5: f32 = 1.485_722_4e-5;
@@ -143,7 +142,7 @@ fn tanh(x: f32) -> f32 {
     const B2: f32 = 2.268_434_7e-3;
     const B4: f32 = 1.185_347_1e-4;
     const B6: f32 = 1.198_258_4e-6;
-    let x = x.clamp(-CLAMP, CLAMP);
+    let x = x.clamp(-TANH_CLAMP, TANH_CLAMP);
     let x2 = x * x;
     let p = A13;
     let p = p.mul_add(x2, A11);

@@ -157,8 +157,7 @@ fn matmul_t(w: &QMatMul, x: &Tensor) -> Result<Tensor> {
         if crate::skinny::applies(x, w) {
             return Ok(crate::skinny::matmul_t(x, w)?);
         }
-        let frozen = !w.track_op();
-        if frozen && x.track_op() && crate::train_ops::applies(x) && crate::train_ops::applies(w) {
+        if x.track_op() && !w.track_op() {
             return Ok(crate::train_ops::matmul_t_frozen(x, w)?);
         }
     }

@@ -54,6 +54,17 @@ pub enum CursorMode {
     Mid,
 }
 
+impl CursorMode {
+    /// The mode's name, as the command line and the JSON report spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::LineStart => "line-start",
+            Self::Indent => "indent",
+            Self::Mid => "mid",
+        }
+    }
+}
+
 impl std::str::FromStr for CursorMode {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
@@ -409,10 +420,7 @@ pub fn table(r: &Report) -> String {
         r.files,
         r.repo.display(),
         r.samples,
-        serde_json::to_value(r.cursor)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default(),
+        r.cursor.as_str(),
         r.model
     );
     let w = r
@@ -563,7 +571,11 @@ mod tests {
                 );
             }
         }
-        assert!("mid".parse::<CursorMode>().is_ok());
+        for m in [CursorMode::LineStart, CursorMode::Indent, CursorMode::Mid] {
+            // The name round-trips, and is the one the JSON report writes.
+            assert_eq!(m.as_str().parse::<CursorMode>(), Ok(m));
+            assert_eq!(serde_json::to_value(m).unwrap(), m.as_str());
+        }
         assert!("middle"
             .parse::<CursorMode>()
             .unwrap_err()

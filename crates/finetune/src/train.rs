@@ -220,26 +220,29 @@ pub fn micro_batch_grads(
     let mut loss = 0.0;
     let mut acc: Vec<Option<Tensor>> = vec![None; lora.vars().len()];
     for batch in &passes {
-        let w = if passes.len() == 1 {
-            1.0
-        } else {
-            batch.tokens as f64 / tokens.max(1) as f64
-        };
+        // One pass holding every learned token has weight 1.
+        let w = batch.tokens as f64 / tokens.max(1) as f64;
         let d = dropout
             .as_mut()
             .map(|(p, rng)| (*p, &mut **rng as &mut dyn rand::RngCore));
         let (l, grads) = loss_and_grads(model, lora, batch, d)?;
         loss += w * l;
-        for (a, g) in acc.iter_mut().zip(grads) {
-            let Some(g) = g else { continue };
-            let g = if w == 1.0 { g } else { (g * w)? };
-            *a = Some(match a.take() {
-                Some(prev) => (prev + g)?,
-                None => g,
-            });
-        }
+        add_scaled(&mut acc, grads, w)?;
     }
     Ok((loss, acc, tokens))
+}
+
+/// `acc += w · grads`, slot by slot (a slot with no gradient stays as it is).
+fn add_scaled(acc: &mut [Option<Tensor>], grads: Vec<Option<Tensor>>, w: f64) -> Result<()> {
+    for (a, g) in acc.iter_mut().zip(grads) {
+        let Some(g) = g else { continue };
+        let g = if w == 1.0 { g } else { (g * w)? };
+        *a = Some(match a.take() {
+            Some(prev) => (prev + g)?,
+            None => g,
+        });
+    }
+    Ok(())
 }
 
 /// Mean loss over (up to `max_seqs` of) `data`, no gradients: held-out loss.
@@ -461,11 +464,12 @@ pub fn train(
         resumed_from = Some(state.step);
         tracing::info!(step = state.step, total, "resuming from checkpoint");
     }
+    let forward_batch = opts.forward_batch.unwrap_or(opts.batch_size).max(1);
     tracing::info!(
         sequences = n,
         seq_len = data.seq_len,
         batch = opts.batch_size,
-        forward_batch = opts.forward_batch.unwrap_or(opts.batch_size),
+        forward_batch,
         steps = total,
         per_epoch,
         warmup,
@@ -473,7 +477,6 @@ pub fn train(
         "training"
     );
 
-    let forward_batch = opts.forward_batch.unwrap_or(opts.batch_size).max(1);
     let started = Instant::now();
     let mut tokens = 0usize;
     let micro_per_epoch = n.div_ceil(opts.batch_size);
@@ -506,16 +509,7 @@ pub fn train(
             }
             step_loss += l / k;
             tokens += n;
-            for (a, g) in acc.iter_mut().zip(grads) {
-                let g = match g {
-                    Some(g) => (g / k)?,
-                    None => continue,
-                };
-                *a = Some(match a.take() {
-                    Some(prev) => (prev + g)?,
-                    None => g,
-                });
-            }
+            add_scaled(&mut acc, grads, 1.0 / k)?;
         }
         let mut grads: Vec<Tensor> = acc
             .into_iter()
