@@ -325,6 +325,7 @@ fn complete(c: CompleteArgs, threads: Option<usize>) -> Result<()> {
         // No path header: it would differ between the CLI (a file path) and editors (a URI).
         path: None,
         adapter: None,
+        snippets: Vec::new(),
         options: CompletionOptions {
             temperature: c.temperature,
             top_p: c.top_p,

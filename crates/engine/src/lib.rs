@@ -8,6 +8,8 @@ pub mod error;
 pub mod fast_gelu;
 pub mod generate;
 pub mod gguf;
+pub mod kv;
+pub mod layers;
 pub mod load;
 pub mod model;
 pub mod skinny;

@@ -11,19 +11,15 @@
 //! Knows nothing of tokenizers, prompts or threads.
 
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
-use candle_core::{DType, Device, Tensor, D};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::config::{Activation, Config};
 use crate::error::{EngineError, Result};
-
-/// A LoRA delta for one linear layer: `y += scale * (x Aᵀ) Bᵀ`, A `[r, in]`, B `[out, r]`.
-#[derive(Clone, Debug)]
-pub struct LoraPair {
-    pub a: Tensor,
-    pub b: Tensor,
-    pub scale: f64,
-}
+pub use crate::kv::KvCache;
+use crate::kv::LayerKv;
+use crate::layers::{causal_mask, linear, linear_lora, matmul_t, softmax, LayerNorm, Linear};
+pub use crate::layers::{LoraPair, Pass, Weights};
 
 /// LoRA deltas for one block; `None` where the adapter does not touch that layer.
 #[derive(Clone, Debug, Default)]
@@ -41,16 +37,6 @@ pub struct Lora {
     pub blocks: Vec<BlockLora>,
 }
 
-/// How to run the forward pass.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Pass {
-    /// Fused kernels (softmax, layer norm) where candle has them: fastest, no gradients.
-    Inference,
-    /// Only ops that record a backward pass: candle's fused softmax and layer norm do not,
-    /// which would silently leave upstream LoRA parameters without gradients.
-    Differentiable,
-}
-
 /// Which logits to return.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Logits {
@@ -58,227 +44,6 @@ pub enum Logits {
     Last,
     /// `(batch, seq, vocab)` for every position: training and evaluation.
     All,
-}
-
-/// Where weights come from, by hub tensor name (`transformer.h.0.attn.c_attn.weight`):
-/// safetensors or a PyTorch file through a `VarBuilder`, or a GGUF file whose quantized
-/// matrices stay quantized.
-pub trait Weights {
-    /// A dense tensor of the given shape (an error names the tensor if missing or misshapen).
-    fn dense(&self, name: &str, shape: &[usize]) -> Result<Tensor>;
-    /// A matrix `[out, in]` for a projection; dense sources return `QMatMul::Tensor`.
-    fn matmul(&self, name: &str, shape: &[usize]) -> Result<QMatMul> {
-        Ok(QMatMul::Tensor(self.dense(name, shape)?))
-    }
-    fn contains(&self, name: &str) -> bool;
-}
-
-impl Weights for VarBuilder<'_> {
-    fn dense(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
-        Ok(self.get(shape, name)?)
-    }
-    fn contains(&self, name: &str) -> bool {
-        self.contains_tensor(name)
-    }
-}
-
-struct LayerNorm {
-    weight: Tensor,
-    bias: Tensor,
-    eps: f64,
-}
-
-impl LayerNorm {
-    fn load(w: &dyn Weights, prefix: &str, size: usize, eps: f64) -> Result<Self> {
-        Ok(Self {
-            weight: w.dense(&format!("{prefix}.weight"), &[size])?,
-            bias: w.dense(&format!("{prefix}.bias"), &[size])?,
-            eps,
-        })
-    }
-
-    fn forward(&self, x: &Tensor, pass: Pass) -> Result<Tensor> {
-        match pass {
-            Pass::Inference => Ok(candle_nn::ops::layer_norm(
-                &x.contiguous()?,
-                &self.weight,
-                &self.bias,
-                self.eps as f32,
-            )?),
-            Pass::Differentiable => {
-                let dtype = x.dtype();
-                let x = x.to_dtype(DType::F32)?;
-                let mean = x.mean_keepdim(D::Minus1)?;
-                let centered = x.broadcast_sub(&mean)?;
-                let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
-                let normed = centered.broadcast_div(&(var + self.eps)?.sqrt()?)?;
-                Ok(normed
-                    .to_dtype(dtype)?
-                    .broadcast_mul(&self.weight)?
-                    .broadcast_add(&self.bias)?)
-            }
-        }
-    }
-}
-
-/// A linear layer `y = x Wᵀ + b`, W `[out, in]`, dense or quantized (candle's `QMatMul`
-/// holds either, so the forward pass is the same code).
-struct Linear {
-    w: QMatMul,
-    b: Tensor,
-    in_dim: usize,
-}
-
-impl Linear {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(matmul_t(&self.w, x)?.broadcast_add(&self.b)?)
-    }
-
-    /// Quantize the weight in place; layers whose input size is not a multiple of the
-    /// format's block stay dense. Returns whether it was quantized.
-    fn quantize(&mut self, dtype: GgmlDType) -> Result<bool> {
-        let QMatMul::Tensor(w) = &self.w else {
-            return Ok(false);
-        };
-        if !self.in_dim.is_multiple_of(dtype.block_size()) {
-            return Ok(false);
-        }
-        let q = QTensor::quantize(&w.to_dtype(DType::F32)?, dtype)?;
-        self.w = QMatMul::from_qtensor(q)?;
-        Ok(true)
-    }
-}
-
-/// `x Wᵀ`: a few rows on the CPU through [`crate::skinny`] (one read of the weights); when
-/// training, with no gradient for the frozen base weight ([`crate::train_ops`]); the rest
-/// through candle.
-fn matmul_t(w: &QMatMul, x: &Tensor) -> Result<Tensor> {
-    if let QMatMul::Tensor(w) = w {
-        if crate::skinny::applies(x, w) {
-            return Ok(crate::skinny::matmul_t(x, w)?);
-        }
-        if x.track_op() && !w.track_op() {
-            return Ok(crate::train_ops::matmul_t_frozen(x, w)?);
-        }
-    }
-    Ok(x.apply(w)?)
-}
-
-fn linear(w: &dyn Weights, prefix: &str, in_dim: usize, out_dim: usize) -> Result<Linear> {
-    Ok(Linear {
-        w: w.matmul(&format!("{prefix}.weight"), &[out_dim, in_dim])?,
-        b: w.dense(&format!("{prefix}.bias"), &[out_dim])?,
-        in_dim,
-    })
-}
-
-fn linear_lora(layer: &Linear, lora: Option<&LoraPair>, x: &Tensor) -> Result<Tensor> {
-    let y = layer.forward(x)?;
-    match lora {
-        None => Ok(y),
-        Some(l) => {
-            let dtype = y.dtype();
-            let a = l.a.to_dtype(x.dtype())?;
-            let b = l.b.to_dtype(x.dtype())?;
-            let delta = x.broadcast_matmul(&a.t()?)?.broadcast_matmul(&b.t()?)?;
-            Ok((y + (delta * l.scale)?.to_dtype(dtype)?)?)
-        }
-    }
-}
-
-/// Key/value buffers of one layer, `(batch, kv_heads, capacity, head_dim)`, valid up to `len`.
-#[derive(Clone, Debug, Default)]
-struct LayerKv {
-    k: Option<Tensor>,
-    v: Option<Tensor>,
-    len: usize,
-}
-
-impl LayerKv {
-    fn capacity(&self) -> usize {
-        self.k.as_ref().map_or(0, |k| k.dim(2).unwrap_or(0))
-    }
-
-    /// Append `k`, `v` `(batch, kv_heads, t, head_dim)` and return views of everything so far.
-    fn append(&mut self, k: &Tensor, v: &Tensor, max_len: usize) -> Result<(Tensor, Tensor)> {
-        let t = k.dim(2)?;
-        let needed = self.len + t;
-        if needed > self.capacity() {
-            // Grow geometrically (bounded by the window) so appends are amortised O(1) and
-            // memory follows the context actually used, not n_positions.
-            let cap = needed
-                .max(self.capacity() * 2)
-                .max(64)
-                .min(max_len.max(needed));
-            let (b, h, _, d) = k.dims4()?;
-            let grow = |old: &Option<Tensor>| -> Result<Tensor> {
-                let buf = Tensor::zeros((b, h, cap, d), k.dtype(), k.device())?;
-                if let Some(old) = old {
-                    if self.len > 0 {
-                        buf.slice_set(&old.narrow(2, 0, self.len)?.contiguous()?, 2, 0)?;
-                    }
-                }
-                Ok(buf)
-            };
-            self.k = Some(grow(&self.k)?);
-            self.v = Some(grow(&self.v)?);
-        }
-        let (kb, vb) = (self.k.as_ref().unwrap(), self.v.as_ref().unwrap());
-        kb.slice_set(&k.contiguous()?, 2, self.len)?;
-        vb.slice_set(&v.contiguous()?, 2, self.len)?;
-        self.len = needed;
-        Ok((kb.narrow(2, 0, needed)?, vb.narrow(2, 0, needed)?))
-    }
-}
-
-/// The KV cache of one sequence: per-layer keys and values plus the token ids they encode,
-/// so a new prompt can keep the longest common prefix and compute only the rest.
-#[derive(Clone, Debug, Default)]
-pub struct KvCache {
-    layers: Vec<LayerKv>,
-    tokens: Vec<u32>,
-}
-
-impl KvCache {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Number of positions cached.
-    pub fn len(&self) -> usize {
-        self.tokens.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.tokens.is_empty()
-    }
-
-    /// The token ids whose keys and values are cached.
-    pub fn tokens(&self) -> &[u32] {
-        &self.tokens
-    }
-
-    pub fn reset(&mut self) {
-        self.truncate(0);
-    }
-
-    /// Keep the first `len` positions only (no copy: later appends overwrite the rest).
-    pub fn truncate(&mut self, len: usize) {
-        let len = len.min(self.tokens.len());
-        self.tokens.truncate(len);
-        for l in &mut self.layers {
-            l.len = len;
-        }
-    }
-
-    /// Length of the common prefix of the cached tokens and `ids`.
-    pub fn common_prefix(&self, ids: &[u32]) -> usize {
-        self.tokens
-            .iter()
-            .zip(ids)
-            .take_while(|(a, b)| a == b)
-            .count()
-    }
 }
 
 struct Attention {
@@ -355,13 +120,6 @@ impl Attention {
             &out,
         )
     }
-}
-
-fn softmax(x: &Tensor, pass: Pass) -> Result<Tensor> {
-    Ok(match pass {
-        Pass::Inference => candle_nn::ops::softmax_last_dim(&x.contiguous()?)?,
-        Pass::Differentiable => crate::train_ops::softmax_last_dim(x)?,
-    })
 }
 
 struct Block {
@@ -618,22 +376,4 @@ impl Model {
             Logits::All => out,
         })
     }
-}
-
-/// Additive mask `(t, past + t)`: 0 where query `i` may see key `j` (`j <= past + i`), -inf
-/// elsewhere.
-fn causal_mask(t: usize, past: usize, device: &Device) -> Result<Tensor> {
-    let total = past + t;
-    let mask: Vec<f32> = (0..t)
-        .flat_map(|i| {
-            (0..total).map(move |j| {
-                if j <= past + i {
-                    0.0
-                } else {
-                    f32::NEG_INFINITY
-                }
-            })
-        })
-        .collect();
-    Ok(Tensor::from_vec(mask, (t, total), device)?)
 }

@@ -334,6 +334,7 @@ pub fn evaluate(
                 cursor: t.cursor,
                 path: Some(t.rel.clone()),
                 adapter: v.clone(),
+                snippets: Vec::new(),
                 options: o.completion.clone(),
             };
             let started = Instant::now();

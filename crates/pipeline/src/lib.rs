@@ -85,10 +85,11 @@ pub struct CompletionOptions {
 
 impl CompletionOptions {
     /// A key for everything in the options that shapes the answer.
-    fn variant(&self, adapter: &Option<String>) -> u64 {
+    fn variant(&self, adapter: &Option<String>, snippets: &[copilot_fim::Snippet]) -> u64 {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         format!("{self:?}").hash(&mut h);
         adapter.hash(&mut h);
+        snippets.hash(&mut h);
         h.finish()
     }
 }
@@ -123,6 +124,9 @@ pub struct CompletionRequest {
     pub path: Option<String>,
     /// LoRA adapter registered with the engine under this name (None: the base model).
     pub adapter: Option<String>,
+    /// Code from other files (the context crate's choice), most relevant first; rendered
+    /// before the prefix while the prompt budget has room.
+    pub snippets: Vec<copilot_fim::Snippet>,
     pub options: CompletionOptions,
 }
 
@@ -335,7 +339,7 @@ impl Completer {
             prefix,
             suffix,
             path: req.path.as_deref(),
-            snippets: &[],
+            snippets: &req.snippets,
         };
         let prompt = copilot_fim::build_prompt(
             &input,
@@ -487,7 +491,7 @@ impl Completer {
         }
         let cursor = floor_char_boundary(&req.text, req.cursor);
         let (prefix, suffix) = req.text.split_at(cursor);
-        let variant = req.options.variant(&req.adapter);
+        let variant = req.options.variant(&req.adapter, &req.snippets);
         let hit = self
             .cache
             .lock()
@@ -508,7 +512,7 @@ impl Completer {
         if req.options.cache && !out.text.is_empty() {
             let ctx = p.context();
             self.cache.lock().expect("cache lock").insert(
-                req.options.variant(&req.adapter),
+                req.options.variant(&req.adapter, &req.snippets),
                 ctx.prefix,
                 ctx.suffix,
                 &out.text,

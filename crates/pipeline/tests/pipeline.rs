@@ -24,6 +24,7 @@ fn request(text: &str, cursor: usize, fim: FimChoice) -> CompletionRequest {
         cursor,
         path: None,
         adapter: None,
+        snippets: Vec::new(),
         options: CompletionOptions {
             temperature: 0.0,
             max_tokens: 12,

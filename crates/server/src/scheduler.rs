@@ -135,6 +135,7 @@ impl Scheduler {
                     None
                 },
                 adapter: adapter.clone(),
+                snippets: Vec::new(),
                 options,
             };
             trace.start_generating();
