@@ -267,7 +267,7 @@ class Helix:
             if not self.alive():
                 raise Failure(f"Helix exited while waiting for {what}")
             if time.monotonic() > deadline:
-                raise Failure(f"no {what} within {timeout:.0f} s")
+                raise Failure(f"waited {timeout:.0f} s for {what}")
             time.sleep(0.1)
 
     def wait_log(self, what: str, pred, timeout: float = STEP_TIMEOUT):
@@ -278,7 +278,7 @@ class Helix:
             if got:
                 return got
             if time.monotonic() > deadline:
-                raise Failure(f"no {what} in Helix's log within {timeout:.0f} s")
+                raise Failure(f"waited {timeout:.0f} s for {what} in Helix's log")
             time.sleep(0.1)
 
     def mode(self, lines: list[str]) -> str | None:
@@ -314,13 +314,19 @@ class Helix:
                     pass
         return out
 
+    def answers(self, kind: int | None = None) -> list[tuple[dict, dict]]:
+        """copilot-lsp's answers with items to Helix's completion requests (of triggerKind
+        `kind`, or any): (request, response)."""
+        traffic = self.traffic()
+        asked = {m["id"]: m for d, m in traffic if d == "->" and m.get("method") == "textDocument/completion"
+                 and kind in (None, m["params"].get("context", {}).get("triggerKind"))}
+        return [(asked[m["id"]], m) for d, m in traffic if d == "<-" and m.get("id") in asked
+                and (m.get("result") or {}).get("items")]
+
     def incomplete_answers(self, label: str) -> list[dict]:
         """Answers to requests for an incomplete list (triggerKind 3) listing `label`."""
-        traffic = self.traffic()
-        again = {m["id"] for d, m in traffic if d == "->" and m.get("method") == "textDocument/completion"
-                 and m["params"].get("context", {}).get("triggerKind") == 3}
-        return [m for d, m in traffic if d == "<-" and m.get("id") in again
-                and any(i.get("label") == label for i in (m.get("result") or {}).get("items", []))]
+        return [m for _, m in self.answers(kind=3)
+                if any(i.get("label") == label for i in m["result"]["items"])]
 
     def server_log(self) -> list[str]:
         """The server's stderr as Helix logged it (`copilot-lsp err <- "..."`), decoded."""
@@ -342,6 +348,11 @@ def doc_line(lines: list[str], number: int) -> str | None:
         if m:
             return m.group(1)
     return None
+
+
+def doc_lines(lines: list[str]) -> dict[int, str]:
+    """The document lines the screen shows, by number."""
+    return {int(m.group(1)): m.group(2) for m in (re.match(r"^ *(\d+)  (.*)$", line) for line in lines) if m}
 
 
 def menu_row(label: str):
@@ -416,15 +427,19 @@ def run_case(ctx: Context, index: int, case: Case) -> None:
         if case.typed:
             helix.type(case.typed)
         find = menu_row(label)
-        for i, trigger in enumerate(case.triggers):
+        answered = 0
+        for trigger in case.triggers:
             if trigger == "ctrl-x":
                 if find(helix.screen()):
                     # Shown by the automatic trigger: close it, so Ctrl-x must open it again.
                     helix.keys("C-c")
                     helix.wait("the menu to close (Ctrl-c)", lambda s: not find(s))
+                answered = len(helix.answers())
                 helix.keys("C-x")
-            row = helix.wait(f"copilot-lsp's suggestion {label!r} in the menu ({trigger})", find,
-                             MENU_TIMEOUT)
+            # The model may take long; once it has answered, the menu must follow promptly.
+            helix.wait_log(f"copilot-lsp's answer with items ({trigger})",
+                           lambda _t: len(helix.answers()) > answered, MENU_TIMEOUT)
+            row = helix.wait(f"copilot-lsp's suggestion {label!r} in the menu ({trigger})", find)
             print(f"  ok   {trigger}: the menu lists it: {row.strip()!r}")
         if case.type_through:
             through = completion[: case.type_through]
@@ -437,13 +452,11 @@ def run_case(ctx: Context, index: int, case: Case) -> None:
             row = helix.wait(f"the suggestion still in the menu after typing {through!r}", find)
             print(f"  ok   typed {through!r}: asked again, the menu still lists it: {row.strip()!r}")
 
-        # Tab selects the first entry (and previews it in the line); Enter inserts it.
+        # Tab selects the first entry and previews it in the line; Enter inserts it. What
+        # lands in the file is checked once saved.
+        shown = doc_lines(helix.screen())
         helix.keys("Tab")
-        cursor_line = prefix.rsplit("\n", 1)[-1]
-        before_word = cursor_line[: len(cursor_line) - len(word)]
-        preview = (before_word + (word + completion).split("\n", 1)[0]).rstrip()
-        helix.wait(f"the selected entry previewed in line {line_no} ({preview!r})",
-                   lambda s: (doc_line(s, line_no) or "").startswith(preview))
+        helix.wait("the selected entry previewed in the text", lambda s: doc_lines(s) != shown)
         helix.keys("Enter")
         helix.normal_mode()
         helix.type(":w")
@@ -486,10 +499,7 @@ def check_utf8_offsets(helix: Helix, prefix: str, line_no: int, word: str) -> No
     init = next((m for d, m in traffic if d == "<-" and "capabilities" in m.get("result", {})), None)
     if init is None or init["result"]["capabilities"].get("positionEncoding") != "utf-8":
         raise Failure(f"the server did not choose utf-8: {init}")
-    requests = {m["id"]: m for d, m in traffic if d == "->" and m.get("method") == "textDocument/completion"}
-    answered = [(requests[m["id"]], m) for d, m in traffic
-                if d == "<-" and m.get("id") in requests and isinstance(m.get("result"), dict)
-                and m["result"].get("items")]
+    answered = [(q, a) for q, a in helix.answers() if q["params"]["position"]["line"] == line_no - 1]
     if not answered:
         raise Failure("no completion answered with items in Helix's log")
     req, resp = answered[-1]
@@ -505,13 +515,18 @@ def check_utf8_offsets(helix: Helix, prefix: str, line_no: int, word: str) -> No
 
 
 def report(helix: Helix) -> None:
+    screen = list(helix.last_screen or helix.screen())
+    while screen and not screen[-1].strip():
+        screen.pop()
     print("    --- the screen:")
-    for line in helix.last_screen or helix.screen():
+    for line in screen:
         print(f"    | {line}")
-    print("    --- completion traffic (Helix's log):")
-    for d, m in helix.traffic()[-12:]:
-        if m.get("method") in ("textDocument/completion", "textDocument/didChange") or "result" in m:
-            print(f"    {d} {json.dumps(m, ensure_ascii=False)[:400]}")
+    print("    --- edits and completions (Helix's log):")
+    shown = [(d, m) for d, m in helix.traffic()
+             if m.get("method") in ("textDocument/completion", "textDocument/didChange")
+             or (d == "<-" and "result" in m)]
+    for d, m in shown[-12:]:
+        print(f"    {d} {json.dumps(m, ensure_ascii=False)[:400]}")
     print("    --- the server's log:")
     for line in helix.server_log()[-40:]:
         print(f"    {line[:400]}")
