@@ -13,11 +13,9 @@ use tower_lsp_server::ls_types::{
 };
 use tower_lsp_server::{Client, LanguageServer};
 
-use crate::backend::Loader;
 use crate::handlers::initialize::ClientTraits;
 use crate::handlers::{self, configuration, Stamped};
 use crate::input::Malformed;
-use crate::model::ModelHost;
 use crate::notify::Notifier;
 use crate::scheduler::Scheduler;
 use crate::session::Session;
@@ -29,12 +27,18 @@ pub struct CopilotLsp {
 }
 
 impl CopilotLsp {
-    pub fn new(client: Client, session: Arc<Session>, loader: Arc<dyn Loader>) -> Self {
+    pub fn new(
+        client: Client,
+        session: Arc<Session>,
+        notices: tokio::sync::mpsc::UnboundedReceiver<copilot_service::Notice>,
+    ) -> Self {
+        let notifier = Arc::new(Notifier::new(client));
+        tokio::spawn(notifier.clone().show_notices(notices));
         Self {
             scheduler: Scheduler {
+                service: session.service.clone(),
                 session,
-                model: Arc::new(ModelHost::new(loader)),
-                notifier: Arc::new(Notifier::new(client)),
+                notifier,
             },
             traits: Mutex::default(),
         }

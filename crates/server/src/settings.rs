@@ -177,6 +177,23 @@ pub struct Settings {
     pub adapters: std::collections::BTreeMap<String, String>,
 }
 
+impl Settings {
+    /// What one completion request runs with.
+    pub fn request(&self) -> copilot_service::RequestSettings {
+        copilot_service::RequestSettings {
+            completion: self.completion.clone(),
+            debounce: self.debounce,
+            choices: self.choices,
+            path_header: self.path_header,
+        }
+    }
+
+    /// The engine these settings ask for.
+    pub fn engine(&self) -> copilot_service::EngineSpec {
+        copilot_service::EngineSpec::Embedded(self.model.clone())
+    }
+}
+
 pub const DEFAULT_DEBOUNCE_MS: u64 = 50;
 pub const DEFAULT_CHOICES: usize = 3;
 

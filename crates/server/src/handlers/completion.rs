@@ -40,10 +40,10 @@ pub async fn handle(
         )
         .await
     {
-        Outcome::Choices { snapshot, texts } => texts
+        Outcome::Choices { place, texts, .. } => texts
             .into_iter()
             .enumerate()
-            .map(|(i, text)| item(&snapshot, &text, i))
+            .map(|(i, text)| item(&place, &text, i))
             .collect(),
         Outcome::Empty(why) => {
             tracing::debug!(?why, "completion: empty");
@@ -77,7 +77,7 @@ fn label(word: &str, text: &str) -> String {
     label
 }
 
-fn item(snapshot: &crate::session::Snapshot, text: &str, rank: usize) -> CompletionItem {
+fn item(snapshot: &crate::session::LspPlace, text: &str, rank: usize) -> CompletionItem {
     let word = &snapshot.word_prefix;
     let first_line = text.lines().next().unwrap_or("");
     CompletionItem {

@@ -57,6 +57,11 @@ pub fn apply(scheduler: &Scheduler, init: Option<Value>, change: Option<Value>) 
         tokio::spawn(async move { notifier.show(typ, message).await });
     }
     scheduler
-        .model
-        .ensure(settings.model.clone(), scheduler.notifier.clone());
+        .service
+        .adapters
+        .configure(&settings.adapters, &scheduler.session.roots());
+    if let Some(report) = scheduler.service.host.ensure(settings.engine()) {
+        let notifier = scheduler.notifier.clone();
+        tokio::spawn(async move { notifier.report_load(report).await });
+    }
 }

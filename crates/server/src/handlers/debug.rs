@@ -33,8 +33,9 @@ pub async fn document(scheduler: &Scheduler, p: DocumentParams) -> Result<Value>
 }
 
 pub async fn stats(scheduler: &Scheduler) -> Result<Value> {
-    let mut v = scheduler.session.stats.snapshot();
-    v["model"] = Value::from(scheduler.model.state().label());
-    v["liveTasks"] = Value::from(scheduler.session.tasks.live_count());
+    let service = &scheduler.service;
+    let mut v = serde_json::to_value(service.stats.snapshot()).unwrap_or(Value::Null);
+    v["model"] = Value::from(service.host.state().label());
+    v["liveTasks"] = Value::from(service.tasks.live_count());
     Ok(v)
 }
