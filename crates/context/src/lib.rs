@@ -145,9 +145,11 @@ impl std::str::FromStr for Sources {
                 "open" | "open-files" => out.open_files = true,
                 "imports" => out.imports = true,
                 "index" => out.index = true,
-                other => return Err(format!(
+                other => {
+                    return Err(format!(
                     "unknown context source `{other}` (expected none, open, imports, index or all)"
-                )),
+                ))
+                }
             }
         }
         Ok(out)
