@@ -24,7 +24,9 @@ use std::sync::Arc;
 pub use cancel::CancelToken;
 pub use config::Config;
 pub use error::{EngineError, Result};
-pub use generate::{GenerateParams, GenerateRequest, Generation, Generator, StopFn, StopReason};
+pub use generate::{
+    GenerateParams, GenerateRequest, Generation, Generator, StopFn, StopReason, TextFn,
+};
 pub use load::{Fetch, ModelFiles};
 pub use model::{KvCache, Logits, Lora, Model, Pass};
 pub use spec::{DTypeSpec, DeviceSpec, ModelSpec, DEFAULT_MODEL};

@@ -305,6 +305,34 @@ fn stop_strings_rules_and_limits_end_generation() {
 }
 
 #[test]
+fn the_text_as_it_comes_grows_into_the_answer() {
+    let (dir, _m, tok) = tiny(true);
+    let engine = start_engine(dir.path());
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let mut req = GenerateRequest::new(
+        tok.encode_text("x = ").unwrap(),
+        GenerateParams {
+            max_new_tokens: 12,
+            ..Default::default()
+        },
+    );
+    let log = seen.clone();
+    req.on_text = Some(Box::new(move |t: &str| {
+        log.lock().unwrap().push(t.to_string())
+    }));
+    let out = engine.generate_blocking(req).unwrap();
+    assert_eq!(out.stop_reason, StopReason::MaxTokens);
+    let seen = seen.lock().unwrap();
+    // Told after every token no check stopped at (here all 12: the limit ends the loop),
+    // each time the answer so far.
+    assert_eq!(seen.len(), 12);
+    for pair in seen.windows(2) {
+        assert!(pair[1].starts_with(&pair[0]), "{pair:?}");
+    }
+    assert!(out.text.starts_with(seen.last().unwrap()));
+}
+
+#[test]
 fn cancellation_stops_decoding() {
     let (dir, _m, tok) = tiny(true);
     let engine = start_engine(dir.path());

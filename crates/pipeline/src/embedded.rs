@@ -210,6 +210,7 @@ impl Embedded {
         req.cancel = job.cancel;
         req.adapter = job.adapter;
         req.stop = job.stop;
+        req.on_text = job.on_text;
         Ok(req)
     }
 }

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use copilot_fim::{Prompt, Snippet};
 
-pub use copilot_engine::{CancelToken, StopFn, StopReason};
+pub use copilot_engine::{CancelToken, StopFn, StopReason, TextFn};
 
 use crate::PipelineError;
 
@@ -59,6 +59,10 @@ pub struct Job {
     pub sampling: Sampling,
     /// The early-stop rule, called with the text so far after each token.
     pub stop: Option<StopFn>,
+    /// Told the raw text so far after each token that decoding goes on from (streaming);
+    /// an engine that cannot stream never calls it, and the pipeline sends the whole
+    /// answer at the end.
+    pub on_text: Option<TextFn>,
     /// Set when the requester gives up: the engine stops within one token.
     pub cancel: CancelToken,
     /// The adapter to apply, by the name it was loaded under (`None`: the base model).
