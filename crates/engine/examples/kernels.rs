@@ -2,6 +2,7 @@
 //! CPU level this machine runs, against candle's products (BENCHMARKS.md, "Kernels").
 //!
 //!     cargo run --release -p copilot-engine --example kernels -- [q8_0|q4_0|f32] [rows,..] [runs]
+//!     cargo run --release -p copilot-engine --example kernels -- attention [past,..] [runs]
 //!
 //! Prints GFLOP per CPU-second (2·rows·n·k per product, over the process's CPU time, so a
 //! machine shared with other jobs still gives comparable figures; with one thread it is the
@@ -51,6 +52,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(|s| s.parse())
         .collect::<Result<_, _>>()?;
     let runs: usize = args.get(3).map_or(Ok(9), |s| s.parse())?;
+    if kind == "attention" {
+        return attention(&rows, runs);
+    }
     let format = match kind {
         "q8_0" => Some(QFormat::Q8_0),
         "q4_0" => Some(QFormat::Q4_0),
@@ -120,6 +124,59 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                         t
                     }
                 };
+                line += &format!(" | {level} {:>6.1}", flop / t / 1e9);
+            }
+            println!("{line}");
+        }
+    }
+    Ok(())
+}
+
+/// Causal attention of a 256-token prefill chunk (and of one decode token) after `past`
+/// cached positions, tiny_starcoder_py's heads (12 queries, one shared key/value head of 64).
+fn attention(pasts: &[usize], runs: usize) -> Result<(), Box<dyn std::error::Error>> {
+    let dev = Device::Cpu;
+    let (heads, d) = (12, 64);
+    for &past in pasts {
+        for t in [1usize, 256] {
+            let len = past + t;
+            let q = Tensor::randn(0f32, 1.0, (1, t, heads, d), &dev)?;
+            let k = Tensor::randn(0f32, 1.0, (1, 1, len, d), &dev)?;
+            let v = Tensor::randn(0f32, 1.0, (1, 1, len, d), &dev)?;
+            // Useful flops: the causal triangle only.
+            let keys: usize = (0..t).map(|i| past + i + 1).sum();
+            let flop = 4.0 * (keys * heads * d) as f64;
+            // candle's composed ops, as the model ran them before.
+            let mask: Vec<f32> = (0..t)
+                .flat_map(|i| {
+                    (0..len).map(move |j| {
+                        if j <= past + i {
+                            0.0
+                        } else {
+                            f32::NEG_INFINITY
+                        }
+                    })
+                })
+                .collect();
+            let mask = Tensor::from_vec(mask, (t, len), &dev)?;
+            let composed = || -> candle_core::Result<Tensor> {
+                let qs = (q.clone() * 0.125)?.reshape((1, 1, t * heads, d))?;
+                let s = qs.matmul(&k.t()?)?.reshape((1, t, heads, len))?;
+                let s = s.broadcast_add(&mask.reshape((1, t, 1, len))?)?;
+                let w = candle_nn::ops::softmax_last_dim(&s)?.reshape((1, 1, t * heads, len))?;
+                w.matmul(&v)
+            };
+            let c = time(runs, || {
+                composed().unwrap();
+            });
+            let mut line = format!(
+                "attention t {t:>3} after {past:>5} | candle {:>6.1}",
+                flop / c / 1e9
+            );
+            for level in cpu::available() {
+                let t = time(runs, || {
+                    copilot_engine::attention::causal_at(level, &q, &k, &v, 0.125).unwrap();
+                });
                 line += &format!(" | {level} {:>6.1}", flop / t / 1e9);
             }
             println!("{line}");

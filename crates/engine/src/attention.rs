@@ -45,10 +45,20 @@ pub fn applies(q: &Tensor, k: &Tensor, v: &Tensor) -> bool {
 /// `h / (heads / kv_heads)`. Returns `(b, t, heads, d)`. `k` and `v` may be views of a larger
 /// cache (each head's rows contiguous).
 pub fn causal(q: &Tensor, k: &Tensor, v: &Tensor, scale: f32) -> Result<Tensor> {
-    q.contiguous()?.apply_op3_no_bwd(k, v, &Attention { scale })
+    causal_at(crate::cpu::level(), q, k, v, scale)
+}
+
+/// [`causal`] with `level`'s kernels (which the CPU must support).
+pub fn causal_at(level: Level, q: &Tensor, k: &Tensor, v: &Tensor, scale: f32) -> Result<Tensor> {
+    if !level.supported() {
+        candle_core::bail!("{level} is not supported by this CPU");
+    }
+    q.contiguous()?
+        .apply_op3_no_bwd(k, v, &Attention { level, scale })
 }
 
 struct Attention {
+    level: Level,
     scale: f32,
 }
 
@@ -140,7 +150,7 @@ impl CustomOp3 for Attention {
         };
         let q = &qs.as_slice::<f32>()?[qa..qb];
         let y = attend(
-            crate::cpu::level(),
+            self.level,
             q,
             dims,
             Rows::of(ks, kl)?,
@@ -311,20 +321,20 @@ fn block(
     {
         if matches!(level, Level::Avx512 | Level::Avx512Vnni) {
             // SAFETY: only at a level the CPU supports.
-            return unsafe { block_avx512(qs, limits, h, d, keys, p) };
+            return unsafe { block_avx512(level, qs, limits, h, d, keys, p) };
         }
         if matches!(level, Level::Avx2 | Level::Avx2Vnni) {
             // SAFETY: as above.
-            return unsafe { block_avx2(qs, limits, h, d, keys, p) };
+            return unsafe { block_avx2(level, qs, limits, h, d, keys, p) };
         }
     }
-    let _ = level;
-    block_dispatch(qs, limits, h, d, keys, p)
+    block_dispatch(level, qs, limits, h, d, keys, p)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn block_avx2(
+    level: Level,
     qs: &[f32],
     limits: &[usize],
     h: &Heads,
@@ -332,12 +342,13 @@ unsafe fn block_avx2(
     keys: std::ops::Range<usize>,
     p: &mut Partial,
 ) {
-    block_dispatch(qs, limits, h, d, keys, p)
+    block_dispatch(level, qs, limits, h, d, keys, p)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
 unsafe fn block_avx512(
+    level: Level,
     qs: &[f32],
     limits: &[usize],
     h: &Heads,
@@ -345,13 +356,14 @@ unsafe fn block_avx512(
     keys: std::ops::Range<usize>,
     p: &mut Partial,
 ) {
-    block_dispatch(qs, limits, h, d, keys, p)
+    block_dispatch(level, qs, limits, h, d, keys, p)
 }
 
-/// The common head sizes with their size known at compile time (the weighted values of a
-/// query then stay in registers); any other size at run time.
+/// Head sizes that are whole panels of the level's matrix micro-kernel go through it (both
+/// products of a block are small matrix products); any other size through the portable loop.
 #[inline(always)]
 fn block_dispatch(
+    level: Level,
     qs: &[f32],
     limits: &[usize],
     h: &Heads,
@@ -359,10 +371,141 @@ fn block_dispatch(
     keys: std::ops::Range<usize>,
     p: &mut Partial,
 ) {
-    match d {
-        64 => block_portable::<64>(qs, limits, h, 64, keys, p),
-        128 => block_portable::<128>(qs, limits, h, 128, keys, p),
-        _ => block_portable::<0>(qs, limits, h, d, keys, p),
+    let (_, nr) = crate::sgemm::geometry(level);
+    if d.is_multiple_of(nr) {
+        block_gemm(level, qs, limits, h, d, keys, p)
+    } else {
+        block_portable::<0>(qs, limits, h, d, keys, p)
+    }
+}
+
+/// Online softmax over `keys` with both products of a key block done by [`crate::sgemm`]'s
+/// micro-kernel. The scores are computed transposed, `Sᵀ = K Qᵀ` (keys by queries): the
+/// keys are read in place and only the task's queries are packed, once; the softmax then
+/// runs across queries (contiguous), and `O += P V` reads `P` from `Sᵀ` by stride.
+#[inline(always)]
+fn block_gemm(
+    level: Level,
+    qs: &[f32],
+    limits: &[usize],
+    h: &Heads,
+    d: usize,
+    keys: std::ops::Range<usize>,
+    p: &mut Partial,
+) {
+    let (mr, nr) = crate::sgemm::geometry(level);
+    let micro = crate::sgemm::micro_kernel(level);
+    let rows = limits.len();
+    let wide = rows.next_multiple_of(nr);
+    // Queries as panels `[panel][c][nr]`, rows past the last zeros.
+    let mut qt = vec![0f32; wide * d];
+    for r in 0..rows {
+        let base = (r / nr) * d * nr + r % nr;
+        for (c, &x) in qs[r * d..][..d].iter().enumerate() {
+            qt[base + c * nr] = x;
+        }
+    }
+    let mut st = vec![0f32; KB * wide];
+    let mut m_new = vec![0f32; rows];
+    let mut corr = vec![0f32; rows];
+    let mut sum = vec![0f32; rows];
+    let mut j0 = keys.start;
+    while j0 < keys.end {
+        let nk = KB.min(keys.end - j0);
+        // Rows are ordered by token, so their limits never decrease: rows before `first`
+        // see none of these keys.
+        let first = limits.partition_point(|&lim| lim <= j0);
+        if first == rows {
+            break;
+        }
+        let (p0, p1) = (first / nr, wide / nr);
+        for k0 in (0..nk).step_by(mr) {
+            let m = mr.min(nk - k0);
+            for pp in p0..p1 {
+                // SAFETY: key rows `j0 + k0..j0 + k0 + m` exist (`keys.end <= len`) with `d`
+                // values each; the panel holds `d · nr`; `st` rows hold `wide` values, of
+                // which this writes `pp·nr..(pp + 1)·nr`; the level is the caller's.
+                unsafe {
+                    micro(
+                        h.k.as_ptr().add((j0 + k0) * h.ks),
+                        h.ks,
+                        1,
+                        m,
+                        qt.as_ptr().add(pp * d * nr),
+                        nr,
+                        d,
+                        st.as_mut_ptr().add(k0 * wide + pp * nr),
+                        wide,
+                        nr,
+                        false,
+                    );
+                }
+            }
+        }
+        let live = first..rows;
+        // The causal mask: key `j0 + jj` is hidden from the rows whose limit is at most it.
+        for jj in 0..nk {
+            let cut = limits.partition_point(|&lim| lim <= j0 + jj);
+            if cut > first {
+                st[jj * wide + first..jj * wide + cut].fill(f32::NEG_INFINITY);
+            }
+        }
+        m_new[live.clone()].copy_from_slice(&p.m[live.clone()]);
+        for jj in 0..nk {
+            for (m, &x) in m_new[live.clone()]
+                .iter_mut()
+                .zip(&st[jj * wide..][live.clone()])
+            {
+                *m = if x > *m { x } else { *m };
+            }
+        }
+        for r in live.clone() {
+            corr[r] = exp(p.m[r] - m_new[r]);
+            sum[r] = 0.0;
+        }
+        for jj in 0..nk {
+            let row = &mut st[jj * wide..][live.clone()];
+            for ((x, &m), s) in row
+                .iter_mut()
+                .zip(&m_new[live.clone()])
+                .zip(&mut sum[live.clone()])
+            {
+                *x = exp(*x - m);
+                *s += *x;
+            }
+        }
+        for r in live.clone() {
+            p.l[r] = p.l[r] * corr[r] + sum[r];
+            p.m[r] = m_new[r];
+            if corr[r] != 1.0 {
+                let c = corr[r];
+                p.o[r * d..][..d].iter_mut().for_each(|x| *x *= c);
+            }
+        }
+        for r0 in live.clone().step_by(mr) {
+            let m = mr.min(rows - r0);
+            for cp in 0..d / nr {
+                // SAFETY: `P[i][jj]` is `st[jj·wide + r0 + i]` for `jj < nk <= KB`; value
+                // rows `j0..j0 + nk` exist and columns `cp·nr..(cp + 1)·nr` are within `d`;
+                // `o` rows hold `d`.
+                unsafe {
+                    micro(
+                        st.as_ptr().add(r0),
+                        1,
+                        wide,
+                        m,
+                        h.v.as_ptr().add(j0 * h.vs + cp * nr),
+                        h.vs,
+                        nk,
+                        p.o.as_mut_ptr().add(r0 * d + cp * nr),
+                        d,
+                        nr,
+                        true,
+                    );
+                }
+            }
+        }
+        j0 += nk;
     }
 }
 
@@ -520,6 +663,8 @@ mod tests {
             (2, 20, 4, 4, 40, 20),
             (1, 9, 8, 2, 128, 75),
             (1, 3, 2, 1, 8, 3),
+            // MHA at 64: two query panels, later key blocks that skip the first rows.
+            (1, 70, 4, 4, 64, 200),
         ] {
             let q = Tensor::randn(0f32, 1.0, (b, t, heads, d), &dev).unwrap();
             // A cache with spare capacity, viewed as `len` rows, as the KV cache hands it.

@@ -78,6 +78,30 @@ impl WeightMatrix {
         })
     }
 
+    /// Bytes a product reads from the weight.
+    pub fn bytes(&self) -> usize {
+        match self {
+            Self::Dense(t) => t.elem_count() * t.dtype().size_in_bytes(),
+            Self::Packed(p) => p.bytes(),
+            Self::Candle(QMatMul::QTensor(q)) => q.storage_size_in_bytes(),
+            Self::Candle(QMatMul::Tensor(t) | QMatMul::TensorF16(t)) => {
+                t.elem_count() * t.dtype().size_in_bytes()
+            }
+        }
+    }
+
+    /// The format's name: the tensor's dtype or the GGML block type (`f32`, `q8_0`, ...).
+    pub fn kind(&self) -> String {
+        match self {
+            Self::Dense(t) => format!("{:?}", t.dtype()).to_lowercase(),
+            Self::Packed(p) => format!("{:?}", p.format().ggml()).to_lowercase(),
+            Self::Candle(QMatMul::QTensor(q)) => format!("{:?}", q.dtype()).to_lowercase(),
+            Self::Candle(QMatMul::Tensor(t) | QMatMul::TensorF16(t)) => {
+                format!("{:?}", t.dtype()).to_lowercase()
+            }
+        }
+    }
+
     /// The dense tensor, when the weight is dense.
     pub fn dense(&self) -> Option<&Tensor> {
         match self {

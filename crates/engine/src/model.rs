@@ -281,6 +281,24 @@ impl Model {
         Ok(n)
     }
 
+    /// Every projection's weight (blocks, then the output head): what a decode step reads.
+    pub fn projections(&self) -> Vec<&WeightMatrix> {
+        let mut out: Vec<&WeightMatrix> = self
+            .blocks
+            .iter()
+            .flat_map(|b| {
+                [
+                    &b.attn.c_attn.w,
+                    &b.attn.c_proj.w,
+                    &b.c_fc.w,
+                    &b.mlp_c_proj.w,
+                ]
+            })
+            .collect();
+        out.push(&self.lm_head);
+        out
+    }
+
     pub fn device(&self) -> &Device {
         &self.device
     }

@@ -28,7 +28,7 @@ mod x86;
 const KC: usize = 256;
 
 /// Register block for a level: `(MR, NR)`.
-fn geometry(level: Level) -> (usize, usize) {
+pub(crate) fn geometry(level: Level) -> (usize, usize) {
     match level {
         Level::Avx512 | Level::Avx512Vnni => (12, 32),
         Level::Avx2 | Level::Avx2Vnni => (6, 16),
@@ -37,13 +37,17 @@ fn geometry(level: Level) -> (usize, usize) {
     }
 }
 
-/// `c[i][j] (+)= Σ_kk a[i][kk] · b[kk][j]` for `i < mr`, `j < nc`: `a` rows at stride `lda`,
-/// `b` a packed panel `[kc][NR]`, `c` rows at stride `ldc`; adds to `c` when `accumulate`.
+/// `c[i][j] (+)= Σ_kk a[i][kk] · b[kk][j]` for `i < mr`, `j < nc`: `a[i][kk]` at
+/// `i·lda + kk·ka` (`ka` 1 for row-major, `lda` 1 to read a transposed matrix),
+/// `b` rows of `NR` values at stride `ldb` (a packed panel `[kc][NR]`, or rows of a larger
+/// matrix: all `NR` are read), `c` rows at stride `ldc`; adds to `c` when `accumulate`.
 pub(crate) type MicroFn = unsafe fn(
     a: *const f32,
     lda: usize,
+    ka: usize,
     mr: usize,
     b: *const f32,
+    ldb: usize,
     kc: usize,
     c: *mut f32,
     ldc: usize,
@@ -51,7 +55,7 @@ pub(crate) type MicroFn = unsafe fn(
     accumulate: bool,
 );
 
-fn micro_kernel(level: Level) -> MicroFn {
+pub(crate) fn micro_kernel(level: Level) -> MicroFn {
     match level {
         #[cfg(target_arch = "x86_64")]
         Level::Avx2 | Level::Avx2Vnni | Level::Avx512 | Level::Avx512Vnni => x86::micro_fn(level),
@@ -122,8 +126,10 @@ pub fn matmul_t(x: &[f32], m: usize, w: &[f32], n: usize, k: usize, level: Level
                             micro(
                                 x.as_ptr().add(r0 * k + kc0),
                                 k,
+                                1,
                                 rows,
                                 buf.as_ptr().add((p - p0) * kc * nr),
+                                nr,
                                 kc,
                                 out.get().add(r0 * n + col),
                                 n,
@@ -181,8 +187,10 @@ fn pack(
 unsafe fn micro_scalar(
     a: *const f32,
     lda: usize,
+    ka: usize,
     mr: usize,
     b: *const f32,
+    ldb: usize,
     kc: usize,
     c: *mut f32,
     ldc: usize,
@@ -193,8 +201,8 @@ unsafe fn micro_scalar(
     for i in 0..mr {
         let mut acc = [0f32; NR];
         for kk in 0..kc {
-            let av = *a.add(i * lda + kk);
-            let bp = std::slice::from_raw_parts(b.add(kk * NR), NR);
+            let av = *a.add(i * lda + kk * ka);
+            let bp = std::slice::from_raw_parts(b.add(kk * ldb), NR);
             for (s, &bv) in acc.iter_mut().zip(bp) {
                 *s += av * bv;
             }

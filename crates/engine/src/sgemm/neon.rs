@@ -18,8 +18,10 @@ pub(super) fn micro_fn(level: Level) -> MicroFn {
 unsafe fn by_rows(
     a: *const f32,
     lda: usize,
+    ka: usize,
     mr: usize,
     b: *const f32,
+    ldb: usize,
     kc: usize,
     c: *mut f32,
     ldc: usize,
@@ -27,12 +29,12 @@ unsafe fn by_rows(
     accumulate: bool,
 ) {
     match mr {
-        1 => micro::<1>(a, lda, b, kc, c, ldc, nc, accumulate),
-        2 => micro::<2>(a, lda, b, kc, c, ldc, nc, accumulate),
-        3 => micro::<3>(a, lda, b, kc, c, ldc, nc, accumulate),
-        4 => micro::<4>(a, lda, b, kc, c, ldc, nc, accumulate),
-        5 => micro::<5>(a, lda, b, kc, c, ldc, nc, accumulate),
-        6 => micro::<6>(a, lda, b, kc, c, ldc, nc, accumulate),
+        1 => micro::<1>(a, lda, ka, b, ldb, kc, c, ldc, nc, accumulate),
+        2 => micro::<2>(a, lda, ka, b, ldb, kc, c, ldc, nc, accumulate),
+        3 => micro::<3>(a, lda, ka, b, ldb, kc, c, ldc, nc, accumulate),
+        4 => micro::<4>(a, lda, ka, b, ldb, kc, c, ldc, nc, accumulate),
+        5 => micro::<5>(a, lda, ka, b, ldb, kc, c, ldc, nc, accumulate),
+        6 => micro::<6>(a, lda, ka, b, ldb, kc, c, ldc, nc, accumulate),
         _ => unreachable!("{mr} rows"),
     }
 }
@@ -42,7 +44,9 @@ unsafe fn by_rows(
 unsafe fn micro<const MR: usize>(
     a: *const f32,
     lda: usize,
+    ka: usize,
     b: *const f32,
+    ldb: usize,
     kc: usize,
     c: *mut f32,
     ldc: usize,
@@ -51,7 +55,7 @@ unsafe fn micro<const MR: usize>(
 ) {
     let mut acc = [[vdupq_n_f32(0.0); 4]; MR];
     for kk in 0..kc {
-        let bp = b.add(kk * 16);
+        let bp = b.add(kk * ldb);
         let bv = [
             vld1q_f32(bp),
             vld1q_f32(bp.add(4)),
@@ -59,7 +63,7 @@ unsafe fn micro<const MR: usize>(
             vld1q_f32(bp.add(12)),
         ];
         for i in 0..MR {
-            let ai = vld1q_dup_f32(a.add(i * lda + kk));
+            let ai = vld1q_dup_f32(a.add(i * lda + kk * ka));
             for q in 0..4 {
                 acc[i][q] = vfmaq_f32(acc[i][q], ai, bv[q]);
             }

@@ -22,8 +22,10 @@ macro_rules! by_rows {
         unsafe fn $name(
             a: *const f32,
             lda: usize,
+            ka: usize,
             mr: usize,
             b: *const f32,
+            ldb: usize,
             kc: usize,
             c: *mut f32,
             ldc: usize,
@@ -31,7 +33,7 @@ macro_rules! by_rows {
             accumulate: bool,
         ) {
             match mr {
-                $( $r => $micro::<$r>(a, lda, b, kc, c, ldc, nc, accumulate), )+
+                $( $r => $micro::<$r>(a, lda, ka, b, ldb, kc, c, ldc, nc, accumulate), )+
                 _ => unreachable!("{mr} rows"),
             }
         }
@@ -50,7 +52,9 @@ by_rows!(
 unsafe fn micro_avx2<const MR: usize>(
     a: *const f32,
     lda: usize,
+    ka: usize,
     b: *const f32,
+    ldb: usize,
     kc: usize,
     c: *mut f32,
     ldc: usize,
@@ -59,10 +63,10 @@ unsafe fn micro_avx2<const MR: usize>(
 ) {
     let mut acc = [[_mm256_setzero_ps(); 2]; MR];
     for kk in 0..kc {
-        let b0 = _mm256_loadu_ps(b.add(kk * 16));
-        let b1 = _mm256_loadu_ps(b.add(kk * 16 + 8));
+        let b0 = _mm256_loadu_ps(b.add(kk * ldb));
+        let b1 = _mm256_loadu_ps(b.add(kk * ldb + 8));
         for i in 0..MR {
-            let ai = _mm256_broadcast_ss(&*a.add(i * lda + kk));
+            let ai = _mm256_broadcast_ss(&*a.add(i * lda + kk * ka));
             acc[i][0] = _mm256_fmadd_ps(ai, b0, acc[i][0]);
             acc[i][1] = _mm256_fmadd_ps(ai, b1, acc[i][1]);
         }
@@ -95,7 +99,9 @@ unsafe fn micro_avx2<const MR: usize>(
 unsafe fn micro_avx512<const MR: usize>(
     a: *const f32,
     lda: usize,
+    ka: usize,
     b: *const f32,
+    ldb: usize,
     kc: usize,
     c: *mut f32,
     ldc: usize,
@@ -104,10 +110,10 @@ unsafe fn micro_avx512<const MR: usize>(
 ) {
     let mut acc = [[_mm512_setzero_ps(); 2]; MR];
     for kk in 0..kc {
-        let b0 = _mm512_loadu_ps(b.add(kk * 32));
-        let b1 = _mm512_loadu_ps(b.add(kk * 32 + 16));
+        let b0 = _mm512_loadu_ps(b.add(kk * ldb));
+        let b1 = _mm512_loadu_ps(b.add(kk * ldb + 16));
         for i in 0..MR {
-            let ai = _mm512_set1_ps(*a.add(i * lda + kk));
+            let ai = _mm512_set1_ps(*a.add(i * lda + kk * ka));
             acc[i][0] = _mm512_fmadd_ps(ai, b0, acc[i][0]);
             acc[i][1] = _mm512_fmadd_ps(ai, b1, acc[i][1]);
         }
