@@ -42,6 +42,7 @@
 
 pub mod imports;
 pub mod index;
+pub mod offline;
 pub mod open;
 pub mod rank;
 pub mod tokens;
@@ -145,9 +146,11 @@ impl std::str::FromStr for Sources {
                 "open" | "open-files" => out.open_files = true,
                 "imports" => out.imports = true,
                 "index" => out.index = true,
-                other => return Err(format!(
+                other => {
+                    return Err(format!(
                     "unknown context source `{other}` (expected none, open, imports, index or all)"
-                )),
+                ))
+                }
             }
         }
         Ok(out)
@@ -317,6 +320,7 @@ pub struct Workspace {
     imports: imports::Imports,
     memo: Mutex<HashMap<PathBuf, Memo>>,
     generations: Mutex<Generations>,
+    excluded: RwLock<HashSet<PathBuf>>,
     said: SaidOnce,
 }
 
@@ -387,6 +391,7 @@ impl Workspace {
             imports: imports::Imports::new(),
             memo: Mutex::default(),
             generations: Mutex::default(),
+            excluded: RwLock::default(),
             said: SaidOnce::default(),
         }
     }
@@ -531,6 +536,22 @@ impl Workspace {
         Ok(stats)
     }
 
+    /// Never gather from these files (fine-tuning leaves its held-out files out so that
+    /// no training example shows them).
+    pub fn exclude(&self, paths: impl IntoIterator<Item = PathBuf>) {
+        self.excluded.write().expect("excluded lock").extend(paths);
+        self.bump(None);
+    }
+
+    pub fn is_excluded(&self, path: &Path) -> bool {
+        self.excluded.read().expect("excluded lock").contains(path)
+    }
+
+    /// Forget the choice remembered for `doc` (the next request chooses afresh).
+    pub fn forget_choice(&self, doc: &Path) {
+        self.memo.lock().expect("memo lock").remove(doc);
+    }
+
     /// Files and chunks indexed.
     pub fn index_size(&self) -> (usize, usize) {
         let idx = self.index.read().expect("index lock");
@@ -617,6 +638,14 @@ impl Workspace {
         let (wa, wb) = window_range(text, cursor, budget, counter);
         let covered = rank::covered_lines(&text[wa..wb]);
         let comment = copilot_fim::prompt::comment_marker(&doc.to_string_lossy());
+        {
+            let excluded = self.excluded.read().expect("excluded lock");
+            if !excluded.is_empty() {
+                for l in &mut lists {
+                    l.retain(|c| !excluded.contains(&c.path));
+                }
+            }
+        }
         let mut result = rank::combine(
             lists,
             &covered,
@@ -673,11 +702,12 @@ impl Workspace {
             .paths()
             .cloned()
             .collect();
+        let excluded = self.excluded.read().expect("excluded lock");
         let idx = self.index.read().expect("index lock");
         // The current document and open ones are left out: their live text is in the
         // window or in the open-files source, the index only knows what was saved.
         let hits = idx.search(&q, INDEX_HITS, INDEX_HITS_PER_FILE, &|p| {
-            p == doc || open.contains(p)
+            p == doc || open.contains(p) || excluded.contains(p)
         });
         hits.into_iter()
             .filter_map(|h| {

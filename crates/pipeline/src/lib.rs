@@ -216,6 +216,8 @@ impl TokenCounter for TokenizerCounter<'_> {
 #[derive(Clone, Debug)]
 pub struct Prepared {
     pub ids: Vec<u32>,
+    /// Indices in the request's `snippets` of those the prompt holds, in prompt order.
+    pub snippets: Vec<usize>,
     pub layout: Layout,
     pub shape: Shape,
     text: Arc<str>,
@@ -319,6 +321,15 @@ impl Completer {
         &self.engine
     }
 
+    /// Counts tokens with the model's tokenizer, as the prompt budgets do (for the context
+    /// crate's snippet budget).
+    pub fn token_counter(&self) -> impl TokenCounter + '_ {
+        TokenizerCounter {
+            tok: self.engine.tokenizer(),
+            memo: &self.counts,
+        }
+    }
+
     /// Build the prompt ids for a request (no model work).
     pub fn prepare(&self, req: &CompletionRequest) -> Result<Prepared, PipelineError> {
         let tok = self.engine.tokenizer();
@@ -377,6 +388,7 @@ impl Completer {
         let shape = copilot_fim::shape(&CursorContext { prefix, suffix });
         Ok(Prepared {
             ids,
+            snippets: prompt.snippets.clone(),
             layout,
             shape,
             text: text.clone(),
