@@ -66,9 +66,9 @@ pub enum ContextError {
     File { path: PathBuf, message: String },
 }
 
-/// Default context budget in tokens. Measured (BENCHMARKS.md, "Context"): cross-file
-/// identifier recall on click, requests and rich rises little past it, and it is a
-/// quarter of the default 1,536-token prefix budget.
+/// Default context budget in tokens: a quarter of the default 1,536-token prefix budget
+/// (the most the issue allows). Not yet backed by a recall-versus-budget measurement
+/// (BENCHMARKS.md, "Context").
 pub const DEFAULT_MAX_TOKENS: usize = 384;
 /// Default cap on indexed files.
 pub const DEFAULT_MAX_INDEX_FILES: usize = 5000;
