@@ -374,10 +374,7 @@ fn complete(c: CompleteArgs, threads: Option<usize>) -> Result<()> {
         },
     };
     // The snippets the prompt really holds, in prompt order.
-    let kept = completer
-        .prepare(&req)
-        .map_err(|e| anyhow::anyhow!("{e}"))?
-        .snippets;
+    let kept = completer.prepare(&req).prompt.snippets;
     let in_prompt: Vec<serde_json::Value> = kept
         .iter()
         .map(|&i| {
@@ -414,7 +411,7 @@ fn complete(c: CompleteArgs, threads: Option<usize>) -> Result<()> {
             "decode_tokens_per_s": tps,
             "stop_reason": s.stop_reason,
             "layout": s.layout,
-            "model": completer.engine().description(),
+            "model": completer.description(),
             "context": in_prompt,
         });
         writeln!(stdout, "{v}")?;

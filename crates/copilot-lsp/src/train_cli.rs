@@ -418,15 +418,18 @@ pub fn eval(a: EvalArgs, threads: Option<usize>) -> Result<()> {
         }
         g.finish();
     }
+    let engine = completer
+        .engine()
+        .context("evaluation needs the embedded engine")?;
     let mut variants = Vec::new();
     if !a.no_base {
         variants.push(None);
     }
     for d in &a.adapters {
-        let lora = copilot_finetune::load_adapter_for_engine(completer.engine(), d)
+        let lora = copilot_finetune::load_adapter_for_engine(engine, d)
             .with_context(|| format!("loading adapter {}", d.display()))?;
         let name = d.display().to_string();
-        completer.engine().add_adapter(name.clone(), lora)?;
+        engine.add_adapter(name.clone(), lora)?;
         variants.push(Some(name));
     }
     let rows = if a.recall_only {
@@ -440,7 +443,7 @@ pub fn eval(a: EvalArgs, threads: Option<usize>) -> Result<()> {
     };
     let report = copilot_eval::Report {
         repo: a.repo.clone(),
-        model: completer.engine().description().to_string(),
+        model: completer.description().to_string(),
         cursor: a.cursor,
         files: files.len(),
         samples: tasks.len(),

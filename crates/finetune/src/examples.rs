@@ -493,8 +493,15 @@ mod tests {
             (Layout::Psm, (4, 10)),
             (Layout::Spm, (4, 10)),
         ] {
-            let with =
-                example_with(&tok, text, Some("m.py"), &[snippet.clone()], layout, cut).unwrap();
+            let with = example_with(
+                &tok,
+                text,
+                Some("m.py"),
+                std::slice::from_ref(&snippet),
+                layout,
+                cut,
+            )
+            .unwrap();
             let plain = example(&tok, text, Some("m.py"), layout, cut).unwrap();
             assert_eq!(
                 with.ids.len(),

@@ -32,10 +32,10 @@ pub async fn handle(
         .complete(tdp.text_document.uri, tdp.position, arrival, trigger)
         .await
     {
-        Outcome::Choices { snapshot, texts } => texts
+        Outcome::Choices { place, texts, .. } => texts
             .into_iter()
             .enumerate()
-            .map(|(i, text)| item(&snapshot, &text, i))
+            .map(|(i, text)| item(&place, &text, i))
             .collect(),
         Outcome::Empty(why) => {
             tracing::debug!(?why, "completion: empty");
@@ -48,7 +48,7 @@ pub async fn handle(
     })))
 }
 
-fn item(snapshot: &crate::session::Snapshot, text: &str, rank: usize) -> CompletionItem {
+fn item(snapshot: &crate::session::LspPlace, text: &str, rank: usize) -> CompletionItem {
     let word = &snapshot.word_prefix;
     let first_line = text.lines().next().unwrap_or("");
     let mut label: String = format!("{word}{first_line}");
