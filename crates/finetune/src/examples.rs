@@ -299,10 +299,12 @@ pub fn build_with_context(
     let mut stream = Example::default();
     let mut counts = (0, 0, 0);
     // Room for the special tokens and a path header inside one sequence.
+    // Context takes its room out of the chunk, down to half the sequence.
+    let floor = opts.seq_len * 3 / 4 - opts.context_tokens.min(opts.seq_len / 4);
     let chunk_tokens = opts
         .seq_len
         .saturating_sub(32 + opts.context_tokens)
-        .max(opts.seq_len / 2);
+        .max(floor);
     for f in files {
         let path = opts.with_path.then_some(f.rel.as_str());
         let mut offset = 0;
