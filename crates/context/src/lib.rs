@@ -695,19 +695,15 @@ impl Workspace {
         tokens::terms(near, |h| q.push(h));
         q.sort_unstable();
         q.dedup();
-        let open: HashSet<PathBuf> = self
-            .open
-            .read()
-            .expect("open lock")
-            .paths()
-            .cloned()
-            .collect();
         let excluded = self.excluded.read().expect("excluded lock");
         let idx = self.index.read().expect("index lock");
-        // The current document and open ones are left out: their live text is in the
-        // window or in the open-files source, the index only knows what was saved.
+        // The current document is left out: its live text is in the window. Open files are
+        // not: the open-files source finds them by the lines' shared identifiers, the index
+        // by BM25 over terms, and leaving them out here hid what only the index found (on
+        // flask, `all` recalled less than `open` alone). Their chunks are read back only while
+        // the saved file is unchanged; what both sources pick is dropped as a duplicate.
         let hits = idx.search(&q, INDEX_HITS, INDEX_HITS_PER_FILE, &|p| {
-            p == doc || open.contains(p) || excluded.contains(p)
+            p == doc || excluded.contains(p)
         });
         hits.into_iter()
             .filter_map(|h| {

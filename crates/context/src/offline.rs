@@ -83,6 +83,11 @@ impl<'a> Gatherer<'a> {
         }
         if sources.open_files {
             self.open_siblings(doc);
+        } else {
+            // No tabs without the open-files source: an open file is left out of the
+            // index's answers (its live text is the open source's), so siblings left open
+            // by an earlier request would hide them from an index-only measure.
+            self.finish();
         }
         self.ws.set_settings(settings.clone().with_sources(sources));
         self.ws.forget_choice(doc);

@@ -227,19 +227,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let repo = dir.path();
         std::fs::create_dir_all(repo.join("pkg")).unwrap();
-        std::fs::write(
-            repo.join("pkg/util.py"),
-            "def helper_fn(x):\n    \"\"\"Help.\"\"\"\n    return x\n",
-        )
-        .unwrap();
+        let util = "def helper_fn(x):\n    \"\"\"Help.\"\"\"\n    return x\n\n\n\
+                    def other_fn(y):\n    \"\"\"Other.\"\"\"\n    return y\n";
+        std::fs::write(repo.join("pkg/util.py"), util).unwrap();
         std::fs::write(
             repo.join("pkg/app.py"),
-            "from pkg.util import helper_fn\n\nhelper_fn(1)\n",
+            "import pkg.util as u\n\nu.other_fn(2)\nu.helper_fn(1)\n",
         )
         .unwrap();
         let files = vec![SourceFile {
             rel: "pkg/util.py".into(),
-            text: std::fs::read_to_string(repo.join("pkg/util.py")).unwrap(),
+            text: util.into(),
         }];
         let defined = definitions(&files);
         let ws = Workspace::with_virtualenv(repo.to_path_buf(), ContextSettings::default(), None);
@@ -247,11 +245,20 @@ mod tests {
             .unwrap();
         let budget = PromptBudget::default();
         let mut g = Gatherer::new(&ws, repo, budget);
-        let tasks = vec![task(
-            "pkg/app.py",
-            "import pkg.util as u\n\n$0\n",
-            "u.helper_fn(1)",
-        )];
+        let tasks = vec![
+            // The module is used nearby: util.py's text matches the lines around the cursor.
+            task(
+                "pkg/app.py",
+                "import pkg.util as u\n\nu.other_fn(2)\nu.$0\n",
+                "helper_fn(1)",
+            ),
+            // Nothing near the cursor but the import itself.
+            task(
+                "pkg/app.py",
+                "import pkg.util as u\n\n$0\n",
+                "u.helper_fn(1)",
+            ),
+        ];
         let r = cross_file_recall(
             &mut g,
             &tasks,
@@ -259,15 +266,19 @@ mod tests {
             &ContextSettings::default(),
             &CharCounter,
         );
-        assert_eq!((r.sampled, r.needing, r.needed_identifiers), (1, 1, 1));
-        // Every source is measured, and "all" never finds less than a source alone.
-        let by: HashMap<&str, f64> = r
+        assert_eq!((r.sampled, r.needing, r.needed_identifiers), (2, 2, 2));
+        let by: Vec<(&str, usize)> = r
             .rows
             .iter()
-            .map(|x| (x.source.as_str(), x.recall))
+            .map(|x| (x.source.as_str(), x.lines_found))
             .collect();
-        assert_eq!(by.len(), 4);
-        assert!(by.values().all(|&x| (0.0..=1.0).contains(&x)));
-        assert!(recall_table(&r).contains("1 of 1 sampled lines"));
+        // Used nearby, the module's text shares `other_fn` with the cursor's lines: the open
+        // sibling's window and the index both bring `helper_fn`; imports resolves only the
+        // names used (`other_fn`; the bare `u.` names none). With nothing but the import
+        // near, only the index knows util.py, by its file name's term `util`; with every
+        // source on it must still answer though util.py is also open.
+        assert_eq!(by, [("open", 1), ("imports", 0), ("index", 2), ("all", 2)]);
+        assert_eq!(r.rows[3].recall, 1.0);
+        assert!(recall_table(&r).contains("2 of 2 sampled lines"));
     }
 }
