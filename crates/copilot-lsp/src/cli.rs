@@ -168,9 +168,40 @@ pub struct CompleteArgs {
     /// Print the model's output without post-processing.
     #[arg(long)]
     pub raw: bool,
-    /// Print a JSON object with the completion and timings.
+    /// Print a JSON object with the completion, timings and the context snippets.
     #[arg(long)]
     pub json: bool,
+    /// The workspace whose files give context (default: FILE's nearest enclosing git root,
+    /// else FILE's folder). Other open files: none (the CLI has only FILE open).
+    #[arg(long, value_name = "DIR")]
+    pub workspace: Option<PathBuf>,
+    #[command(flatten)]
+    pub context: ContextArgs,
+}
+
+/// Context from the rest of the repository (shared by `complete` and `eval`).
+#[derive(ClapArgs, Debug, Clone)]
+pub struct ContextArgs {
+    /// Context sources: none, open, imports, index, all (or a comma-separated list).
+    #[arg(long = "context", default_value = "all")]
+    pub sources: copilot_context::Sources,
+    /// Tokens the context snippets may take (at most a quarter of the prefix budget).
+    #[arg(long, default_value_t = copilot_context::DEFAULT_MAX_TOKENS)]
+    pub context_tokens: usize,
+    /// Files indexed at most.
+    #[arg(long, default_value_t = copilot_context::DEFAULT_MAX_INDEX_FILES)]
+    pub max_index_files: usize,
+}
+
+impl ContextArgs {
+    pub fn settings(&self) -> copilot_context::ContextSettings {
+        copilot_context::ContextSettings {
+            max_tokens: self.context_tokens,
+            max_index_files: self.max_index_files,
+            ..Default::default()
+        }
+        .with_sources(self.sources)
+    }
 }
 
 #[derive(ClapArgs, Debug)]
@@ -320,13 +351,15 @@ fn complete(c: CompleteArgs, threads: Option<usize>) -> Result<()> {
     let cursor = byte_offset(&text, line, col).with_context(|| file.clone())?;
     let completer = Completer::load(&c.model.spec(threads), &|e| tracing::info!(?e, "load"))
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let req = CompletionRequest {
+    let doc = std::path::absolute(if file == "-" { "stdin" } else { &file })?;
+    let context = gather_context(&c, &doc, &text, cursor, &completer)?;
+    let mut req = CompletionRequest {
         text,
         cursor,
         // No path header: it would differ between the CLI (a file path) and editors (a URI).
         path: None,
         adapter: None,
-        snippets: Vec::new(),
+        snippets: copilot_context::to_fim(&context),
         options: CompletionOptions {
             temperature: c.temperature,
             top_p: c.top_p,
@@ -341,6 +374,21 @@ fn complete(c: CompleteArgs, threads: Option<usize>) -> Result<()> {
             cache: false,
         },
     };
+    // The snippets the prompt really holds, in prompt order.
+    let kept = completer.prepare(&req).prompt.snippets;
+    let in_prompt: Vec<serde_json::Value> = kept
+        .iter()
+        .map(|&i| {
+            let s = &context[i];
+            serde_json::json!({
+                "source": s.source.as_str(),
+                "path": s.path,
+                "text": s.text,
+                "tokens": s.tokens,
+            })
+        })
+        .collect();
+    req.options.cache = false;
     let out = completer
         .complete_blocking(req, CancelToken::new())
         .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -365,6 +413,7 @@ fn complete(c: CompleteArgs, threads: Option<usize>) -> Result<()> {
             "stop_reason": s.stop_reason,
             "layout": s.layout,
             "model": completer.description(),
+            "context": in_prompt,
         });
         writeln!(stdout, "{v}")?;
     } else {
@@ -372,6 +421,50 @@ fn complete(c: CompleteArgs, threads: Option<usize>) -> Result<()> {
     }
     stdout.flush()?;
     Ok(())
+}
+
+/// Context snippets for the cursor: the workspace indexed (when the index is asked for),
+/// then ranked for the cursor with the model's tokenizer.
+fn gather_context(
+    c: &CompleteArgs,
+    doc: &std::path::Path,
+    text: &str,
+    cursor: usize,
+    completer: &Completer,
+) -> Result<Vec<copilot_context::ContextSnippet>> {
+    let settings = c.context.settings();
+    if !settings.sources().any() {
+        return Ok(Vec::new());
+    }
+    let root = match &c.workspace {
+        Some(d) => d.clone(),
+        None => copilot_context::workspace_root_for(doc),
+    };
+    let ws = copilot_context::Workspace::new(root, settings.clone());
+    if settings.index {
+        let stats = ws
+            .build_index(
+                &|p| tracing::debug!(done = p.done, total = p.total, "indexing"),
+                &std::sync::atomic::AtomicBool::new(false),
+            )
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        tracing::info!(
+            files = stats.files,
+            chunks = stats.chunks,
+            ms = stats.elapsed_ms as u64,
+            "indexed"
+        );
+    }
+    let budget = copilot_context::PromptBudget {
+        prefix_tokens: c.prefix_tokens,
+        suffix_tokens: c.suffix_tokens,
+    };
+    let counter = completer.token_counter();
+    let snippets = ws.snippets(doc, text, cursor, budget, &counter);
+    for s in &snippets {
+        tracing::debug!(source = s.source.as_str(), path = %s.path, tokens = s.tokens, "context snippet");
+    }
+    Ok(snippets)
 }
 
 fn bench(b: BenchArgs) -> Result<()> {

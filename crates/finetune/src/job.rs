@@ -73,7 +73,11 @@ pub fn run(
     let (model, tok) = load_model(&o.model)?;
     let mut ex = o.examples.clone();
     ex.seq_len = ex.seq_len.min(model.config().n_positions);
-    let packed = examples::build(&tok, &corpus.train, &ex)?;
+    let packed = if ex.context_tokens > 0 {
+        with_context(&o.repo, &corpus, &tok, &ex)?
+    } else {
+        examples::build(&tok, &corpus.train, &ex)?
+    };
     tracing::info!(
         sequences = packed.sequences.len(),
         tokens = packed.target_tokens(),
@@ -139,6 +143,65 @@ pub fn run(
     )
     .map_err(io_err(&log))?;
     Ok(report)
+}
+
+/// Counts tokens with the model's tokenizer.
+struct TokenizerCount<'a>(&'a Tokenizer);
+
+impl copilot_fim::TokenCounter for TokenizerCount<'_> {
+    fn count(&self, text: &str) -> usize {
+        self.0
+            .encode_text(text)
+            .map_or(text.len() / 3 + 1, |v| v.len())
+    }
+}
+
+/// The training examples with context gathered as the server gathers it (the same
+/// crate): the repository indexed without its held-out files, which are never a source,
+/// and each training file's folder "open" while its examples are made.
+fn with_context(
+    repo: &Path,
+    corpus: &data::Corpus,
+    tok: &Tokenizer,
+    ex: &ExampleOptions,
+) -> Result<examples::Packed> {
+    let repo = std::path::absolute(repo).map_err(io_err(repo))?;
+    let settings = copilot_context::ContextSettings {
+        max_tokens: ex.context_tokens,
+        ..Default::default()
+    };
+    let ws = copilot_context::Workspace::new(&repo, settings.clone());
+    ws.exclude(corpus.heldout.iter().map(|f| repo.join(&f.rel)));
+    let stats = ws
+        .build_index(&|_| {}, &std::sync::atomic::AtomicBool::new(false))
+        .map_err(|e| FinetuneError::Options(e.to_string()))?;
+    tracing::info!(
+        files = stats.files,
+        chunks = stats.chunks,
+        "repository indexed for context"
+    );
+    let counter = TokenizerCount(tok);
+    let mut g = copilot_context::offline::Gatherer::new(
+        &ws,
+        &repo,
+        copilot_context::PromptBudget::default(),
+    );
+    let mut shown = 0usize;
+    let mut examples_with = 0usize;
+    let packed = examples::build_with_context(tok, &corpus.train, ex, &mut |f, text, cursor| {
+        let doc = repo.join(&f.rel);
+        let s = g.snippets(&doc, text, cursor, settings.sources(), &settings, &counter);
+        shown += s.len();
+        examples_with += usize::from(!s.is_empty());
+        copilot_context::to_fim(&s)
+    })?;
+    g.finish();
+    tracing::info!(
+        snippets = shown,
+        examples_with,
+        "context gathered for the examples"
+    );
+    Ok(packed)
 }
 
 fn rels(fs: &[data::SourceFile]) -> Vec<&str> {

@@ -283,6 +283,8 @@ impl TokenCounter for ModelCounter<'_> {
 /// A prompt ready for the model, and what post-processing needs to know.
 #[derive(Clone, Debug)]
 pub struct Prepared {
+    /// The built prompt; `prompt.snippets` are the indices in the request's `snippets` of
+    /// those it holds, in prompt order.
     pub prompt: Prompt,
     pub layout: Layout,
     pub shape: Shape,
@@ -451,6 +453,11 @@ impl Completer {
         let load = self.model.load_adapter(name, dir);
         self.cancel_ahead();
         load.await
+    }
+
+    /// Counts tokens as the prompt budgets do (for the context crate's snippet budget).
+    pub fn token_counter(&self) -> impl TokenCounter + '_ {
+        ModelCounter(&*self.model)
     }
 
     /// Build the prompt for a request (no model work).
