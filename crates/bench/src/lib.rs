@@ -6,6 +6,11 @@
 //!   in-memory pipes; a completion is requested on every keystroke, as editors do, and the
 //!   latency that counts is the one at each pause.
 //! - `cold`: a new file each time, so the whole window is computed from scratch.
+//! - `events`: what the outcome event log costs on a completion's path: registering an
+//!   answer's suggestion (and sending its `shown` line to the writer thread) and an accept,
+//!   timed one by one, against the same with events off. The typing and cold scenarios log
+//!   events too (to a temporary data directory), as a user's server does; `--events off`
+//!   runs them without.
 //!
 //! Like the `tests/` harness this crate is a *client*: it speaks LSP JSON to the server. The
 //! product's invariant (only `copilot-server` knows LSP) is about the code that serves.
@@ -40,6 +45,8 @@ pub struct BenchOptions {
     pub raw_prompt_tokens: usize,
     pub raw_decode_tokens: usize,
     pub runs: usize,
+    /// Log outcome events in the typing and cold scenarios (as users' servers do).
+    pub events: bool,
 }
 
 impl Default for BenchOptions {
@@ -58,6 +65,7 @@ impl Default for BenchOptions {
             raw_prompt_tokens: 1000,
             raw_decode_tokens: 32,
             runs: 5,
+            events: true,
         }
     }
 }
@@ -84,7 +92,26 @@ pub struct Report {
     pub raw: Option<RawFigures>,
     pub typing: Option<Latency>,
     pub cold: Option<Latency>,
+    pub events: Option<EventCost>,
     pub peak_rss_mib: f64,
+}
+
+/// What logging outcome events costs on a completion's path (microseconds per call).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct EventCost {
+    pub samples: usize,
+    /// Registering one answer's suggestion (`Outcomes::offer`, its `shown` line queued).
+    pub offer_us_p50: f64,
+    pub offer_us_p95: f64,
+    /// The same call with events off: the floor.
+    pub off_us_p50: f64,
+    pub off_us_p95: f64,
+    /// Recording an accept (the command's handler; the context is cut on the writer).
+    pub accept_us_p50: f64,
+    pub accept_us_p95: f64,
+    /// What the writer thread wrote.
+    pub lines: usize,
+    pub bytes: u64,
 }
 
 impl Report {
@@ -107,6 +134,13 @@ impl Report {
                 );
             }
         }
+        if let Some(e) = &self.events {
+            s += &format!(
+                "events  per answer: p50 {:.1} us, p95 {:.1} us (off: p50 {:.1} us, p95 {:.1} us) | per accept p50 {:.1} us, p95 {:.1} us | {} samples, {} lines, {} bytes written\n",
+                e.offer_us_p50, e.offer_us_p95, e.off_us_p50, e.off_us_p95,
+                e.accept_us_p50, e.accept_us_p95, e.samples, e.lines, e.bytes
+            );
+        }
         s += &format!("peak RSS {:.0} MiB\n", self.peak_rss_mib);
         s
     }
@@ -128,8 +162,8 @@ pub fn run(opts: &BenchOptions) -> Result<Report> {
     let all = opts.scenarios.iter().any(|s| s == "all");
     let wants = |s: &str| all || opts.scenarios.iter().any(|x| x == s);
     for s in &opts.scenarios {
-        if !matches!(s.as_str(), "all" | "raw" | "typing" | "cold") {
-            bail!("unknown scenario `{s}` (raw, typing, cold, all)");
+        if !matches!(s.as_str(), "all" | "raw" | "typing" | "cold" | "events") {
+            bail!("unknown scenario `{s}` (raw, typing, cold, events, all)");
         }
     }
     let spec = ModelSpec {
@@ -173,6 +207,9 @@ pub fn run(opts: &BenchOptions) -> Result<Report> {
             }
             client.shutdown().await
         })?;
+    }
+    if wants("events") {
+        report.events = Some(events::cost(opts.runs.max(1) * 400)?);
     }
     report.peak_rss_mib = peak_rss_mib();
     Ok(report)
@@ -257,6 +294,8 @@ type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Value>>>>;
 
 /// A minimal LSP client over in-memory pipes to an in-process server.
 struct Client {
+    /// The server's data directory (its event log), removed with the client.
+    _data: tempfile::TempDir,
     tx: mpsc::UnboundedSender<String>,
     pending: Pending,
     next_id: u64,
@@ -270,10 +309,15 @@ impl Client {
         let (client_w, server_r) = tokio::io::duplex(1 << 22);
         let (server_w, client_r) = tokio::io::duplex(1 << 22);
         let loader = Arc::new(EngineLoader);
+        // Events go where they would for a user, but into a folder of our own.
+        let data = tempfile::tempdir().context("a temporary data directory")?;
         let server = tokio::spawn(copilot_server::serve(
             server_r,
             server_w,
-            ServeOptions::default(),
+            ServeOptions {
+                data_dir: Some(data.path().to_path_buf()),
+                ..ServeOptions::default()
+            },
             loader,
         ));
         let pending: Pending = Arc::default();
@@ -294,6 +338,7 @@ impl Client {
             description.clone(),
         ));
         let mut c = Self {
+            _data: data,
             tx,
             pending,
             next_id: 0,
@@ -303,7 +348,8 @@ impl Client {
         };
         let init = json!({
             "processId": null,
-            "rootUri": null,
+            // The documents' folder: their events are logged (the log is per folder).
+            "rootUri": "file:///bench",
             "capabilities": {"general": {"positionEncodings": ["utf-8"]},
                              "textDocument": {"inlineCompletion": {}}},
             "initializationOptions": {
@@ -311,6 +357,7 @@ impl Client {
                 "temperature": 0.0, "maxTokens": opts.max_tokens,
                 "debounceMs": opts.debounce_ms, "fimMode": opts.fim_mode,
                 "prefixTokens": opts.prefix_tokens, "suffixTokens": opts.suffix_tokens,
+                "events": opts.events,
             }
         });
         c.request("initialize", init).await?;
@@ -521,6 +568,119 @@ impl Client {
             bail!("server exited with {code}");
         }
         Ok(())
+    }
+}
+
+mod events {
+    //! The `events` scenario: `Outcomes::offer` and `Outcomes::accepted` timed call by call
+    //! on a ~400-line file, with the writer thread running, events on and off.
+
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use anyhow::{Context, Result};
+    use copilot_engine::bench::percentile;
+    use copilot_pipeline::{BoxFuture, Generated, Job, LanguageModel, ModelInfo, PipelineError};
+    use copilot_service::outcomes::{Offer, Outcomes, Timing};
+    use copilot_service::{Snapshot, Trigger};
+
+    use super::EventCost;
+
+    /// Counts tokens as a byte-level tokenizer roughly would; never generates.
+    struct Approx(ModelInfo);
+
+    impl LanguageModel for Approx {
+        fn info(&self) -> &ModelInfo {
+            &self.0
+        }
+        fn count_tokens(&self, text: &str) -> usize {
+            text.len() / 4 + 1
+        }
+        fn generate(&self, _: Job) -> BoxFuture<Result<Generated, PipelineError>> {
+            Box::pin(async { Err(PipelineError::Unsupported("generation")) })
+        }
+    }
+
+    pub fn cost(samples: usize) -> Result<EventCost> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        let data = tempfile::tempdir().context("a temporary data directory")?;
+        let text = super::python_file(7);
+        let cursor = text.find("return round").unwrap_or(text.len() / 2) + "return ".len();
+        let snapshot = Snapshot {
+            text,
+            cursor,
+            path: Some("inventory.py".into()),
+            file: Some("/bench/inventory.py".into()),
+        };
+        let counter: Arc<dyn LanguageModel> = Arc::new(Approx(ModelInfo {
+            description: "approx".into(),
+            window: 8192,
+            fim: true,
+        }));
+        let suggestion = vec!["round(self.quantity * unit_price * (1 + 7 / 100), 2)".to_string()];
+        let log =
+            copilot_events::Log::new(Some(data.path().to_path_buf()), |m| tracing::warn!("{m}"));
+        let outcomes = Outcomes::new(log, Timing::default());
+        let roots = vec!["/bench".to_string()];
+        let (mut on, mut off, mut accept) = (Vec::new(), Vec::new(), Vec::new());
+        rt.block_on(async {
+            for i in 0..samples * 2 {
+                let enabled = i % 2 == 0;
+                outcomes.configure(enabled, &roots);
+                let offer = Offer {
+                    key: "file:///bench/inventory.py",
+                    snapshot: &snapshot,
+                    model: "approx",
+                    adapter: None,
+                    latency_ms: 100.0,
+                    trigger: Trigger::Automatic,
+                    budget: (1536, 512),
+                    counter: counter.clone(),
+                };
+                let t = Instant::now();
+                let ids = outcomes.offer(&offer, &suggestion);
+                let us = t.elapsed().as_secs_f64() * 1e6;
+                if enabled {
+                    on.push(us);
+                    if i % 8 == 0 {
+                        if let Some(id) = ids[0].as_deref() {
+                            let t = Instant::now();
+                            let _ = outcomes.accepted(id, None);
+                            accept.push(t.elapsed().as_secs_f64() * 1e6);
+                        }
+                    }
+                } else {
+                    off.push(us);
+                }
+                // Answers come no faster than keystrokes; let the writer keep up.
+                if i % 64 == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+        });
+        drop(rt);
+        outcomes.log().flush(Duration::from_secs(30));
+        let mut lines = 0;
+        let mut bytes = 0;
+        for f in copilot_events::paths::all_files(data.path())? {
+            let s = std::fs::read_to_string(&f)?;
+            lines += s.lines().count();
+            bytes += s.len() as u64;
+        }
+        Ok(EventCost {
+            samples,
+            offer_us_p50: percentile(&mut on, 50.0),
+            offer_us_p95: percentile(&mut on, 95.0),
+            off_us_p50: percentile(&mut off, 50.0),
+            off_us_p95: percentile(&mut off, 95.0),
+            accept_us_p50: percentile(&mut accept, 50.0),
+            accept_us_p95: percentile(&mut accept, 95.0),
+            lines,
+            bytes,
+        })
     }
 }
 

@@ -97,7 +97,7 @@ const NO_TRIM: usize = 1 << 28;
 
 /// Byte length as the token count: an upper bound for byte-level BPE, and free. Only used
 /// against [`NO_TRIM`] budgets.
-struct ByteCounter;
+pub(crate) struct ByteCounter;
 
 impl TokenCounter for ByteCounter {
     fn count(&self, text: &str) -> usize {
@@ -113,7 +113,7 @@ pub struct Example {
 }
 
 impl Example {
-    fn push(&mut self, ids: impl IntoIterator<Item = u32>, learn: bool) {
+    pub(crate) fn push(&mut self, ids: impl IntoIterator<Item = u32>, learn: bool) {
         for id in ids {
             self.ids.push(id);
             self.learn.push(learn);
@@ -123,7 +123,7 @@ impl Example {
 
 /// Ids of a prompt's pieces, specials spliced in, text encoded piece by piece (as the
 /// pipeline does); the prompt's path header is read but not learned.
-fn prompt_ids(tok: &Tokenizer, prompt: &Prompt, out: &mut Example) -> Result<()> {
+pub(crate) fn prompt_ids(tok: &Tokenizer, prompt: &Prompt, out: &mut Example) -> Result<()> {
     let sp = tok.specials();
     for (i, p) in prompt.pieces.iter().enumerate() {
         match p {
@@ -230,6 +230,17 @@ pub fn example(
 
 /// Make the examples of `files` and pack them into sequences.
 pub fn build(tok: &Tokenizer, files: &[SourceFile], opts: &ExampleOptions) -> Result<Packed> {
+    build_with(tok, files, Vec::new(), opts)
+}
+
+/// [`build`], with `extra` examples (the event log's) packed after the files' ones
+/// (training shuffles the sequences).
+pub fn build_with(
+    tok: &Tokenizer,
+    files: &[SourceFile],
+    extra: Vec<Example>,
+    opts: &ExampleOptions,
+) -> Result<Packed> {
     if opts.seq_len < 16 {
         return Err(FinetuneError::Options(format!(
             "sequence length {} is too short",
@@ -269,6 +280,10 @@ pub fn build(tok: &Tokenizer, files: &[SourceFile], opts: &ExampleOptions) -> Re
             stream.ids.extend(ex.ids);
             stream.learn.extend(ex.learn);
         }
+    }
+    for ex in extra {
+        stream.ids.extend(ex.ids);
+        stream.learn.extend(ex.learn);
     }
     let mut packed = pack(&stream, opts.seq_len, tok.specials().eos);
     packed.counts = counts;

@@ -2,7 +2,8 @@
 //! eglot): each choice is an item whose text edit replaces the word before the cursor with
 //! that word plus the completion, and whose `filterText` starts with the word, so the
 //! client's filter keeps it while the user types on. The list is marked incomplete so the
-//! client asks again after the next keystroke.
+//! client asks again after the next keystroke. Each item carries the `copilot-lsp.accepted`
+//! command with its event id, which clients run after applying it (see `outcome.rs`).
 
 use tower_lsp_server::jsonrpc::Result;
 use tower_lsp_server::ls_types::{
@@ -11,7 +12,7 @@ use tower_lsp_server::ls_types::{
     MarkupKind, Range, TextEdit,
 };
 
-use super::Stamped;
+use super::{outcome, Stamped};
 use crate::scheduler::{Outcome, Scheduler, Trigger};
 
 /// Longest label shown in a completion menu.
@@ -32,10 +33,16 @@ pub async fn handle(
         .complete(tdp.text_document.uri, tdp.position, arrival, trigger)
         .await
     {
-        Outcome::Choices { place, texts, .. } => texts
+        Outcome::Choices {
+            place, texts, ids, ..
+        } => texts
             .into_iter()
+            .zip(ids)
             .enumerate()
-            .map(|(i, text)| item(&place, &text, i))
+            .map(|(i, (text, id))| CompletionItem {
+                command: id.as_deref().map(outcome::command),
+                ..item(&place, &text, i)
+            })
             .collect(),
         Outcome::Empty(why) => {
             tracing::debug!(?why, "completion: empty");
