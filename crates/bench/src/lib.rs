@@ -100,7 +100,8 @@ pub struct Report {
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct EventCost {
     pub samples: usize,
-    /// Registering one answer's suggestion (`Outcomes::offer`, its `shown` line queued).
+    /// Registering one answer's suggestion (`Outcomes::offer`, then `sent`: its `shown` line
+    /// queued).
     pub offer_us_p50: f64,
     pub offer_us_p95: f64,
     /// The same call with events off: the floor.
@@ -572,7 +573,7 @@ impl Client {
 }
 
 mod events {
-    //! The `events` scenario: `Outcomes::offer` and `Outcomes::accepted` timed call by call
+    //! The `events` scenario: `Outcomes::offer` + `sent` and `Outcomes::accepted` timed call by call
     //! on a ~400-line file, with the writer thread running, events on and off.
 
     use std::sync::Arc;
@@ -642,6 +643,7 @@ mod events {
                 };
                 let t = Instant::now();
                 let ids = outcomes.offer(&offer, &suggestion);
+                outcomes.sent(&ids);
                 let us = t.elapsed().as_secs_f64() * 1e6;
                 if enabled {
                     on.push(us);

@@ -227,6 +227,7 @@ impl Service {
             self.outcomes.discard(&ids);
             return Outcome::Empty(Why::Cancelled);
         }
+        self.outcomes.sent(&ids);
         trace.end(Ended::Completed);
         Outcome::Choices {
             snapshot,

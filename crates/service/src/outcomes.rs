@@ -477,11 +477,6 @@ impl Outcomes {
                 .push(serial);
             fresh.push(serial);
         }
-        if !st.reports_shows {
-            for &s in &fresh {
-                self.log_shown(&mut st, s);
-            }
-        }
         drop(st);
         let superseded: Vec<u64> = if fresh.is_empty() {
             Vec::new()
@@ -500,6 +495,21 @@ impl Outcomes {
             self.after(self.timing.pending_max, move |me| me.timeout(s));
         }
         ids
+    }
+
+    /// The suggestions `ids` (from [`Outcomes::offer`]) were sent to the client: until it
+    /// has said it reports shows (`didShowCompletion`), being sent counts as shown.
+    pub fn sent(&self, ids: &[Option<String>]) {
+        let mut st = self.lock();
+        if st.reports_shows {
+            return;
+        }
+        for id in ids.iter().flatten() {
+            // Continuations (aliases) are not entries: their suggestion was shown already.
+            if let Some(serial) = self.parse(id).filter(|s| st.entries.contains_key(s)) {
+                self.log_shown(&mut st, serial);
+            }
+        }
     }
 
     /// Forget suggestions answered for a document that changed meanwhile (never sent).

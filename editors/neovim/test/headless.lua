@@ -262,8 +262,8 @@ local function run()
 
   -- What became of the suggestion reached the server's event log: shown, partly accepted
   -- (the word, the line), then accepted whole through the item's command.
-  local flush = has_011 and client:request_sync('copilot/debugEvents', vim.empty_dict(), 10000, buf)
-    or client.request_sync('copilot/debugEvents', vim.empty_dict(), 10000, buf)
+  local flush = has_011 and client:request_sync('copilot/debugEvents', vim.NIL, 10000, buf)
+    or client.request_sync('copilot/debugEvents', vim.NIL, 10000, buf)
   check(flush and flush.result and flush.result.flushed == true, 'the server flushed its event log',
     vim.inspect(flush))
   local events = {}
