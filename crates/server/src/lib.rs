@@ -118,6 +118,7 @@ where
                 "textDocument/didPartiallyAcceptCompletion",
                 server::CopilotLsp::did_partially_accept_completion,
             )
+            .custom_method("textDocument/didFocus", server::CopilotLsp::did_focus)
             .custom_method(input::MALFORMED, server::CopilotLsp::malformed)
             .finish();
     let service = gate::Gate::new(service, session.clone());

@@ -184,7 +184,8 @@ impl Options {
 pub struct Settings {
     pub model: ModelSpec,
     pub completion: CompletionOptions,
-    pub debounce: Duration,
+    /// A fixed debounce (`debounceMs`); `None`: adaptive.
+    pub debounce: Option<Duration>,
     /// None: serve `textDocument/completion` only to clients without inline completion.
     pub completion_fallback: Option<bool>,
     pub choices: usize,
@@ -194,6 +195,8 @@ pub struct Settings {
     pub context: copilot_context::ContextSettings,
     /// Write outcome events to the local log (`$XDG_DATA_HOME/copilot-lsp/events/`).
     pub events: bool,
+    /// Neither `prefixTokens` nor `suffixTokens` was given: the budgets fit the machine.
+    pub auto_budget: bool,
 }
 
 impl Settings {
@@ -204,6 +207,7 @@ impl Settings {
             debounce: self.debounce,
             choices: self.choices,
             path_header: self.path_header,
+            auto_budget: self.auto_budget,
         }
     }
 
@@ -213,7 +217,6 @@ impl Settings {
     }
 }
 
-pub const DEFAULT_DEBOUNCE_MS: u64 = 50;
 pub const DEFAULT_CHOICES: usize = 3;
 
 impl Settings {
@@ -387,7 +390,7 @@ impl Settings {
                 c.time_budget = Some(Duration::from_millis(ms));
             }
         }
-        let mut debounce = Duration::from_millis(DEFAULT_DEBOUNCE_MS);
+        let mut debounce = None;
         if let Some(ms) = opts.debounce_ms {
             if check(
                 &mut errors,
@@ -396,7 +399,7 @@ impl Settings {
                 "must be at most 10000",
                 ms.to_string(),
             ) {
-                debounce = Duration::from_millis(ms);
+                debounce = Some(Duration::from_millis(ms));
             }
         }
         let mut choices = DEFAULT_CHOICES;
@@ -450,6 +453,7 @@ impl Settings {
                 adapters: opts.adapters.clone().unwrap_or_default(),
                 context,
                 events: opts.events.unwrap_or(true),
+                auto_budget: opts.prefix_tokens.is_none() && opts.suffix_tokens.is_none(),
             },
             Problems {
                 errors,
@@ -490,7 +494,7 @@ mod tests {
         assert!(p.is_empty());
         assert_eq!(s.model.model, DEFAULT_MODEL);
         assert_eq!(s.completion, CompletionOptions::default());
-        assert_eq!(s.debounce, Duration::from_millis(50));
+        assert_eq!(s.debounce, None, "adaptive unless debounceMs says");
         assert_eq!(s.completion_fallback, None);
         assert!(s.events);
     }
@@ -522,7 +526,7 @@ mod tests {
         assert!(!c.postprocess);
         assert!(!c.cache);
         assert_eq!(c.time_budget, Some(Duration::from_millis(250)));
-        assert_eq!(s.debounce, Duration::ZERO);
+        assert_eq!(s.debounce, Some(Duration::ZERO));
         assert_eq!(s.completion_fallback, Some(true));
         assert_eq!(s.choices, 2);
         assert!(s.path_header);
@@ -543,7 +547,7 @@ mod tests {
         assert_eq!(s.completion.fim, FimChoice::Auto);
         assert_eq!(s.model.device, DeviceSpec::Auto);
         assert_eq!(s.model.model, DEFAULT_MODEL);
-        assert_eq!(s.debounce, Duration::from_millis(50));
+        assert_eq!(s.debounce, Some(Duration::from_millis(50)));
         let all = p.errors.join("\n");
         for key in [
             "temperature",

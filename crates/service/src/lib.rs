@@ -32,9 +32,10 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 pub use complete::{
-    CompletionSource, Fixed, Outcome, RequestSettings, Skip, Snapshot, Trigger, Why,
+    CompletionSource, Fixed, Outcome, RequestSettings, Skip, Snapshot, Trigger, Why, COLD_TARGET,
 };
 pub use context::IndexReport;
+pub use debounce::Hint;
 pub use host::{LoadReport, ModelHost, ModelState};
 pub use loader::{EngineLoader, EngineSpec, Loader};
 pub use outcomes::{CharEdit, DocumentText, DocumentTexts, Outcomes, Refused};
@@ -69,6 +70,10 @@ pub struct Service {
     pub context: context::Contexts,
     /// What became of the suggestions answered (the event log).
     pub outcomes: Arc<Outcomes>,
+    /// The typing rhythm and answer times, for the adaptive debounce.
+    pub debouncer: debounce::Adaptive,
+    /// The machine-fitted budgets last logged.
+    budget_said: std::sync::Mutex<Option<(usize, usize)>>,
     notices: mpsc::UnboundedSender<Notice>,
     /// Kinds of notice already given: each reaches the user (and the log's warning level)
     /// once.
@@ -110,6 +115,8 @@ impl Service {
             adapters: adapters::Adapters::default(),
             context: context::Contexts::default(),
             outcomes: Outcomes::new(log, timing),
+            debouncer: debounce::Adaptive::default(),
+            budget_said: Default::default(),
             notices: tx,
             noticed: Default::default(),
         });
