@@ -428,12 +428,15 @@ impl Outcomes {
             let cont = older.iter().copied().find_map(|s| {
                 let e = &st.entries[&s];
                 let full = &e.shown.suggestion;
-                let typed_bytes = full.len().checked_sub(text.len())?;
-                let typed = e.chars - text.chars().count();
-                (full.ends_with(text.as_str())
-                    && e.start + typed == anchor
-                    && prefix.ends_with(&full[..typed_bytes]))
-                .then_some((s, typed))
+                // Checked first: a text longer in characters but not in bytes (multibyte
+                // characters in the suggestion) is no continuation, and must not underflow.
+                if !full.ends_with(text.as_str()) {
+                    return None;
+                }
+                let typed_bytes = full.len() - text.len();
+                let typed = e.chars.checked_sub(text.chars().count())?;
+                (e.start + typed == anchor && prefix.ends_with(&full[..typed_bytes]))
+                    .then_some((s, typed))
             });
             let serial = st.next;
             st.next += 1;
