@@ -928,6 +928,77 @@ mod tests {
         }
     }
 
+    /// Counts bytes as tokens; never generates.
+    struct Bytes(copilot_pipeline::ModelInfo);
+
+    impl LanguageModel for Bytes {
+        fn info(&self) -> &copilot_pipeline::ModelInfo {
+            &self.0
+        }
+        fn count_tokens(&self, text: &str) -> usize {
+            text.len()
+        }
+        fn generate(
+            &self,
+            _: copilot_pipeline::Job,
+        ) -> copilot_pipeline::BoxFuture<
+            Result<copilot_pipeline::Generated, copilot_pipeline::PipelineError>,
+        > {
+            Box::pin(async { Err(copilot_pipeline::PipelineError::Unsupported("generation")) })
+        }
+    }
+
+    #[test]
+    fn an_answer_continues_a_pending_suggestion_only_when_it_is_its_rest() {
+        let outcomes = Outcomes::new(Log::new(None, |_| {}), Timing::default());
+        outcomes.configure(true, &["/w".to_string()]);
+        let counter: Arc<dyn LanguageModel> = Arc::new(Bytes(copilot_pipeline::ModelInfo {
+            description: "bytes".into(),
+            window: 1024,
+            fim: true,
+        }));
+        let offer = |text: &str, texts: &[&str]| {
+            let snapshot = Snapshot {
+                text: text.to_string(),
+                cursor: text.len(),
+                path: Some("a.py".into()),
+                file: Some("/w/a.py".into()),
+            };
+            let texts: Vec<String> = texts.iter().map(|t| t.to_string()).collect();
+            outcomes.offer(
+                &Offer {
+                    key: "file:///w/a.py",
+                    snapshot: &snapshot,
+                    model: "bytes",
+                    adapter: None,
+                    latency_ms: 1.0,
+                    trigger: Trigger::Automatic,
+                    budget: (64, 64),
+                    counter: counter.clone(),
+                },
+                &texts,
+            )[0]
+            .clone()
+            .unwrap()
+        };
+        // "é" is 2 bytes, 1 character; "ab" 2 bytes, 2 characters: no continuation (this
+        // underflowed on the request path).
+        let first = offer("x = ", &["é"]);
+        let other = offer("x = ", &["ab"]);
+        assert_ne!(first, other);
+        assert_eq!(outcomes.text(&other).unwrap(), "ab");
+        // Typed "a" of "abc": the answer "bc" is the same suggestion, from its second char.
+        let abc = offer("y = ", &["abc"]);
+        let rest = offer("y = a", &["bc"]);
+        assert_ne!(abc, rest);
+        assert_eq!(outcomes.text(&rest).unwrap(), "bc");
+        assert_eq!(outcomes.text(&abc).unwrap(), "abc");
+        // A partial accept through the continuation counts from the suggestion's start.
+        let r = outcomes.accepted(&rest, Some(1)).unwrap();
+        assert_eq!((r.accepted_chars, r.total), (2, 3));
+        assert_eq!(outcomes.text("nonsense"), Err(Refused::Unknown));
+    }
+
     #[test]
     fn helpers_are_char_safe() {
         assert_eq!(first_chars("é😀x", 2), "é😀");
