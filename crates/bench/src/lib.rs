@@ -84,6 +84,9 @@ pub struct Latency {
     pub model_calls: usize,
     /// Requests answered from the completion cache (exact or typed through).
     pub cache_hits: usize,
+    /// CPU time the process spent per minute of the scenario (typing: a laptop's battery
+    /// and fans), in seconds; at most 60 × threads.
+    pub cpu_seconds_per_minute: f64,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -148,18 +151,33 @@ impl Report {
     pub fn table(&self) -> String {
         let mut s = format!("model: {}\n", self.model);
         if let Some(r) = &self.raw {
+            let l = &r.limits;
+            s += &format!(
+                "cpu     kernels {} (detected {}), {} threads | {}\n",
+                l.cpu_level,
+                l.cpu_detected,
+                l.threads,
+                l.cpu_extensions.join(" ")
+            );
             s += &format!(
                 "raw     prefill {} tokens: p50 {:.1} ms ({:.0} tok/s) | decode: {:.2} ms/token ({:.1} tok/s)\n",
                 r.prompt_tokens, r.prefill_ms_p50, r.prefill_tokens_per_s,
                 r.decode_ms_per_token_p50, r.decode_tokens_per_s
             );
+            s += &format!(
+                "limits  decode: {:.0} MB/token at {:.1} GB/s read = {:.1} tok/s, measured {:.0}% | prefill: {:.0} MFLOP/token at {:.0} GFLOP/s ({} kernel) = {:.0} tok/s, measured {:.0}%\n",
+                l.bytes_per_token / 1e6, l.read_gb_s, l.decode_limit_tokens_per_s, l.decode_share * 100.0,
+                l.prefill_flop_per_token / 1e6, l.peak_gflops, l.peak_kernel, l.prefill_limit_tokens_per_s,
+                l.prefill_share * 100.0
+            );
         }
         for (name, l) in [("typing", &self.typing), ("cold", &self.cold)] {
             if let Some(l) = l {
                 s += &format!(
-                    "{name:<7} keystroke-to-answer p50 {:.1} ms, p95 {:.1} ms over {} pauses | prompt {:.0} tokens, computed {:.0} (reuse {:.0}%) | {} empty, {} model calls, {} cache hits\n",
+                    "{name:<7} keystroke-to-answer p50 {:.1} ms, p95 {:.1} ms over {} pauses | prompt {:.0} tokens, computed {:.0} (reuse {:.0}%) | {} empty, {} model calls, {} cache hits | {:.1} CPU-s per minute\n",
                     l.p50_ms, l.p95_ms, l.samples, l.mean_prompt_tokens, l.mean_computed_tokens,
-                    l.reuse_ratio * 100.0, l.empty_answers, l.model_calls, l.cache_hits
+                    l.reuse_ratio * 100.0, l.empty_answers, l.model_calls, l.cache_hits,
+                    l.cpu_seconds_per_minute
                 );
             }
         }
@@ -192,6 +210,15 @@ impl Report {
         s += &format!("peak RSS {:.0} MiB\n", self.peak_rss_mib);
         s
     }
+}
+
+/// CPU time of the whole process (every thread, user and system), in seconds.
+fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage writes the struct it is given.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
 fn peak_rss_mib() -> f64 {
@@ -573,6 +600,7 @@ impl Client {
             empty_answers: empty,
             model_calls: calls,
             cache_hits: hits,
+            cpu_seconds_per_minute: 0.0,
         })
     }
 
@@ -621,6 +649,7 @@ impl Client {
         let mut samples = Vec::new();
         let mut empty = 0;
         let chars: Vec<char> = typed.chars().collect();
+        let (cpu0, wall0) = (cpu_seconds(), Instant::now());
         for (i, ch) in chars.iter().enumerate() {
             version += 1;
             self.notify(
@@ -662,7 +691,10 @@ impl Client {
                 tokio::time::sleep(Duration::from_millis(opts.keystroke_ms)).await;
             }
         }
-        self.latency(&mut samples, since, empty).await
+        let minutes = wall0.elapsed().as_secs_f64() / 60.0;
+        let mut l = self.latency(&mut samples, since, empty).await?;
+        l.cpu_seconds_per_minute = (cpu_seconds() - cpu0) / minutes.max(1e-9);
+        Ok(l)
     }
 
     /// The context scenario: the same typing with context on (first: any help from the
