@@ -68,11 +68,22 @@ fn read_message(r: &mut impl BufRead) -> Option<Value> {
 }
 
 impl Lsp {
-    /// Spawn `copilot-lsp` with `args` (e.g. `["--stdio"]`), logging to a file.
+    /// Spawn `copilot-lsp` with `args` (e.g. `["--stdio"]`), logging to a file; its event
+    /// log goes to a temporary data directory (`XDG_DATA_HOME`), not the user's.
     pub fn spawn(args: &[&str]) -> Lsp {
+        Self::spawn_env(args, &[])
+    }
+
+    /// [`Lsp::spawn`] with environment variables set for the server.
+    pub fn spawn_env(args: &[&str], env: &[(&str, &Path)]) -> Lsp {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("server.log");
-        let mut child = Command::new(BIN)
+        let mut cmd = Command::new(BIN);
+        cmd.env("XDG_DATA_HOME", dir.path().join("data"));
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
             .args(args)
             .arg("--log-file")
             .arg(&log)

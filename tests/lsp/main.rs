@@ -10,6 +10,7 @@
 //! - `lifecycle`: exit codes, a model that cannot load, no process left behind.
 //! - `adapters`: one LoRA adapter per workspace, never another's; hostile repositories.
 //! - `context`: snippets from other open files in the prompt, and gone once closed.
+//! - `events`: an accepted item counted by `copilot-lsp stats`; corrupt lines; `--clear`.
 //!
 //! Latency through the server is measured by `copilot-lsp bench` (crates/bench), not here.
 
@@ -18,6 +19,7 @@ mod client;
 mod completion;
 mod context;
 mod documents;
+mod events;
 mod fixtures;
 mod handshake;
 mod lifecycle;

@@ -30,5 +30,11 @@ fn every_scenario_measures_something() {
         cold.cache_hits, 0,
         "cold files must not hit the completion cache"
     );
+    let events = report.events.as_ref().unwrap();
+    assert_eq!(events.samples, 800);
+    assert!(events.offer_us_p95 > 0.0 && events.accept_us_p95 > 0.0);
+    // Each answer with events on wrote its `shown` line, each accept its own: 800 + 200.
+    assert_eq!(events.lines, 1000, "{events:?}");
     assert!(report.table().contains("keystroke-to-answer"));
+    assert!(report.table().contains("per accept"));
 }

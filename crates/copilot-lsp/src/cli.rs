@@ -50,6 +50,10 @@ pub enum Command {
     Merge(crate::train_cli::MergeArgs),
     /// Measure completion quality on held-out files: base model and adapters side by side.
     Eval(crate::train_cli::EvalArgs),
+    /// What became of a workspace's suggestions: shown, accepted, kept (the event log).
+    Stats(crate::stats_cli::StatsArgs),
+    /// Where a workspace's event log is, or delete it (--clear).
+    Events(crate::events_cli::EventsArgs),
 }
 
 #[derive(ClapArgs, Debug)]
@@ -62,8 +66,8 @@ pub struct BenchArgs {
     /// auto, f32, f16, bf16, q8_0, q4_0, q4k.
     #[arg(long, default_value = "auto")]
     pub dtype: String,
-    /// Scenarios to run: raw, typing, cold, all (comma-separated); `context` (not in `all`)
-    /// types in a workspace with context on, then off.
+    /// Scenarios to run: raw, typing, cold, events, all (comma-separated); `context` (not in
+    /// `all`) types in a workspace with context on, then off.
     #[arg(long, default_value = "all", value_delimiter = ',')]
     pub scenario: Vec<String>,
     /// Milliseconds between keystrokes while typing.
@@ -92,6 +96,9 @@ pub struct BenchArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Log outcome events in the typing and cold scenarios (on, as users run; off to compare).
+    #[arg(long, default_value = "on", value_parser = ["on", "off"])]
+    pub events: String,
 }
 
 #[derive(ClapArgs, Debug, Clone)]
@@ -253,6 +260,8 @@ pub fn run(args: Args) -> Result<u8> {
         Some(Command::Finetune(a)) => crate::train_cli::finetune(a, args.threads).map(|()| 0),
         Some(Command::Merge(a)) => crate::train_cli::merge(a, args.threads).map(|()| 0),
         Some(Command::Eval(a)) => crate::train_cli::eval(a, args.threads).map(|()| 0),
+        Some(Command::Stats(a)) => crate::stats_cli::stats(a).map(|()| 0),
+        Some(Command::Events(a)) => crate::events_cli::events(a).map(|()| 0),
     }
 }
 
@@ -264,6 +273,7 @@ fn serve(s: ServeArgs, threads: Option<usize>) -> Result<u8> {
         device: s.device,
         dtype: s.dtype,
         threads,
+        data_dir: None,
     })?;
     Ok(u8::try_from(code).unwrap_or(1))
 }
@@ -482,6 +492,7 @@ fn bench(b: BenchArgs) -> Result<()> {
         raw_prompt_tokens: b.raw_prompt_tokens,
         raw_decode_tokens: b.raw_decode_tokens,
         runs: b.runs,
+        events: b.events == "on",
     })?;
     let mut stdout = std::io::stdout().lock();
     if b.json {

@@ -3,6 +3,8 @@
 
 mod alloc;
 mod cli;
+mod events_cli;
+mod stats_cli;
 mod train_cli;
 
 use std::process::ExitCode;

@@ -133,6 +133,14 @@ pub struct FinetuneArgs {
     /// Held-out sequences scored for the loss report (0: skip).
     #[arg(long, default_value_t = 32)]
     pub eval_sequences: usize,
+    /// Also train on the completions you accepted and kept in this repository (the event
+    /// log the server writes, `copilot-lsp stats`): fill-in-the-middle examples, never from
+    /// held-out files.
+    #[arg(long)]
+    pub events: bool,
+    /// How many times each kept completion counts (in expectation; 0.5: every other one).
+    #[arg(long, default_value_t = 1.0, requires = "events")]
+    pub events_weight: f64,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -185,6 +193,14 @@ pub fn finetune(a: FinetuneArgs, threads: Option<usize>) -> Result<()> {
             ..Default::default()
         },
         eval_sequences: a.eval_sequences,
+        events: if a.events {
+            Some(copilot_finetune::events::EventOptions {
+                data_dir: crate::stats_cli::data_dir()?,
+                weight: a.events_weight,
+            })
+        } else {
+            None
+        },
     };
     let mut bar: Option<Bar> = None;
     let report = job::run(&o, &mut |p| {
@@ -225,6 +241,19 @@ pub fn finetune(a: FinetuneArgs, threads: Option<usize>) -> Result<()> {
             s.tokens_per_s,
             fmt_duration(s.elapsed_s)
         );
+        if let Some(e) = &report.events {
+            outln!(
+                "{} examples from {} kept completions of the event log ({} suggestions; left \
+                 out: {} held-out, {} duplicates, {} filtered, {} unusable)",
+                e.examples,
+                e.used,
+                e.suggestions,
+                e.held_out,
+                e.duplicates,
+                e.filtered,
+                e.unusable
+            );
+        }
         if let (Some(b), Some(l)) = (report.heldout_loss_base, report.heldout_loss_adapter) {
             outln!("held-out loss: base {b:.4}, adapter {l:.4} (nats/token)");
         }

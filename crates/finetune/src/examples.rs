@@ -105,7 +105,7 @@ const NO_TRIM: usize = 1 << 28;
 
 /// Byte length as the token count: an upper bound for byte-level BPE, and free. Only used
 /// against [`NO_TRIM`] budgets.
-struct ByteCounter;
+pub(crate) struct ByteCounter;
 
 impl TokenCounter for ByteCounter {
     fn count(&self, text: &str) -> usize {
@@ -121,7 +121,7 @@ pub struct Example {
 }
 
 impl Example {
-    fn push(&mut self, ids: impl IntoIterator<Item = u32>, learn: bool) {
+    pub(crate) fn push(&mut self, ids: impl IntoIterator<Item = u32>, learn: bool) {
         for id in ids {
             self.ids.push(id);
             self.learn.push(learn);
@@ -147,7 +147,7 @@ fn snippet_pieces(prompt: &Prompt) -> std::ops::Range<usize> {
 
 /// Ids of a prompt's pieces, specials spliced in, text encoded piece by piece (as the
 /// pipeline does); the prompt's path header and snippets are read but not learned.
-fn prompt_ids(tok: &Tokenizer, prompt: &Prompt, out: &mut Example) -> Result<()> {
+pub(crate) fn prompt_ids(tok: &Tokenizer, prompt: &Prompt, out: &mut Example) -> Result<()> {
     let sp = tok.specials();
     let snippets = snippet_pieces(prompt);
     for (i, p) in prompt.pieces.iter().enumerate() {
@@ -270,17 +270,30 @@ pub fn example_with(
 
 /// Make the examples of `files` and pack them into sequences.
 pub fn build(tok: &Tokenizer, files: &[SourceFile], opts: &ExampleOptions) -> Result<Packed> {
-    build_with_context(tok, files, opts, &mut |_, _, _| Vec::new())
+    build_with(tok, files, Vec::new(), opts)
+}
+
+/// [`build`], with `extra` examples (the event log's) packed after the files' ones
+/// (training shuffles the sequences).
+pub fn build_with(
+    tok: &Tokenizer,
+    files: &[SourceFile],
+    extra: Vec<Example>,
+    opts: &ExampleOptions,
+) -> Result<Packed> {
+    build_with_context(tok, files, extra, opts, &mut |_, _, _| Vec::new())
 }
 
 /// Context for an example: given the file, the text the editor would hold (the file with
 /// the example's middle removed) and the cursor's byte offset in it, the snippets.
 pub type ContextFn<'a> = dyn FnMut(&SourceFile, &str, usize) -> Vec<Snippet> + 'a;
 
-/// [`build`], each example's prompt holding the snippets `context` gives for its cursor.
+/// [`build_with`], each file example's prompt holding the snippets `context` gives for
+/// its cursor.
 pub fn build_with_context(
     tok: &Tokenizer,
     files: &[SourceFile],
+    extra: Vec<Example>,
     opts: &ExampleOptions,
     context: &mut ContextFn,
 ) -> Result<Packed> {
@@ -346,6 +359,10 @@ pub fn build_with_context(
             stream.ids.extend(ex.ids);
             stream.learn.extend(ex.learn);
         }
+    }
+    for ex in extra {
+        stream.ids.extend(ex.ids);
+        stream.learn.extend(ex.learn);
     }
     let mut packed = pack(&stream, opts.seq_len, tok.specials().eos);
     packed.counts = counts;
@@ -534,7 +551,7 @@ mod tests {
             ..Default::default()
         };
         let mut asked = Vec::new();
-        build_with_context(&tok, &files, &opts, &mut |f, view, cursor| {
+        build_with_context(&tok, &files, Vec::new(), &opts, &mut |f, view, cursor| {
             assert!(view.len() < f.text.len() || view == f.text);
             assert!(cursor <= view.len());
             asked.push(cursor);

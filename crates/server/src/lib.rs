@@ -42,6 +42,9 @@ pub struct ServeOptions {
     pub device: Option<String>,
     pub dtype: Option<String>,
     pub threads: Option<usize>,
+    /// Where the event log goes (`copilot-lsp`'s data directory); None:
+    /// `$XDG_DATA_HOME/copilot-lsp`, else `~/.local/share/copilot-lsp`.
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 /// How many requests the framework runs at once. Above the default (4) so that requests
@@ -80,8 +83,18 @@ where
     O: AsyncWrite,
 {
     let defaults = Settings::from_cli(&opts).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let (core, notices) = copilot_service::Service::new(loader);
+    let data_dir = opts
+        .data_dir
+        .clone()
+        .or_else(copilot_events::paths::data_dir);
+    let (core, notices) = copilot_service::Service::with_events(
+        loader,
+        data_dir,
+        copilot_service::outcomes::Timing::default(),
+    );
     let session = session::Session::new(opts, defaults, core);
+    let texts: Arc<dyn copilot_service::DocumentTexts> = session.clone();
+    session.service.outcomes.set_texts(Arc::downgrade(&texts));
     tokio::spawn(session.feed.clone().run(Arc::downgrade(&session.service)));
     let (service, socket) =
         LspService::build(|client| server::CopilotLsp::new(client, session.clone(), notices))
@@ -96,6 +109,15 @@ where
             .custom_method("copilot/debugDocument", server::CopilotLsp::debug_document)
             .custom_method("copilot/debugStats", server::CopilotLsp::debug_stats)
             .custom_method("copilot/debugContext", server::CopilotLsp::debug_context)
+            .custom_method("copilot/debugEvents", server::CopilotLsp::debug_events)
+            .custom_method(
+                "textDocument/didShowCompletion",
+                server::CopilotLsp::did_show_completion,
+            )
+            .custom_method(
+                "textDocument/didPartiallyAcceptCompletion",
+                server::CopilotLsp::did_partially_accept_completion,
+            )
             .custom_method("textDocument/didFocus", server::CopilotLsp::did_focus)
             .custom_method(input::MALFORMED, server::CopilotLsp::malformed)
             .finish();
@@ -105,6 +127,9 @@ where
         .serve(service)
         .await;
     session.service.tasks.cancel_all();
+    // What the event log was sent reaches the disk before the process exits.
+    let outcomes = session.service.outcomes.clone();
+    let _ = tokio::task::spawn_blocking(move || outcomes.log().flush(Duration::from_secs(2))).await;
     let code = session.exit_code();
     tracing::info!(code, "server stopped");
     Ok(code)

@@ -170,6 +170,8 @@ impl Session {
 
     pub fn open(&self, uri: Uri, text: &str, version: i32, language_id: String, seq: u64) {
         self.service.tasks.cancel(&uri.as_str().to_string());
+        // Reopened with new text: what was tracked in it is lost.
+        self.service.outcomes.closed(uri.as_str());
         let doc = Document::new(text, version, seq, language_id);
         if let Some(path) = file_path(uri.as_str()) {
             self.feed.open(path.into(), doc.rope());
@@ -186,9 +188,13 @@ impl Session {
     ) -> bool {
         self.service.tasks.cancel(&uri.as_str().to_string());
         let enc = self.encoding();
+        let outcomes = &self.service.outcomes;
         match lock(&self.docs).get_mut(uri) {
             Some(doc) => {
-                doc.apply(changes, version, seq, enc);
+                let narrow = outcomes.tracks(uri.as_str());
+                let edits = doc.apply(changes, version, seq, enc, narrow);
+                // Under the documents' lock, as the outcome checks read them.
+                outcomes.edited(uri.as_str(), &edits);
                 if let Some(path) = file_path(uri.as_str()) {
                     let line = changes
                         .last()
@@ -204,6 +210,7 @@ impl Session {
 
     pub fn close(&self, uri: &Uri) {
         self.service.tasks.cancel(&uri.as_str().to_string());
+        self.service.outcomes.closed(uri.as_str());
         if lock(&self.docs).remove(uri).is_some() {
             if let Some(path) = file_path(uri.as_str()) {
                 self.feed.close(path.into());
@@ -325,6 +332,36 @@ impl Session {
             }
         }
         Some(path)
+    }
+}
+
+/// A document's text for the outcome bookkeeping (retention checks, typed-through text).
+struct RopeText<'a>(&'a ropey::Rope);
+
+impl copilot_service::DocumentText for RopeText<'_> {
+    fn len_chars(&self) -> usize {
+        self.0.len_chars()
+    }
+
+    fn slice(&self, chars: std::ops::Range<usize>) -> String {
+        let n = self.0.len_chars();
+        let (a, b) = (chars.start.min(n), chars.end.min(n));
+        self.0.slice(a..b.max(a)).to_string()
+    }
+}
+
+impl copilot_service::DocumentTexts for Session {
+    fn with_text(&self, key: &str, f: &mut dyn FnMut(&dyn copilot_service::DocumentText)) -> bool {
+        let Ok(uri) = key.parse::<Uri>() else {
+            return false;
+        };
+        match lock(&self.docs).get(&uri) {
+            Some(d) => {
+                f(&RopeText(d.rope()));
+                true
+            }
+            None => false,
+        }
     }
 }
 

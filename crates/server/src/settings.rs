@@ -91,6 +91,8 @@ options! {
     /// Context from the rest of the workspace: `{openFiles, imports, index, maxTokens,
     /// maxIndexFiles}`.
     context: ContextOptions = "context",
+    /// Log what became of each suggestion (shown, accepted, kept) to the local event log.
+    events: bool = "events",
 }
 
 /// The `context` setting as the client sends it (each field optional).
@@ -191,6 +193,8 @@ pub struct Settings {
     /// Workspace folder or git remote URL -> adapter directory.
     pub adapters: std::collections::BTreeMap<String, String>,
     pub context: copilot_context::ContextSettings,
+    /// Write outcome events to the local log (`$XDG_DATA_HOME/copilot-lsp/events/`).
+    pub events: bool,
     /// Neither `prefixTokens` nor `suffixTokens` was given: the budgets fit the machine.
     pub auto_budget: bool,
 }
@@ -448,6 +452,7 @@ impl Settings {
                 path_header: opts.path_header.unwrap_or(false),
                 adapters: opts.adapters.clone().unwrap_or_default(),
                 context,
+                events: opts.events.unwrap_or(true),
                 auto_budget: opts.prefix_tokens.is_none() && opts.suffix_tokens.is_none(),
             },
             Problems {
@@ -491,6 +496,7 @@ mod tests {
         assert_eq!(s.completion, CompletionOptions::default());
         assert_eq!(s.debounce, None, "adaptive unless debounceMs says");
         assert_eq!(s.completion_fallback, None);
+        assert!(s.events);
     }
 
     #[test]
@@ -500,7 +506,7 @@ mod tests {
             "dtype": "f32", "temperature": 0, "topP": 0.5, "maxTokens": 16, "debounceMs": 0,
             "fimMode": "spm", "prefixTokens": 100, "suffixTokens": 10, "postprocess": false,
             "completionFallback": true, "threads": 2, "topK": 5, "seed": 7, "choices": 2,
-            "timeBudgetMs": 250, "cache": false, "pathHeader": true
+            "timeBudgetMs": 250, "cache": false, "pathHeader": true, "events": false
         }));
         assert!(p.is_empty(), "{p:?}");
         assert_eq!(s.model.model, "/models/pico");
@@ -524,6 +530,7 @@ mod tests {
         assert_eq!(s.completion_fallback, Some(true));
         assert_eq!(s.choices, 2);
         assert!(s.path_header);
+        assert!(!s.events);
     }
 
     #[test]

@@ -91,11 +91,15 @@ pub trait CompletionSource: Send {
 /// What the front-end turns into a response.
 #[derive(Debug)]
 pub enum Outcome<E> {
-    /// Distinct, non-empty completions at `snapshot`'s cursor (maybe none).
+    /// Distinct, non-empty completions at `snapshot`'s cursor (maybe none), and the id each
+    /// has in the event log (None when not logged: events off, a file outside the
+    /// workspace folders). The front-end hands the ids to its client, which reports back
+    /// what became of the suggestion ([`crate::Outcomes`]).
     Choices {
         snapshot: Snapshot,
         extra: E,
         texts: Vec<String>,
+        ids: Vec<Option<String>>,
     },
     /// No answer worth sending: the front-end replies with an empty result.
     Empty(Why),
@@ -127,6 +131,7 @@ impl Service {
     ) -> Outcome<S::Extra> {
         let arrived = Instant::now();
         let mut trace = self.stats.trace();
+        let doc = key.clone();
         let ticket = self.tasks.begin(key, arrival);
         let cancel = ticket.cancel_handle();
         let settings = source.settings();
@@ -227,18 +232,37 @@ impl Service {
                 }
             }
         }
+        // Registered before the last check: an edit from then on moves the suggestions'
+        // anchors; one before it makes the check fail and the suggestions are forgotten.
+        let ids = self.outcomes.offer(
+            &crate::outcomes::Offer {
+                key: &doc,
+                snapshot: &snapshot,
+                model: completer.description(),
+                adapter: adapter.as_deref(),
+                latency_ms: arrived.elapsed().as_secs_f64() * 1000.0,
+                trigger,
+                budget: (opts.prefix_tokens, opts.suffix_tokens),
+                counter: completer.model().clone(),
+            },
+            &texts,
+        );
         // Never answer for a version that is no longer the client's.
         if let Err(skip) = source.check() {
+            self.outcomes.discard(&ids);
             return skipped(&mut trace, skip);
         }
         if cancel.is_cancelled() {
+            self.outcomes.discard(&ids);
             return Outcome::Empty(Why::Cancelled);
         }
+        self.outcomes.sent(&ids);
         trace.end(Ended::Completed);
         Outcome::Choices {
             snapshot,
             extra,
             texts,
+            ids,
         }
     }
 

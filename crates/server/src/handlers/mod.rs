@@ -6,6 +6,7 @@ pub mod configuration;
 pub mod debug;
 pub mod initialize;
 pub mod inline_completion;
+pub mod outcome;
 pub mod text_document;
 pub mod workspace;
 
