@@ -9,6 +9,9 @@
 //! - `robustness`: malformed JSON, unknown methods, unopened documents, far positions.
 //! - `lifecycle`: exit codes, a model that cannot load, no process left behind.
 //! - `adapters`: one LoRA adapter per workspace, never another's.
+//! - `remote`: remote engines against scripted servers: a completion, every class of fault.
+//! - `llama_server`: against a real llama-server (`COPILOT_LSP_LLAMA_SERVER`): parity, ids,
+//!   cancellation.
 //!
 //! Latency through the server is measured by `copilot-lsp bench` (crates/bench), not here.
 
@@ -19,4 +22,6 @@ mod documents;
 mod fixtures;
 mod handshake;
 mod lifecycle;
+mod llama_server;
+mod remote;
 mod robustness;

@@ -6,6 +6,8 @@
 //!   in-memory pipes; a completion is requested on every keystroke, as editors do, and the
 //!   latency that counts is the one at each pause.
 //! - `cold`: a new file each time, so the whole window is computed from scratch.
+//! - `remote` (with `--engine`): our overhead over a remote engine's own timings
+//!   (`remote.rs`).
 //!
 //! Like the `tests/` harness this crate is a *client*: it speaks LSP JSON to the server. The
 //! product's invariant (only `copilot-server` knows LSP) is about the code that serves.
@@ -22,6 +24,8 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, oneshot};
+
+pub mod remote;
 
 #[derive(Clone, Debug)]
 pub struct BenchOptions {
@@ -40,6 +44,10 @@ pub struct BenchOptions {
     pub raw_prompt_tokens: usize,
     pub raw_decode_tokens: usize,
     pub runs: usize,
+    /// A remote engine: the `remote` scenario instead of the embedded ones.
+    pub remote: Option<copilot_remote::RemoteSpec>,
+    /// With a remote engine: the same cursors through the embedded engine too.
+    pub compare_embedded: bool,
 }
 
 impl Default for BenchOptions {
@@ -58,6 +66,8 @@ impl Default for BenchOptions {
             raw_prompt_tokens: 1000,
             raw_decode_tokens: 32,
             runs: 5,
+            remote: None,
+            compare_embedded: false,
         }
     }
 }
@@ -84,6 +94,7 @@ pub struct Report {
     pub raw: Option<RawFigures>,
     pub typing: Option<Latency>,
     pub cold: Option<Latency>,
+    pub remote: Option<remote::RemoteFigures>,
     pub peak_rss_mib: f64,
 }
 
@@ -104,6 +115,22 @@ impl Report {
                     "{name:<7} keystroke-to-answer p50 {:.1} ms, p95 {:.1} ms over {} pauses | prompt {:.0} tokens, computed {:.0} (reuse {:.0}%) | {} empty, {} model calls, {} cache hits\n",
                     l.p50_ms, l.p95_ms, l.samples, l.mean_prompt_tokens, l.mean_computed_tokens,
                     l.reuse_ratio * 100.0, l.empty_answers, l.model_calls, l.cache_hits
+                );
+            }
+        }
+        if let Some(r) = &self.remote {
+            s += &format!(
+                "remote  overhead over the server's own timings p50 {:.2} ms, p95 {:.2} ms over {} warm completions | wall p50 {:.1} ms, server p50 {:.1} ms, prompt building p50 {:.2} ms | prompt {:.0} tokens ({:.0} cached), {:.1} generated\n",
+                r.overhead_p50_ms, r.overhead_p95_ms, r.samples, r.wall_p50_ms, r.server_p50_ms,
+                r.prepare_p50_ms, r.mean_prompt_tokens, r.mean_cached_tokens, r.mean_generated_tokens
+            );
+            if let (Some(p50), Some(p95), Some(g)) = (
+                r.embedded_wall_p50_ms,
+                r.embedded_wall_p95_ms,
+                r.embedded_mean_generated_tokens,
+            ) {
+                s += &format!(
+                    "embedded (same cursors) wall p50 {p50:.1} ms, p95 {p95:.1} ms | {g:.1} generated\n"
                 );
             }
         }
@@ -128,9 +155,24 @@ pub fn run(opts: &BenchOptions) -> Result<Report> {
     let all = opts.scenarios.iter().any(|s| s == "all");
     let wants = |s: &str| all || opts.scenarios.iter().any(|x| x == s);
     for s in &opts.scenarios {
-        if !matches!(s.as_str(), "all" | "raw" | "typing" | "cold") {
-            bail!("unknown scenario `{s}` (raw, typing, cold, all)");
+        if !matches!(s.as_str(), "all" | "raw" | "typing" | "cold" | "remote") {
+            bail!("unknown scenario `{s}` (raw, typing, cold, remote, all)");
         }
+    }
+    if let Some(spec) = &opts.remote {
+        if !(all || opts.scenarios.iter().all(|s| s == "remote")) {
+            bail!("a remote engine runs the `remote` scenario only");
+        }
+        let figures = remote::run(spec.clone(), opts)?;
+        return Ok(Report {
+            model: figures.engine.clone(),
+            remote: Some(figures),
+            peak_rss_mib: peak_rss_mib(),
+            ..Report::default()
+        });
+    }
+    if wants("remote") && !all {
+        bail!("the `remote` scenario needs a remote engine (--engine, --endpoint)");
     }
     let spec = ModelSpec {
         model: opts.model.clone(),
