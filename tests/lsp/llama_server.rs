@@ -18,7 +18,6 @@ use copilot_pipeline::{
 use copilot_remote::openai::PromptBody;
 use serde_json::{json, Value};
 
-use crate::client::BIN;
 use crate::fixtures::{cli_complete, cli_location, pico, Model};
 
 /// Sources and cursors: mid-line, line ends, inside blocks, at the end of a file.
