@@ -4,11 +4,12 @@
 //!
 //! Knows nothing of any one architecture's tensor names, of tokenizers or of threads.
 
-use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::quantized::{GgmlDType, QMatMul};
 use candle_core::{DType, Device, Tensor, D};
 use candle_nn::VarBuilder;
 
 use crate::error::Result;
+pub use crate::matmul::WeightMatrix;
 
 /// How to run the forward pass.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,10 +90,10 @@ impl LayerNorm {
     }
 }
 
-/// A linear layer `y = x Wᵀ + b`, W `[out, in]`, dense or quantized (candle's `QMatMul`
+/// A linear layer `y = x Wᵀ + b`, W `[out, in]`, dense or quantized ([`WeightMatrix`]
 /// holds either, so the forward pass is the same code).
 pub(crate) struct Linear {
-    pub(crate) w: QMatMul,
+    pub(crate) w: WeightMatrix,
     pub(crate) b: Tensor,
     pub(crate) in_dim: usize,
 }
@@ -105,31 +106,17 @@ impl Linear {
     /// Quantize the weight in place; layers whose input size is not a multiple of the
     /// format's block stay dense. Returns whether it was quantized.
     pub(crate) fn quantize(&mut self, dtype: GgmlDType) -> Result<bool> {
-        let QMatMul::Tensor(w) = &self.w else {
-            return Ok(false);
-        };
         if !self.in_dim.is_multiple_of(dtype.block_size()) {
             return Ok(false);
         }
-        let q = QTensor::quantize(&w.to_dtype(DType::F32)?, dtype)?;
-        self.w = QMatMul::from_qtensor(q)?;
-        Ok(true)
+        self.w.quantize(dtype)
     }
 }
 
-/// `x Wᵀ`: a few rows on the CPU through [`crate::skinny`] (one read of the weights); when
-/// training, with no gradient for the frozen base weight ([`crate::train_ops`]); the rest
-/// through candle.
-pub(crate) fn matmul_t(w: &QMatMul, x: &Tensor) -> Result<Tensor> {
-    if let QMatMul::Tensor(w) = w {
-        if crate::skinny::applies(x, w) {
-            return Ok(crate::skinny::matmul_t(x, w)?);
-        }
-        if x.track_op() && !w.track_op() {
-            return Ok(crate::train_ops::matmul_t_frozen(x, w)?);
-        }
-    }
-    Ok(x.apply(w)?)
+/// `x Wᵀ` through [`crate::matmul`], which picks the kernel (few rows, many rows, quantized,
+/// training, another device).
+pub(crate) fn matmul_t(w: &WeightMatrix, x: &Tensor) -> Result<Tensor> {
+    w.forward(x)
 }
 
 pub(crate) fn linear(
@@ -139,7 +126,8 @@ pub(crate) fn linear(
     out_dim: usize,
 ) -> Result<Linear> {
     Ok(Linear {
-        w: w.matmul(&format!("{prefix}.weight"), &[out_dim, in_dim])?,
+        w: w.matmul(&format!("{prefix}.weight"), &[out_dim, in_dim])?
+            .into(),
         b: w.dense(&format!("{prefix}.bias"), &[out_dim])?,
         in_dim,
     })
@@ -161,6 +149,7 @@ pub(crate) fn linear_lora(layer: &Linear, lora: Option<&LoraPair>, x: &Tensor) -
 
 pub(crate) fn softmax(x: &Tensor, pass: Pass) -> Result<Tensor> {
     Ok(match pass {
+        Pass::Inference if crate::softmax::applies(x) => crate::softmax::softmax_last_dim(x)?,
         Pass::Inference => candle_nn::ops::softmax_last_dim(&x.contiguous()?)?,
         Pass::Differentiable => crate::train_ops::softmax_last_dim(x)?,
     })

@@ -1,9 +1,11 @@
 //! StarCoder (GPTBigCode) on candle: configuration, loading, KV cache, sampling and the one
 //! thread that owns the model. Knows nothing of prompts' meaning, LSP or editors.
 
+pub mod attention;
 pub mod bench;
 pub mod cancel;
 pub mod config;
+pub mod cpu;
 pub mod error;
 pub mod fast_gelu;
 pub mod generate;
@@ -11,8 +13,12 @@ pub mod gguf;
 pub mod kv;
 pub mod layers;
 pub mod load;
+pub mod matmul;
 pub mod model;
+pub mod qmatmul;
+pub mod sgemm;
 pub mod skinny;
+pub mod softmax;
 pub mod spec;
 pub mod testkit;
 pub mod tokenizer;

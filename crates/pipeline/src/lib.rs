@@ -235,6 +235,8 @@ pub struct Completer {
     cache: Arc<Mutex<CompletionCache>>,
     /// The computation ahead in flight, if any: every new request cancels it.
     ahead: Arc<Mutex<Option<CancelToken>>>,
+    /// The model's speed, as it measured itself at load, refined by every generation.
+    speed: Arc<Mutex<Option<Speed>>>,
 }
 
 impl std::fmt::Debug for Completer {
@@ -242,6 +244,56 @@ impl std::fmt::Debug for Completer {
         f.debug_struct("Completer")
             .field("model", &self.model.info().description)
             .finish_non_exhaustive()
+    }
+}
+
+/// The model's measured speed on this machine.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Speed {
+    /// Prompt tokens computed per second (from an empty or mostly unrelated cache).
+    pub prefill_tokens_per_s: f64,
+    pub decode_ms_per_token: f64,
+}
+
+impl Speed {
+    /// Fold in what one generation showed (prefills under 64 computed tokens and decodes
+    /// under 4 tokens say little and are left out).
+    fn observe(old: Option<Speed>, g: &Generated) -> Option<Speed> {
+        let computed = g.prompt_tokens.saturating_sub(g.reused_tokens);
+        let prefill =
+            (computed >= 64 && g.prefill_ms > 0.0).then(|| computed as f64 * 1000.0 / g.prefill_ms);
+        let decode = (g.generated_tokens >= 4).then(|| g.decode_ms / g.generated_tokens as f64);
+        let mix = |old: f64, new: Option<f64>| new.map_or(old, |n| 0.7 * old + 0.3 * n);
+        match old {
+            Some(o) => Some(Speed {
+                prefill_tokens_per_s: mix(o.prefill_tokens_per_s, prefill),
+                decode_ms_per_token: mix(o.decode_ms_per_token, decode),
+            }),
+            None => Some(Speed {
+                prefill_tokens_per_s: prefill?,
+                decode_ms_per_token: decode.unwrap_or(0.0),
+            }),
+        }
+    }
+
+    /// Prompt budgets (prefix, suffix) for which a cold completion with `opts` takes
+    /// about `target`: what prefill can compute in the time decoding leaves, split 3:1 as
+    /// the defaults are, never above `opts`' own budgets nor below 256 tokens in all.
+    pub fn budgets(&self, opts: &CompletionOptions, target: Duration) -> (usize, usize) {
+        let decode_ms = (opts.max_tokens as f64 * self.decode_ms_per_token).min(
+            opts.time_budget
+                .map_or(f64::MAX, |b| b.as_secs_f64() * 1000.0)
+                + 10.0 * self.decode_ms_per_token,
+        );
+        let prefill_ms = (target.as_secs_f64() * 1000.0 - decode_ms).max(0.0);
+        let total = (prefill_ms / 1000.0 * self.prefill_tokens_per_s) as usize;
+        let want = opts.prefix_tokens + opts.suffix_tokens;
+        if total >= want {
+            return (opts.prefix_tokens, opts.suffix_tokens);
+        }
+        let total = total.max(256);
+        let prefix = total * opts.prefix_tokens / want.max(1);
+        (prefix, total - prefix)
     }
 }
 
@@ -273,11 +325,22 @@ impl Completer {
     /// Around any model behind the generation seam.
     pub fn new(model: Arc<dyn LanguageModel>) -> Self {
         Self {
-            model,
             engine: None,
             cache: Arc::new(Mutex::new(CompletionCache::new(CACHE_ENTRIES))),
             ahead: Arc::default(),
+            speed: Arc::new(Mutex::new(model.speed())),
+            model,
         }
+    }
+
+    /// The model's measured speed, once known.
+    pub fn speed(&self) -> Option<Speed> {
+        *self.speed.lock().expect("speed lock")
+    }
+
+    fn observe(&self, g: &Generated) {
+        let mut s = self.speed.lock().expect("speed lock");
+        *s = Speed::observe(*s, g);
     }
 
     pub fn model(&self) -> &Arc<dyn LanguageModel> {
@@ -425,6 +488,7 @@ impl Completer {
         }
         let p = self.prepare(&req);
         let gen = self.model.generate(self.job(&p, &req, cancel)).await?;
+        self.observe(&gen);
         let out = self.finish(&p, &req.options, gen)?;
         self.remember(&req, &p, &out);
         if req.options.cache && !out.text.is_empty() {
@@ -493,6 +557,31 @@ impl Completer {
             if let Ok(out) = gen.and_then(|g| this.finish(&p, &next.options, g)) {
                 this.remember(&next, &p, &out);
                 tracing::debug!(chars = out.text.len(), "computed ahead");
+            }
+        });
+    }
+
+    /// Warm the model for a request that will probably come (see
+    /// [`LanguageModel::warm`]): in the background, at low priority (it takes the slot of the
+    /// computation ahead, so any real request cancels it). Needs a tokio runtime.
+    pub fn warm(&self, req: CompletionRequest) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let cancel = CancelToken::new();
+        if let Some(old) = self
+            .ahead
+            .lock()
+            .expect("ahead lock")
+            .replace(cancel.clone())
+        {
+            old.cancel();
+        }
+        let this = self.clone();
+        rt.spawn(async move {
+            let p = this.prepare(&req);
+            if let Err(e) = this.model.warm(this.job(&p, &req, cancel)).await {
+                tracing::debug!("warming failed: {e}");
             }
         });
     }

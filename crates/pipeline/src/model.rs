@@ -111,6 +111,21 @@ pub trait LanguageModel: Send + Sync + 'static {
         rt.block_on(self.generate(job))
     }
 
+    /// Compute the prompt's keys and values ahead of a request that will probably come (a
+    /// document opened or focused, a large paste), so that request finds them cached. No
+    /// token is generated. Stops within a prefill chunk once `job.cancel` is set. Engines
+    /// without a cache of their own to warm do nothing.
+    fn warm(&self, job: Job) -> BoxFuture<Result<(), PipelineError>> {
+        let _ = job;
+        Box::pin(async { Ok(()) })
+    }
+
+    /// The speed the model measured at load, if it did (the pipeline refines it from every
+    /// generation either way).
+    fn speed(&self) -> Option<crate::Speed> {
+        None
+    }
+
     /// Load the PEFT adapter in `dir` under `name` (once; later calls return at once).
     fn load_adapter(&self, name: &str, dir: &Path) -> BoxFuture<Result<(), PipelineError>> {
         let _ = (name, dir);

@@ -13,6 +13,7 @@ use tower_lsp_server::ls_types::{Position, Uri};
 
 use copilot_service::{Service, Skip, Snapshot};
 
+use crate::context_feed::ContextFeed;
 use crate::document::Document;
 use crate::encoding::PositionEncoding;
 use crate::settings::{self, Options, Settings};
@@ -40,6 +41,11 @@ pub struct Session {
     roots: RwLock<Vec<String>>,
     /// The serving core: its tasks are cancelled here when a document changes.
     pub service: Arc<Service>,
+    /// Document events for the context gatherers (see `context_feed.rs`).
+    pub feed: Arc<ContextFeed>,
+    /// Where the last completion request in each document was (to warm it when it is
+    /// opened or focused again).
+    cursors: Mutex<HashMap<Uri, Position>>,
     /// Arrival counter, stamped on messages by the gate.
     seq: AtomicU64,
     initialized: AtomicBool,
@@ -61,6 +67,8 @@ impl Session {
             layers: Mutex::new((Value::Null, Value::Null)),
             roots: RwLock::default(),
             service,
+            feed: Arc::default(),
+            cursors: Mutex::default(),
             seq: AtomicU64::new(0),
             initialized: AtomicBool::new(false),
             shutdown: AtomicBool::new(false),
@@ -162,7 +170,11 @@ impl Session {
 
     pub fn open(&self, uri: Uri, text: &str, version: i32, language_id: String, seq: u64) {
         self.service.tasks.cancel(&uri.as_str().to_string());
-        lock(&self.docs).insert(uri, Document::new(text, version, seq, language_id));
+        let doc = Document::new(text, version, seq, language_id);
+        if let Some(path) = file_path(uri.as_str()) {
+            self.feed.open(path.into(), doc.rope());
+        }
+        lock(&self.docs).insert(uri, doc);
     }
 
     pub fn change(
@@ -177,6 +189,13 @@ impl Session {
         match lock(&self.docs).get_mut(uri) {
             Some(doc) => {
                 doc.apply(changes, version, seq, enc);
+                if let Some(path) = file_path(uri.as_str()) {
+                    let line = changes
+                        .last()
+                        .and_then(|c| c.range)
+                        .map(|r| r.start.line as usize);
+                    self.feed.change(path.into(), doc.rope(), line);
+                }
                 true
             }
             None => false,
@@ -185,7 +204,11 @@ impl Session {
 
     pub fn close(&self, uri: &Uri) {
         self.service.tasks.cancel(&uri.as_str().to_string());
-        lock(&self.docs).remove(uri);
+        if lock(&self.docs).remove(uri).is_some() {
+            if let Some(path) = file_path(uri.as_str()) {
+                self.feed.close(path.into());
+            }
+        }
     }
 
     /// Run `f` on a document, under the lock (keep it short).
@@ -234,6 +257,56 @@ impl Session {
                 version: doc.version(),
             },
         ))
+    }
+
+    /// The position right after `text` inserted at `start` (the document holds it now),
+    /// and the document's version.
+    pub fn after_insert(&self, uri: &Uri, start: Position, text: &str) -> Option<(Position, i32)> {
+        let enc = self.encoding();
+        let docs = lock(&self.docs);
+        let doc = docs.get(uri)?;
+        let at = doc.char_at_clamped(start, enc) + text.chars().count();
+        let at = at.min(doc.rope().len_chars());
+        Some((doc.position_of(at, enc), doc.version()))
+    }
+
+    pub fn version(&self, uri: &Uri) -> Option<i32> {
+        lock(&self.docs).get(uri).map(Document::version)
+    }
+
+    pub fn remember_cursor(&self, uri: &Uri, pos: Position) {
+        let mut c = lock(&self.cursors);
+        if c.len() >= 1024 && !c.contains_key(uri) {
+            c.clear();
+        }
+        c.insert(uri.clone(), pos);
+    }
+
+    pub fn last_cursor(&self, uri: &Uri) -> Option<Position> {
+        lock(&self.cursors).get(uri).copied()
+    }
+
+    /// What the place at `pos` says for the adaptive debounce, read from the rope without
+    /// copying the text (only the cursor's line and the document's end are looked at).
+    pub fn hint(&self, uri: &Uri, pos: Position) -> Option<copilot_service::Hint> {
+        let enc = self.encoding();
+        let docs = lock(&self.docs);
+        let doc = docs.get(uri)?;
+        let at = doc.char_at(pos, enc)?;
+        let rope = doc.rope();
+        let before = at.checked_sub(1).map(|i| rope.char(i));
+        let line = rope.char_to_line(at);
+        let line_end = rope.line_to_char(line) + rope.line(line).len_chars();
+        let blank = |c: char| c.is_whitespace();
+        let rest_of_line_blank = rope.slice(at..line_end).chars().all(blank);
+        // The end of the document: blank from here on (looked at up to 4 KiB of it).
+        let tail = rope.slice(at..);
+        let at_doc_end = tail.len_chars() <= 4096 && tail.chars().all(blank);
+        Some(copilot_service::Hint {
+            after_non_word: before.is_none_or(|c| !(c.is_alphanumeric() || c == '_')),
+            at_line_end: rest_of_line_blank,
+            at_doc_end,
+        })
     }
 
     /// The path shown to the model: relative to the workspace root that holds the file, else

@@ -100,6 +100,20 @@ options! {
     template: String = "template",
     /// The remote model's tokenizer: tokenizer.json, a .gguf, or a hub id.
     tokenizer: String = "tokenizer",
+    /// Context from the rest of the workspace: `{openFiles, imports, index, maxTokens,
+    /// maxIndexFiles}`.
+    context: ContextOptions = "context",
+}
+
+/// The `context` setting as the client sends it (each field optional).
+#[derive(Clone, Debug, Default, PartialEq, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ContextOptions {
+    pub open_files: Option<bool>,
+    pub imports: Option<bool>,
+    pub index: Option<bool>,
+    pub max_tokens: Option<usize>,
+    pub max_index_files: Option<usize>,
 }
 
 /// What parsing found besides the values.
@@ -180,7 +194,8 @@ impl Options {
 pub struct Settings {
     pub model: ModelSpec,
     pub completion: CompletionOptions,
-    pub debounce: Duration,
+    /// A fixed debounce (`debounceMs`); `None`: adaptive.
+    pub debounce: Option<Duration>,
     /// None: serve `textDocument/completion` only to clients without inline completion.
     pub completion_fallback: Option<bool>,
     pub choices: usize,
@@ -189,6 +204,9 @@ pub struct Settings {
     pub adapters: std::collections::BTreeMap<String, String>,
     /// The remote engine, when `engine` names one (`None`: the embedded model).
     pub remote: Option<copilot_remote::RemoteSpec>,
+    pub context: copilot_context::ContextSettings,
+    /// Neither `prefixTokens` nor `suffixTokens` was given: the budgets fit the machine.
+    pub auto_budget: bool,
 }
 
 impl Settings {
@@ -199,6 +217,7 @@ impl Settings {
             debounce: self.debounce,
             choices: self.choices,
             path_header: self.path_header,
+            auto_budget: self.auto_budget,
         }
     }
 
@@ -211,7 +230,6 @@ impl Settings {
     }
 }
 
-pub const DEFAULT_DEBOUNCE_MS: u64 = 50;
 pub const DEFAULT_CHOICES: usize = 3;
 
 impl Settings {
@@ -385,7 +403,7 @@ impl Settings {
                 c.time_budget = Some(Duration::from_millis(ms));
             }
         }
-        let mut debounce = Duration::from_millis(DEFAULT_DEBOUNCE_MS);
+        let mut debounce = None;
         if let Some(ms) = opts.debounce_ms {
             if check(
                 &mut errors,
@@ -394,7 +412,7 @@ impl Settings {
                 "must be at most 10000",
                 ms.to_string(),
             ) {
-                debounce = Duration::from_millis(ms);
+                debounce = Some(Duration::from_millis(ms));
             }
         }
         let mut choices = DEFAULT_CHOICES;
@@ -409,6 +427,34 @@ impl Settings {
                 choices = n;
             }
         }
+        let mut context = copilot_context::ContextSettings::default();
+        if let Some(o) = &opts.context {
+            context.open_files = o.open_files.unwrap_or(context.open_files);
+            context.imports = o.imports.unwrap_or(context.imports);
+            context.index = o.index.unwrap_or(context.index);
+            if let Some(n) = o.max_tokens {
+                if check(
+                    &mut errors,
+                    "context.maxTokens",
+                    n <= 8192,
+                    "must be at most 8192",
+                    n.to_string(),
+                ) {
+                    context.max_tokens = n;
+                }
+            }
+            if let Some(n) = o.max_index_files {
+                if check(
+                    &mut errors,
+                    "context.maxIndexFiles",
+                    n <= 1_000_000,
+                    "must be at most 1000000",
+                    n.to_string(),
+                ) {
+                    context.max_index_files = n;
+                }
+            }
+        }
         (
             Settings {
                 model,
@@ -419,6 +465,8 @@ impl Settings {
                 path_header: opts.path_header.unwrap_or(false),
                 adapters: opts.adapters.clone().unwrap_or_default(),
                 remote: resolve_remote(opts, &mut errors),
+                context,
+                auto_budget: opts.prefix_tokens.is_none() && opts.suffix_tokens.is_none(),
             },
             Problems {
                 errors,
@@ -479,7 +527,7 @@ mod tests {
         assert!(p.is_empty());
         assert_eq!(s.model.model, DEFAULT_MODEL);
         assert_eq!(s.completion, CompletionOptions::default());
-        assert_eq!(s.debounce, Duration::from_millis(50));
+        assert_eq!(s.debounce, None, "adaptive unless debounceMs says");
         assert_eq!(s.completion_fallback, None);
     }
 
@@ -510,7 +558,7 @@ mod tests {
         assert!(!c.postprocess);
         assert!(!c.cache);
         assert_eq!(c.time_budget, Some(Duration::from_millis(250)));
-        assert_eq!(s.debounce, Duration::ZERO);
+        assert_eq!(s.debounce, Some(Duration::ZERO));
         assert_eq!(s.completion_fallback, Some(true));
         assert_eq!(s.choices, 2);
         assert!(s.path_header);
@@ -530,7 +578,7 @@ mod tests {
         assert_eq!(s.completion.fim, FimChoice::Auto);
         assert_eq!(s.model.device, DeviceSpec::Auto);
         assert_eq!(s.model.model, DEFAULT_MODEL);
-        assert_eq!(s.debounce, Duration::from_millis(50));
+        assert_eq!(s.debounce, Some(Duration::from_millis(50)));
         let all = p.errors.join("\n");
         for key in [
             "temperature",
