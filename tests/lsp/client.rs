@@ -310,6 +310,11 @@ impl Lsp {
             .unwrap_or_else(|| panic!("the server did not exit\n{}", self.log_tail()))
     }
 
+    /// The whole server log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
     pub fn log_tail(&self) -> String {
         let log = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = log.lines().collect();

@@ -8,6 +8,9 @@
 //! - `completion`: parity with `copilot-lsp complete`, rapid edits, `$/cancelRequest`.
 //! - `robustness`: malformed JSON, unknown methods, unopened documents, far positions.
 //! - `lifecycle`: exit codes, a model that cannot load, no process left behind.
+//! - `remote`: remote engines against scripted servers: a completion, every class of fault.
+//! - `llama_server`: against a real llama-server (`COPILOT_LSP_LLAMA_SERVER`): parity, ids,
+//!   cancellation.
 //! - `adapters`: one LoRA adapter per workspace, never another's; hostile repositories.
 //! - `context`: snippets from other open files in the prompt, and gone once closed.
 //! - `events`: an accepted item counted by `copilot-lsp stats`; corrupt lines; `--clear`.
@@ -23,4 +26,6 @@ mod events;
 mod fixtures;
 mod handshake;
 mod lifecycle;
+mod llama_server;
+mod remote;
 mod robustness;

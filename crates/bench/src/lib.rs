@@ -11,6 +11,8 @@
 //!   timed one by one, against the same with events off. The typing and cold scenarios log
 //!   events too (to a temporary data directory), as a user's server does; `--events off`
 //!   runs them without.
+//! - `remote` (with `--engine`): our overhead over a remote engine's own timings
+//!   (`remote.rs`).
 //!
 //! Like the `tests/` harness this crate is a *client*: it speaks LSP JSON to the server. The
 //! product's invariant (only `copilot-server` knows LSP) is about the code that serves.
@@ -27,6 +29,8 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, oneshot};
+
+pub mod remote;
 
 #[derive(Clone, Debug)]
 pub struct BenchOptions {
@@ -47,6 +51,10 @@ pub struct BenchOptions {
     pub runs: usize,
     /// Log outcome events in the typing and cold scenarios (as users' servers do).
     pub events: bool,
+    /// A remote engine: the `remote` scenario instead of the embedded ones.
+    pub remote: Option<copilot_remote::RemoteSpec>,
+    /// With a remote engine: the same cursors through the embedded engine too.
+    pub compare_embedded: bool,
 }
 
 impl Default for BenchOptions {
@@ -66,6 +74,8 @@ impl Default for BenchOptions {
             raw_decode_tokens: 32,
             runs: 5,
             events: true,
+            remote: None,
+            compare_embedded: false,
         }
     }
 }
@@ -96,6 +106,7 @@ pub struct Report {
     pub typing: Option<Latency>,
     pub cold: Option<Latency>,
     pub events: Option<EventCost>,
+    pub remote: Option<remote::RemoteFigures>,
     /// Typing in a workspace file that imports two workspace modules, three other files
     /// open: with context on, then off.
     pub context: Option<ContextFigures>,
@@ -207,6 +218,22 @@ impl Report {
                 o.fresh_ms, o.reopened_ms, o.prompt_tokens
             );
         }
+        if let Some(r) = &self.remote {
+            s += &format!(
+                "remote  overhead over the server's own timings p50 {:.2} ms, p95 {:.2} ms over {} warm completions | wall p50 {:.1} ms, server p50 {:.1} ms, prompt building p50 {:.2} ms | prompt {:.0} tokens ({:.0} cached), {:.1} generated\n",
+                r.overhead_p50_ms, r.overhead_p95_ms, r.samples, r.wall_p50_ms, r.server_p50_ms,
+                r.prepare_p50_ms, r.mean_prompt_tokens, r.mean_cached_tokens, r.mean_generated_tokens
+            );
+            if let (Some(p50), Some(p95), Some(g)) = (
+                r.embedded_wall_p50_ms,
+                r.embedded_wall_p95_ms,
+                r.embedded_mean_generated_tokens,
+            ) {
+                s += &format!(
+                    "embedded (same cursors) wall p50 {p50:.1} ms, p95 {p95:.1} ms | {g:.1} generated\n"
+                );
+            }
+        }
         s += &format!("peak RSS {:.0} MiB\n", self.peak_rss_mib);
         s
     }
@@ -239,10 +266,25 @@ pub fn run(opts: &BenchOptions) -> Result<Report> {
     for s in &opts.scenarios {
         if !matches!(
             s.as_str(),
-            "all" | "raw" | "typing" | "cold" | "context" | "open" | "events"
+            "all" | "raw" | "typing" | "cold" | "context" | "open" | "events" | "remote"
         ) {
-            bail!("unknown scenario `{s}` (raw, typing, cold, open, events, context, all)");
+            bail!("unknown scenario `{s}` (raw, typing, cold, open, events, context, remote, all)");
         }
+    }
+    if let Some(spec) = &opts.remote {
+        if !(all || opts.scenarios.iter().all(|s| s == "remote")) {
+            bail!("a remote engine runs the `remote` scenario only");
+        }
+        let figures = remote::run(spec.clone(), opts)?;
+        return Ok(Report {
+            model: figures.engine.clone(),
+            remote: Some(figures),
+            peak_rss_mib: peak_rss_mib(),
+            ..Report::default()
+        });
+    }
+    if wants("remote") && !all {
+        bail!("the `remote` scenario needs a remote engine (--engine, --endpoint)");
     }
     let spec = ModelSpec {
         model: opts.model.clone(),

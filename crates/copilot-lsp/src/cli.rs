@@ -99,6 +99,12 @@ pub struct BenchArgs {
     /// Log outcome events in the typing and cold scenarios (on, as users run; off to compare).
     #[arg(long, default_value = "on", value_parser = ["on", "off"])]
     pub events: String,
+    /// A remote engine (`--engine llama.cpp --endpoint URL`): the `remote` scenario.
+    #[command(flatten)]
+    pub remote: RemoteFlags,
+    /// With a remote engine: run the same cursors through the embedded engine (`--model`).
+    #[arg(long)]
+    pub compare_embedded: bool,
 }
 
 #[derive(ClapArgs, Debug, Clone)]
@@ -184,6 +190,8 @@ pub struct CompleteArgs {
     pub workspace: Option<PathBuf>,
     #[command(flatten)]
     pub context: ContextArgs,
+    #[command(flatten)]
+    pub remote: RemoteFlags,
 }
 
 /// Context from the rest of the repository (shared by `complete` and `eval`).
@@ -209,6 +217,64 @@ impl ContextArgs {
         }
         .with_sources(self.sources)
     }
+}
+
+
+/// Which engine runs the model: ours, or a server's (`--engine llama.cpp --endpoint URL`).
+#[derive(ClapArgs, Debug, Clone, Default)]
+pub struct RemoteFlags {
+    /// embedded (our model, the default), llama.cpp, ollama or openai.
+    #[arg(long)]
+    pub engine: Option<String>,
+    /// The remote engine's base URL (default: the engine's usual local port).
+    #[arg(long)]
+    pub endpoint: Option<String>,
+    /// The model name the remote server expects.
+    #[arg(long)]
+    pub remote_model: Option<String>,
+    /// FIM format of remote prompts: auto, starcoder, starcoder2, codellama, deepseek, qwen
+    /// or codestral.
+    #[arg(long)]
+    pub template: Option<String>,
+    /// The environment variable holding the remote server's bearer token.
+    #[arg(long)]
+    pub api_key_env: Option<String>,
+    /// The remote model's tokenizer: tokenizer.json, a .gguf file, or a hub id.
+    #[arg(long)]
+    pub tokenizer: Option<String>,
+}
+
+impl RemoteFlags {
+    /// The remote engine asked for, or `None` for the embedded one.
+    pub fn spec(&self) -> Result<Option<copilot_remote::RemoteSpec>> {
+        let (spec, problems) = copilot_remote::RemoteArgs {
+            engine: self.engine.as_deref(),
+            endpoint: self.endpoint.as_deref(),
+            model: self.remote_model.as_deref(),
+            api_key_env: self.api_key_env.as_deref(),
+            template: self.template.as_deref(),
+            tokenizer: self.tokenizer.as_deref(),
+        }
+        .resolve();
+        if let Some(p) = problems.first() {
+            bail!("invalid --{}: {}", flag(p.key), p.message);
+        }
+        Ok(spec)
+    }
+}
+
+/// The flag spelling of a settings key (`remoteModel` -> `remote-model`).
+fn flag(key: &str) -> String {
+    let mut out = String::new();
+    for c in key.chars() {
+        if c.is_ascii_uppercase() {
+            out.push('-');
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 #[derive(ClapArgs, Debug)]
@@ -359,8 +425,14 @@ fn complete(c: CompleteArgs, threads: Option<usize>) -> Result<()> {
     };
     let text = String::from_utf8(bytes).with_context(|| format!("{file} is not valid UTF-8"))?;
     let cursor = byte_offset(&text, line, col).with_context(|| file.clone())?;
-    let completer = Completer::load(&c.model.spec(threads), &|e| tracing::info!(?e, "load"))
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let completer = match c.remote.spec()? {
+        Some(spec) => Completer::new(std::sync::Arc::new(
+            copilot_remote::Remote::connect_blocking(spec, &|e| tracing::info!(?e, "load"))
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
+        )),
+        None => Completer::load(&c.model.spec(threads), &|e| tracing::info!(?e, "load"))
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
+    };
     let doc = std::path::absolute(if file == "-" { "stdin" } else { &file })?;
     let context = gather_context(&c, &doc, &text, cursor, &completer)?;
     let mut req = CompletionRequest {
@@ -493,6 +565,8 @@ fn bench(b: BenchArgs) -> Result<()> {
         raw_decode_tokens: b.raw_decode_tokens,
         runs: b.runs,
         events: b.events == "on",
+        remote: b.remote.spec()?,
+        compare_embedded: b.compare_embedded,
     })?;
     let mut stdout = std::io::stdout().lock();
     if b.json {
@@ -539,6 +613,26 @@ fn gen_checkpoint(g: GenArgs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn remote_flags_name_themselves_in_errors() {
+        let flags = RemoteFlags {
+            engine: Some("ollama".into()),
+            ..RemoteFlags::default()
+        };
+        let e = flags.spec().unwrap_err().to_string();
+        assert!(e.starts_with("invalid --remote-model:"), "{e}");
+        assert!(RemoteFlags::default().spec().unwrap().is_none());
+        let flags = RemoteFlags {
+            engine: Some("llama.cpp".into()),
+            endpoint: Some("http://127.0.0.1:9".into()),
+            ..RemoteFlags::default()
+        };
+        assert_eq!(
+            flags.spec().unwrap().unwrap().endpoint,
+            "http://127.0.0.1:9"
+        );
+    }
 
     #[test]
     fn locations_split_from_the_right() {

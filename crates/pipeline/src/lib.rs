@@ -263,6 +263,11 @@ pub enum PipelineError {
     Engine(String),
     #[error("this engine does not support {0}")]
     Unsupported(&'static str),
+    /// A remote engine could not answer. `kind` is the class of fault (`refused`,
+    /// `timeout`, `server-error`...): one message per class reaches the user, not one per
+    /// keystroke; `message` says what happened.
+    #[error("{message}")]
+    Fault { kind: &'static str, message: String },
 }
 
 impl From<EngineError> for PipelineError {

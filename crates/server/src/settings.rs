@@ -88,6 +88,18 @@ options! {
     path_header: bool = "pathHeader",
     /// LoRA adapters: workspace folder or git remote URL -> adapter directory.
     adapters: std::collections::BTreeMap<String, String> = "adapters",
+    /// embedded (the default), llama.cpp, ollama or openai.
+    engine: String = "engine",
+    /// A remote engine's base URL (each engine's usual local port by default).
+    endpoint: String = "endpoint",
+    /// The model name the remote server expects.
+    remote_model: String = "remoteModel",
+    /// The environment variable holding the remote server's bearer token (never the key).
+    api_key_env: String = "apiKeyEnv",
+    /// The FIM format of remote prompts: auto, or a family (starcoder, qwen...).
+    template: String = "template",
+    /// The remote model's tokenizer: tokenizer.json, a .gguf, or a hub id.
+    tokenizer: String = "tokenizer",
     /// Context from the rest of the workspace: `{openFiles, imports, index, maxTokens,
     /// maxIndexFiles}`.
     context: ContextOptions = "context",
@@ -192,6 +204,8 @@ pub struct Settings {
     pub path_header: bool,
     /// Workspace folder or git remote URL -> adapter directory.
     pub adapters: std::collections::BTreeMap<String, String>,
+    /// The remote engine, when `engine` names one (`None`: the embedded model).
+    pub remote: Option<copilot_remote::RemoteSpec>,
     pub context: copilot_context::ContextSettings,
     /// Write outcome events to the local log (`$XDG_DATA_HOME/copilot-lsp/events/`).
     pub events: bool,
@@ -213,7 +227,10 @@ impl Settings {
 
     /// The engine these settings ask for.
     pub fn engine(&self) -> copilot_service::EngineSpec {
-        copilot_service::EngineSpec::Embedded(self.model.clone())
+        match &self.remote {
+            Some(r) => copilot_service::EngineSpec::Remote(r.clone()),
+            None => copilot_service::EngineSpec::Embedded(self.model.clone()),
+        }
     }
 }
 
@@ -451,6 +468,7 @@ impl Settings {
                 choices,
                 path_header: opts.path_header.unwrap_or(false),
                 adapters: opts.adapters.clone().unwrap_or_default(),
+                remote: resolve_remote(opts, &mut errors),
                 context,
                 events: opts.events.unwrap_or(true),
                 auto_budget: opts.prefix_tokens.is_none() && opts.suffix_tokens.is_none(),
@@ -461,6 +479,26 @@ impl Settings {
             },
         )
     }
+}
+
+/// The remote engine `engine`, `endpoint`, `remoteModel`, `apiKeyEnv`, `template` and
+/// `tokenizer` ask for (parsed by the remote crate, as the CLI's flags are).
+fn resolve_remote(opts: &Options, errors: &mut Vec<String>) -> Option<copilot_remote::RemoteSpec> {
+    let (spec, problems) = copilot_remote::RemoteArgs {
+        engine: opts.engine.as_deref(),
+        endpoint: opts.endpoint.as_deref(),
+        model: opts.remote_model.as_deref(),
+        api_key_env: opts.api_key_env.as_deref(),
+        template: opts.template.as_deref(),
+        tokenizer: opts.tokenizer.as_deref(),
+    }
+    .resolve();
+    errors.extend(
+        problems
+            .into_iter()
+            .map(|p| format!("invalid value for `{}`: {}", p.key, p.message)),
+    );
+    spec
 }
 
 /// Parse and resolve in one go: the settings, and every problem found on the way.
@@ -610,6 +648,44 @@ mod tests {
         assert_eq!(merged.max_tokens, Some(20));
         let (s, _, _) = load(&cli, &[&json!({"model": "/client/model"})]);
         assert_eq!(s.model.model, "/client/model");
+    }
+
+    #[test]
+    fn remote_engine_keys() {
+        let (s, p) = resolve(json!({
+            "engine": "openai", "endpoint": "http://gpu-box:8000/", "remoteModel": "bigcode/starcoder2-3b",
+            "apiKeyEnv": "VLLM_KEY", "template": "starcoder2", "tokenizer": "bigcode/starcoder2-3b"
+        }));
+        assert!(p.is_empty(), "{p:?}");
+        let r = s.remote.clone().expect("a remote engine");
+        assert_eq!(r.kind, copilot_remote::EngineKind::OpenAi);
+        assert_eq!(r.endpoint, "http://gpu-box:8000");
+        assert_eq!(r.model.as_deref(), Some("bigcode/starcoder2-3b"));
+        assert_eq!(r.api_key_env.as_deref(), Some("VLLM_KEY"));
+        assert_eq!(
+            r.template,
+            copilot_remote::TemplateChoice::Family(copilot_remote::Family::StarCoder2)
+        );
+        assert_eq!(s.engine(), copilot_service::EngineSpec::Remote(r));
+
+        let (s, p) = resolve(json!({"engine": "embedded", "endpoint": "http://x:1"}));
+        assert!(p.is_empty() && s.remote.is_none());
+        assert!(matches!(
+            s.engine(),
+            copilot_service::EngineSpec::Embedded(_)
+        ));
+
+        // Bad values name their key and keep the embedded engine or the default.
+        let (s, p) = resolve(json!({"engine": "tgi2", "template": "gpt"}));
+        assert!(s.remote.is_none());
+        let all = p.errors.join("\n");
+        assert!(
+            all.contains("`engine`") && all.contains("`template`"),
+            "{all}"
+        );
+        let (s, p) = resolve(json!({"engine": "llama.cpp", "endpoint": "ftp://x"}));
+        assert_eq!(s.remote.unwrap().endpoint, "http://127.0.0.1:8080");
+        assert!(p.errors[0].contains("`endpoint`"), "{p:?}");
     }
 
     #[test]

@@ -117,6 +117,11 @@ pub enum Why {
 enum RunError {
     Cancelled,
     Failed(String),
+    /// A remote engine's fault, by class.
+    Fault {
+        kind: &'static str,
+        message: String,
+    },
 }
 
 impl Service {
@@ -227,6 +232,16 @@ impl Service {
                         level: Level::Error,
                         kind: format!("model-failed:{e}"),
                         message: format!("copilot-lsp: {e}"),
+                    });
+                    return Outcome::Empty(Why::Failed);
+                }
+                Err(RunError::Fault { kind, message }) => {
+                    // One message per class of fault, however the details vary.
+                    trace.end(Ended::Failed);
+                    self.notify(Notice {
+                        level: Level::Error,
+                        kind: format!("engine-fault:{kind}"),
+                        message: format!("copilot-lsp: {message}"),
                     });
                     return Outcome::Empty(Why::Failed);
                 }
@@ -398,6 +413,7 @@ async fn run(
         joined = &mut task.0 => match joined {
             Ok(Ok(c)) => Ok(c),
             Ok(Err(PipelineError::Cancelled)) => Err(RunError::Cancelled),
+            Ok(Err(PipelineError::Fault { kind, message })) => Err(RunError::Fault { kind, message }),
             Ok(Err(e)) => Err(RunError::Failed(format!("the model failed: {e}"))),
             Err(e) if e.is_panic() => Err(RunError::Failed(format!(
                 "the model worker panicked: {}",

@@ -163,7 +163,10 @@ impl Loader for ScriptedLoader {
     ) -> BoxFuture<Result<Arc<dyn LanguageModel>, String>> {
         let script = self.0.clone();
         Box::pin(async move {
-            let EngineSpec::Embedded(spec) = spec;
+            let spec = match spec {
+                EngineSpec::Embedded(spec) => spec,
+                other => return Err(format!("the scripted loader has no {other}")),
+            };
             script.loads.fetch_add(1, Ordering::SeqCst);
             script.specs.lock().unwrap().push(spec.clone());
             let _ = events.send(LoadEvent::Downloading {
