@@ -14,6 +14,7 @@
 //! - `session`, `document`, `encoding`: open documents in ropes, LSP positions.
 //! - `settings`: `initializationOptions`/`didChangeConfiguration` parsed, then validated.
 //! - `notify`, `stats`: messages to the user, `$/progress`, request counters.
+//! - `turns`: one completion on the model at a time, the oldest waiting shed under a flood.
 
 pub mod adapters;
 pub mod backend;
@@ -33,6 +34,7 @@ pub mod server;
 pub mod session;
 pub mod settings;
 pub mod stats;
+pub mod turns;
 
 use std::sync::Arc;
 use std::time::Duration;

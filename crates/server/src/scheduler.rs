@@ -90,6 +90,10 @@ impl Scheduler {
             trace.end(Ended::Skipped);
             return Outcome::Empty(Why::ModelUnavailable);
         };
+        // One request computes at a time; under a flood the longest-waiting are shed.
+        let Some(_turn) = session.turns.take(cancel).await else {
+            return Outcome::Empty(Why::Cancelled);
+        };
         // Settings may have changed while waiting for the model.
         let settings = session.settings();
         let snapshot = match session.snapshot(&uri, pos, arrival) {

@@ -30,11 +30,13 @@ pub struct CopilotLsp {
 
 impl CopilotLsp {
     pub fn new(client: Client, session: Arc<Session>, loader: Arc<dyn Loader>) -> Self {
+        let notifier = Arc::new(Notifier::new(client));
+        session.set_notifier(notifier.clone());
         Self {
             scheduler: Scheduler {
                 session,
                 model: Arc::new(ModelHost::new(loader)),
-                notifier: Arc::new(Notifier::new(client)),
+                notifier,
             },
             traits: Mutex::default(),
         }

@@ -3,10 +3,15 @@
 //!
 //! Locks here are `std` locks held for microseconds and never across an `.await`: a
 //! keystroke never waits for the model.
+//!
+//! Documents are bounded ([`crate::limits`]): one larger than `MAX_DOCUMENT_BYTES` is not kept
+//! (it is remembered as oversized, and a full-text change that fits brings it back); past
+//! `MAX_DOCUMENTS` or `MAX_TOTAL_DOCUMENT_BYTES`, the documents changed least recently are
+//! closed. Each of these is logged and shown to the user once.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 
 use serde_json::Value;
 use tower_lsp_server::ls_types::{Position, Uri};
@@ -14,9 +19,122 @@ use tower_lsp_server::ls_types::{Position, Uri};
 use crate::cancel::LatestWins;
 use crate::document::Document;
 use crate::encoding::PositionEncoding;
+use crate::limits::{MAX_DOCUMENTS, MAX_DOCUMENT_BYTES, MAX_TOTAL_DOCUMENT_BYTES};
+use crate::notify::Notifier;
 use crate::settings::{self, Options, Settings};
 use crate::stats::Stats;
+use crate::turns::Turns;
 use crate::ServeOptions;
+
+/// Something a document bound did, for the log and (once per kind) the user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DocNotice {
+    /// The document is over `MAX_DOCUMENT_BYTES` and not kept.
+    TooLarge { uri: String, bytes: usize },
+    /// Closed to make room for newer ones.
+    Evicted { uri: String },
+}
+
+impl DocNotice {
+    /// One line for the log, naming the document.
+    pub fn log_line(&self) -> String {
+        match self {
+            Self::TooLarge { uri, bytes } => format!(
+                "{uri} is {bytes} bytes, above the limit of {MAX_DOCUMENT_BYTES}: it gets no \
+                 completions"
+            ),
+            Self::Evicted { uri } => format!(
+                "{uri} closed by the server: more than {MAX_DOCUMENTS} documents or \
+                 {MAX_TOTAL_DOCUMENT_BYTES} bytes were open"
+            ),
+        }
+    }
+
+    /// The message shown to the user (the same for every document of a kind).
+    pub fn user_message(&self) -> String {
+        match self {
+            Self::TooLarge { .. } => format!(
+                "copilot-lsp: documents above {} MiB get no completions",
+                MAX_DOCUMENT_BYTES >> 20
+            ),
+            Self::Evicted { .. } => format!(
+                "copilot-lsp: more than {MAX_DOCUMENTS} documents (or {} MiB) are open; the \
+                 least recently edited get no completions until reopened",
+                MAX_TOTAL_DOCUMENT_BYTES >> 20
+            ),
+        }
+    }
+}
+
+/// The open documents and what the bounds need to know about them.
+#[derive(Debug, Default)]
+struct Docs {
+    open: HashMap<Uri, Document>,
+    /// UTF-8 bytes of all open documents.
+    bytes: usize,
+    /// Open in the client but too large to keep, with their language (at most
+    /// `MAX_DOCUMENTS` remembered).
+    oversized: HashMap<Uri, String>,
+}
+
+impl Docs {
+    fn remove(&mut self, uri: &Uri) -> Option<Document> {
+        let d = self.open.remove(uri)?;
+        self.bytes -= d.rope().len_bytes();
+        Some(d)
+    }
+
+    fn mark_oversized(&mut self, uri: Uri, language_id: String) {
+        if self.oversized.len() < MAX_DOCUMENTS {
+            self.oversized.insert(uri, language_id);
+        }
+    }
+
+    /// Keep `doc` if it fits, else remember it as oversized.
+    fn insert(&mut self, uri: Uri, doc: Document, notices: &mut Vec<DocNotice>) {
+        self.remove(&uri);
+        let bytes = doc.rope().len_bytes();
+        if bytes > MAX_DOCUMENT_BYTES {
+            notices.push(DocNotice::TooLarge {
+                uri: uri.as_str().to_string(),
+                bytes,
+            });
+            self.mark_oversized(uri, doc.language_id().to_string());
+            return;
+        }
+        self.oversized.remove(&uri);
+        self.bytes += bytes;
+        self.open.insert(uri.clone(), doc);
+        self.evict(&uri, notices);
+    }
+
+    /// Close the least recently changed documents (never `keep`) until within bounds.
+    fn evict(&mut self, keep: &Uri, notices: &mut Vec<DocNotice>) {
+        while self.open.len() > MAX_DOCUMENTS || self.bytes > MAX_TOTAL_DOCUMENT_BYTES {
+            let Some(oldest) = self
+                .open
+                .iter()
+                .filter(|(u, _)| *u != keep)
+                .min_by_key(|(_, d)| d.changed_at())
+                .map(|(u, _)| u.clone())
+            else {
+                return;
+            };
+            self.remove(&oldest);
+            notices.push(DocNotice::Evicted {
+                uri: oldest.as_str().to_string(),
+            });
+        }
+    }
+}
+
+/// What a `didChange` found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Changed {
+    Applied(Vec<DocNotice>),
+    /// The document is not open (or was too large and still is).
+    NotOpen,
+}
 
 /// Why a request gets no completion.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,7 +166,7 @@ pub struct Snapshot {
 #[derive(Debug)]
 pub struct Session {
     pub cli: ServeOptions,
-    docs: Mutex<HashMap<Uri, Document>>,
+    docs: Mutex<Docs>,
     encoding: RwLock<PositionEncoding>,
     settings: RwLock<Settings>,
     /// Options from `initializationOptions`, then from the last configuration change.
@@ -56,6 +174,10 @@ pub struct Session {
     roots: RwLock<Vec<String>>,
     /// One live completion per document.
     pub tasks: LatestWins<Uri>,
+    /// Turns on the model for completion requests.
+    pub turns: Turns,
+    /// Set once the server exists, for the notices of the gate (which has no client).
+    notifier: OnceLock<Arc<Notifier>>,
     /// Arrival counter, stamped on messages by the gate.
     seq: AtomicU64,
     initialized: AtomicBool,
@@ -78,6 +200,8 @@ impl Session {
             layers: Mutex::new((Value::Null, Value::Null)),
             roots: RwLock::default(),
             tasks: LatestWins::new(),
+            turns: Turns::default(),
+            notifier: OnceLock::new(),
             seq: AtomicU64::new(0),
             initialized: AtomicBool::new(false),
             shutdown: AtomicBool::new(false),
@@ -155,15 +279,23 @@ impl Session {
         init: Option<Value>,
         change: Option<Value>,
     ) -> (Settings, settings::Problems) {
-        let mut layers = lock(&self.layers);
-        if let Some(v) = init {
-            layers.0 = v;
+        let mut guard = lock(&self.layers);
+        let layers = &mut *guard;
+        let mut rejected = settings::Problems::default();
+        for (given, layer) in [(init, &mut layers.0), (change, &mut layers.1)] {
+            match given {
+                // Not settings at all: the layer in force stays.
+                Some(v) if !(v.is_null() || v.is_object()) => {
+                    rejected = Options::parse(&v).1;
+                }
+                Some(v) => *layer = v,
+                None => {}
+            }
         }
-        if let Some(v) = change {
-            layers.1 = v;
-        }
-        let (s, _, problems): (Settings, Options, _) =
-            settings::load(&self.cli, &[&layers.0, &layers.1]);
+        let in_force = self.settings();
+        let (s, _, mut problems): (Settings, Options, _) =
+            settings::load_over(&self.cli, &[&layers.0, &layers.1], &in_force);
+        problems.errors.extend(rejected.errors);
         *self.settings.write().unwrap_or_else(|e| e.into_inner()) = s.clone();
         (s, problems)
     }
@@ -174,9 +306,50 @@ impl Session {
 
     // --- documents -------------------------------------------------------------------------
 
-    pub fn open(&self, uri: Uri, text: &str, version: i32, language_id: String, seq: u64) {
+    /// Where the gate's notices go (set once, when the server is built).
+    pub fn set_notifier(&self, notifier: Arc<Notifier>) {
+        let _ = self.notifier.set(notifier);
+    }
+
+    /// Log what a document bound did, and show it to the user once per kind.
+    pub fn report(&self, notices: Vec<DocNotice>) {
+        for n in notices {
+            tracing::warn!("{}", n.log_line());
+            if let Some(notifier) = self.notifier.get().cloned() {
+                let message = n.user_message();
+                tokio::spawn(async move {
+                    notifier
+                        .show_once(tower_lsp_server::ls_types::MessageType::WARNING, message)
+                        .await
+                });
+            }
+        }
+    }
+
+    pub fn open(
+        &self,
+        uri: Uri,
+        text: &str,
+        version: i32,
+        language_id: String,
+        seq: u64,
+    ) -> Vec<DocNotice> {
         self.tasks.cancel(&uri);
-        lock(&self.docs).insert(uri, Document::new(text, version, seq, language_id));
+        let mut notices = Vec::new();
+        if text.len() > MAX_DOCUMENT_BYTES {
+            // Not even copied into a rope.
+            let mut docs = lock(&self.docs);
+            docs.remove(&uri);
+            notices.push(DocNotice::TooLarge {
+                uri: uri.as_str().to_string(),
+                bytes: text.len(),
+            });
+            docs.mark_oversized(uri, language_id);
+            return notices;
+        }
+        let doc = Document::new(text, version, seq, language_id);
+        lock(&self.docs).insert(uri, doc, &mut notices);
+        notices
     }
 
     pub fn change(
@@ -185,31 +358,67 @@ impl Session {
         changes: &[tower_lsp_server::ls_types::TextDocumentContentChangeEvent],
         version: i32,
         seq: u64,
-    ) -> bool {
+    ) -> Changed {
         self.tasks.cancel(uri);
         let enc = self.encoding();
-        match lock(&self.docs).get_mut(uri) {
-            Some(doc) => {
-                doc.apply(changes, version, seq, enc);
-                true
+        let mut guard = lock(&self.docs);
+        let docs = &mut *guard;
+        let mut notices = Vec::new();
+        if let Some(doc) = docs.open.get_mut(uri) {
+            let before = doc.rope().len_bytes();
+            doc.apply(changes, version, seq, enc);
+            let after = doc.rope().len_bytes();
+            docs.bytes = docs.bytes - before + after;
+            if after > MAX_DOCUMENT_BYTES {
+                let language_id = docs.remove(uri).map(|d| d.language_id().to_string());
+                let language_id = language_id.unwrap_or_default();
+                notices.push(DocNotice::TooLarge {
+                    uri: uri.as_str().to_string(),
+                    bytes: after,
+                });
+                docs.mark_oversized(uri.clone(), language_id);
+            } else {
+                docs.evict(uri, &mut notices);
             }
-            None => false,
+            return Changed::Applied(notices);
         }
+        let Some(language_id) = docs.oversized.get(uri).cloned() else {
+            return Changed::NotOpen;
+        };
+        // Too large so far: a full-text change may bring it back within the bound.
+        let Some(full) = changes.iter().rposition(|c| c.range.is_none()) else {
+            return Changed::NotOpen;
+        };
+        if changes[full..].iter().map(|c| c.text.len()).sum::<usize>() > MAX_DOCUMENT_BYTES {
+            return Changed::NotOpen;
+        }
+        let mut doc = Document::new("", version, seq, language_id);
+        doc.apply(&changes[full..], version, seq, enc);
+        docs.insert(uri.clone(), doc, &mut notices);
+        Changed::Applied(notices)
     }
 
     pub fn close(&self, uri: &Uri) {
         self.tasks.cancel(uri);
-        lock(&self.docs).remove(uri);
+        let mut docs = lock(&self.docs);
+        docs.remove(uri);
+        docs.oversized.remove(uri);
     }
 
     /// Run `f` on a document, under the lock (keep it short).
     pub fn with_document<R>(&self, uri: &Uri, f: impl FnOnce(&Document) -> R) -> Option<R> {
-        lock(&self.docs).get(uri).map(f)
+        lock(&self.docs).open.get(uri).map(f)
+    }
+
+    /// Open documents and their UTF-8 bytes (`copilot/debugStats`).
+    pub fn document_totals(&self) -> (usize, usize) {
+        let docs = lock(&self.docs);
+        (docs.open.len(), docs.bytes)
     }
 
     /// Has the document changed since message `arrival`?
     pub fn check(&self, uri: &Uri, arrival: u64) -> Result<(), Skip> {
-        match lock(&self.docs).get(uri) {
+        match lock(&self.docs).open.get(uri) {
             None => Err(Skip::NoDocument),
             Some(d) if d.changed_at() > arrival => Err(Skip::Stale),
             Some(_) => Ok(()),
@@ -222,7 +431,7 @@ impl Session {
         let enc = self.encoding();
         let path = self.display_path(uri);
         let docs = lock(&self.docs);
-        let doc = docs.get(uri).ok_or(Skip::NoDocument)?;
+        let doc = docs.open.get(uri).ok_or(Skip::NoDocument)?;
         if doc.changed_at() > arrival {
             return Err(Skip::Stale);
         }

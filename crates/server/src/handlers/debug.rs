@@ -11,6 +11,7 @@ use tower_lsp_server::ls_types::Uri;
 use crate::scheduler::Scheduler;
 
 #[derive(Debug, Deserialize)]
+#[serde(expecting = "an object with a document `uri`")]
 pub struct DocumentParams {
     pub uri: Uri,
 }
@@ -36,5 +37,9 @@ pub async fn stats(scheduler: &Scheduler) -> Result<Value> {
     let mut v = scheduler.session.stats.snapshot();
     v["model"] = Value::from(scheduler.model.state().label());
     v["liveTasks"] = Value::from(scheduler.session.tasks.live_count());
+    v["shed"] = Value::from(scheduler.session.turns.shed());
+    let (documents, bytes) = scheduler.session.document_totals();
+    v["documents"] = Value::from(documents);
+    v["documentBytes"] = Value::from(bytes);
     Ok(v)
 }
