@@ -8,6 +8,8 @@
 //! - `completion`: parity with `copilot-lsp complete`, rapid edits, `$/cancelRequest`.
 //! - `robustness`: malformed JSON, unknown methods, unopened documents, far positions.
 //! - `lifecycle`: exit codes, a model that cannot load, no process left behind.
+//! - `hostile`: what an adversarial client sent (odd ids, broken frames, lone surrogates,
+//!   floods of requests, invalid settings) and the bounds on documents and messages.
 //! - `adapters`: one LoRA adapter per workspace, never another's.
 //!
 //! Latency through the server is measured by `copilot-lsp bench` (crates/bench), not here.
@@ -18,5 +20,6 @@ mod completion;
 mod documents;
 mod fixtures;
 mod handshake;
+mod hostile;
 mod lifecycle;
 mod robustness;

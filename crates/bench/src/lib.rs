@@ -7,8 +7,13 @@
 //!   latency that counts is the one at each pause.
 //! - `cold`: a new file each time, so the whole window is computed from scratch.
 //!
+//! - `soak` ([`soak`]): 100,000 mixed messages through the real binary over stdio; resources,
+//!   latency, lost and duplicated answers (`--scenario soak`, not part of `all`).
+//!
 //! Like the `tests/` harness this crate is a *client*: it speaks LSP JSON to the server. The
 //! product's invariant (only `copilot-server` knows LSP) is about the code that serves.
+
+pub mod soak;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
