@@ -6,6 +6,7 @@ pub mod cancel;
 pub mod config;
 pub mod error;
 pub mod fast_gelu;
+pub mod fuzzing;
 pub mod generate;
 pub mod gguf;
 pub mod kv;

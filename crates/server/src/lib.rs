@@ -15,6 +15,7 @@
 //! - `settings`: `initializationOptions`/`didChangeConfiguration` parsed, then validated.
 //! - `notify`, `stats`: messages to the user, `$/progress`, request counters.
 //! - `turns`: one completion on the model at a time, the oldest waiting shed under a flood.
+//! - `fuzzing`: entry points of the fuzz targets (`fuzz/`) and of their corpus replay.
 
 pub mod adapters;
 pub mod backend;
@@ -23,6 +24,7 @@ pub mod debounce;
 pub mod document;
 pub mod encoding;
 pub mod framing;
+pub mod fuzzing;
 pub mod gate;
 pub mod handlers;
 pub mod input;
