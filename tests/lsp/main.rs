@@ -10,13 +10,15 @@
 //! - `lifecycle`: exit codes, a model that cannot load, no process left behind.
 //! - `hostile`: what an adversarial client sent (odd ids, broken frames, lone surrogates,
 //!   floods of requests, invalid settings) and the bounds on documents and messages.
-//! - `adapters`: one LoRA adapter per workspace, never another's.
+//! - `adapters`: one LoRA adapter per workspace, never another's; hostile repositories.
+//! - `context`: snippets from other open files in the prompt, and gone once closed.
 //!
 //! Latency through the server is measured by `copilot-lsp bench` (crates/bench), not here.
 
 mod adapters;
 mod client;
 mod completion;
+mod context;
 mod documents;
 mod fixtures;
 mod handshake;

@@ -16,11 +16,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use copilot_pipeline::BoxFuture;
 use serde_json::Value;
 use tower_lsp_server::jsonrpc::{Error, ErrorCode, Request, Response};
 use tower_service::Service;
 
-use crate::backend::BoxFuture;
 use crate::handlers::text_document;
 use crate::limits::MAX_IN_FLIGHT;
 use crate::session::Session;

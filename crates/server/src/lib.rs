@@ -7,20 +7,15 @@
 //!   bounds the requests in flight.
 //! - `limits`: every bound on what a client can make the server hold or do.
 //! - `server`, `handlers/*`: the `LanguageServer` impl and one file per method.
-//! - `scheduler`: supersede, debounce, wait for the model, generate, drop stale answers.
-//! - `cancel`, `debounce`: the two small mechanisms the scheduler is built from.
-//! - `model`: background loading with progress, the ready backend, reloads.
-//! - `backend`: the `Backend`/`Loader` seam (the real pipeline, or a scripted test double).
+//! - `scheduler`: a request's document and position handed to the serving core
+//!   (`copilot-service`: supersede, debounce, the model, stale answers dropped).
 //! - `session`, `document`, `encoding`: open documents in ropes, LSP positions.
+//! - `context_feed`: document events for the context gatherers, coalesced off the gate.
 //! - `settings`: `initializationOptions`/`didChangeConfiguration` parsed, then validated.
-//! - `notify`, `stats`: messages to the user, `$/progress`, request counters.
-//! - `turns`: one completion on the model at a time, the oldest waiting shed under a flood.
+//! - `notify`: the core's notices and load progress as `window/showMessage`, `$/progress`.
 //! - `fuzzing`: entry points of the fuzz targets (`fuzz/`) and of their corpus replay.
 
-pub mod adapters;
-pub mod backend;
-pub mod cancel;
-pub mod debounce;
+pub mod context_feed;
 pub mod document;
 pub mod encoding;
 pub mod framing;
@@ -29,14 +24,11 @@ pub mod gate;
 pub mod handlers;
 pub mod input;
 pub mod limits;
-pub mod model;
 pub mod notify;
 pub mod scheduler;
 pub mod server;
 pub mod session;
 pub mod settings;
-pub mod stats;
-pub mod turns;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,7 +36,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tower_lsp_server::LspService;
 
-pub use backend::{Backend, BoxFuture, Loader, PipelineLoader};
+pub use copilot_service::{EngineLoader, EngineSpec, Loader};
 pub use settings::{Options, Settings};
 
 /// Defaults given on the command line (`copilot-lsp --stdio --model X ...`); the client's
@@ -81,7 +73,7 @@ pub fn run_stdio(opts: ServeOptions) -> anyhow::Result<i32> {
         tokio::io::stdin(),
         tokio::io::stdout(),
         opts,
-        Arc::new(PipelineLoader),
+        Arc::new(EngineLoader),
     ));
     // A blocking read of stdin (or a model still loading) must not hold the process up.
     rt.shutdown_timeout(Duration::from_millis(100));
@@ -101,9 +93,11 @@ where
     O: AsyncWrite + Unpin + Send + 'static,
 {
     let defaults = Settings::from_cli(&opts).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let session = session::Session::new(opts, defaults);
+    let (core, notices) = copilot_service::Service::new(loader);
+    let session = session::Session::new(opts, defaults, core);
+    tokio::spawn(session.feed.clone().run(Arc::downgrade(&session.service)));
     let (service, socket) =
-        LspService::build(|client| server::CopilotLsp::new(client, session.clone(), loader))
+        LspService::build(|client| server::CopilotLsp::new(client, session.clone(), notices))
             .custom_method(
                 "textDocument/inlineCompletion",
                 server::CopilotLsp::inline_completion,
@@ -114,6 +108,7 @@ where
             )
             .custom_method("copilot/debugDocument", server::CopilotLsp::debug_document)
             .custom_method("copilot/debugStats", server::CopilotLsp::debug_stats)
+            .custom_method("copilot/debugContext", server::CopilotLsp::debug_context)
             .custom_method(input::MALFORMED, server::CopilotLsp::malformed)
             .finish();
     let service = gate::Gate::new(service, session.clone());
@@ -130,27 +125,16 @@ where
         Ok(()) = closed => {
             // The editor went away: whatever is running is for nobody. Cancel it (the model
             // stops within a token) and give the answers a moment to drain.
-            session.tasks.cancel_all();
+            session.service.tasks.cancel_all();
             if tokio::time::timeout(DRAIN_ON_CLOSE, &mut server).await.is_err() {
                 tracing::info!("requests still running after the input closed: stopping anyway");
             }
         }
     }
-    session.tasks.cancel_all();
+    session.service.tasks.cancel_all();
     // The framework's output ends with it; let the last frames reach the client.
     let _ = tokio::time::timeout(DRAIN_ON_CLOSE, writer).await;
     let code = session.exit_code();
     tracing::info!(code, "server stopped");
     Ok(code)
-}
-
-/// The text of a caught panic's payload.
-pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "(no message)".to_string()
-    }
 }

@@ -21,8 +21,7 @@ pub const MAX_TOTAL_DOCUMENT_BYTES: usize = 256 << 20;
 /// computing). One more is answered at once with `RequestFailed` (-32803). Other requests are
 /// answered as soon as they are read, and are not counted.
 pub const MAX_IN_FLIGHT: usize = 256;
-/// Completion requests waiting for their turn on the model. One more cancels the one that
-/// has waited longest (answered empty): under a flood the newest requests are served.
-pub const MAX_WAITING_FOR_MODEL: usize = 8;
+/// Completion requests waiting for their turn on the model (the serving core's bound).
+pub use copilot_service::turns::MAX_WAITING_FOR_MODEL;
 /// Request ids the framework cannot carry (floats, integers past `i32`) remembered at once.
 pub const MAX_REMAPPED_IDS: usize = 1024;

@@ -11,19 +11,18 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use serde_json::Value;
 use tower_lsp_server::ls_types::{Position, Uri};
 
-use crate::cancel::LatestWins;
+use copilot_service::{Level, Notice, Service, Skip, Snapshot};
+
+use crate::context_feed::ContextFeed;
 use crate::document::Document;
 use crate::encoding::PositionEncoding;
 use crate::limits::{MAX_DOCUMENTS, MAX_DOCUMENT_BYTES, MAX_TOTAL_DOCUMENT_BYTES};
-use crate::notify::Notifier;
 use crate::settings::{self, Options, Settings};
-use crate::stats::Stats;
-use crate::turns::Turns;
 use crate::ServeOptions;
 
 /// Something a document bound did, for the log and (once per kind) the user.
@@ -136,30 +135,14 @@ pub enum Changed {
     NotOpen,
 }
 
-/// Why a request gets no completion.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Skip {
-    /// The document is not open.
-    NoDocument,
-    /// The position's line is past the end of the document.
-    OutOfRange,
-    /// The document changed after the request arrived.
-    Stale,
-}
-
-/// What the model needs from a document at the request's cursor, copied out of the lock.
+/// Where a completion goes in the client's terms, kept beside the core's snapshot.
 #[derive(Clone, Debug)]
-pub struct Snapshot {
-    pub text: String,
-    /// Byte offset of the cursor in `text`.
-    pub cursor: usize,
+pub struct LspPlace {
     /// The cursor, clamped, in the client's encoding.
     pub position: Position,
     /// Start of the word before the cursor (for `textDocument/completion` edits).
     pub word_start: Position,
     pub word_prefix: String,
-    /// The file's path as shown to the model.
-    pub path: Option<String>,
     pub version: i32,
 }
 
@@ -172,18 +155,15 @@ pub struct Session {
     /// Options from `initializationOptions`, then from the last configuration change.
     layers: Mutex<(Value, Value)>,
     roots: RwLock<Vec<String>>,
-    /// One live completion per document.
-    pub tasks: LatestWins<Uri>,
-    /// Turns on the model for completion requests.
-    pub turns: Turns,
-    /// Set once the server exists, for the notices of the gate (which has no client).
-    notifier: OnceLock<Arc<Notifier>>,
+    /// The serving core: its tasks are cancelled here when a document changes.
+    pub service: Arc<Service>,
+    /// Document events for the context gatherers (see `context_feed.rs`).
+    pub feed: Arc<ContextFeed>,
     /// Arrival counter, stamped on messages by the gate.
     seq: AtomicU64,
     initialized: AtomicBool,
     shutdown: AtomicBool,
     exit: AtomicBool,
-    pub stats: Stats,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -191,7 +171,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Session {
-    pub fn new(cli: ServeOptions, defaults: Settings) -> Arc<Self> {
+    pub fn new(cli: ServeOptions, defaults: Settings, service: Arc<Service>) -> Arc<Self> {
         Arc::new(Self {
             cli,
             docs: Mutex::default(),
@@ -199,14 +179,12 @@ impl Session {
             settings: RwLock::new(defaults),
             layers: Mutex::new((Value::Null, Value::Null)),
             roots: RwLock::default(),
-            tasks: LatestWins::new(),
-            turns: Turns::default(),
-            notifier: OnceLock::new(),
+            service,
+            feed: Arc::default(),
             seq: AtomicU64::new(0),
             initialized: AtomicBool::new(false),
             shutdown: AtomicBool::new(false),
             exit: AtomicBool::new(false),
-            stats: Stats::default(),
         })
     }
 
@@ -230,7 +208,7 @@ impl Session {
 
     pub fn set_shutdown(&self) {
         self.shutdown.store(true, Ordering::SeqCst);
-        self.tasks.cancel_all();
+        self.service.tasks.cancel_all();
     }
 
     pub fn is_shutdown(&self) -> bool {
@@ -304,25 +282,29 @@ impl Session {
         *self.roots.write().unwrap_or_else(|e| e.into_inner()) = roots;
     }
 
-    // --- documents -------------------------------------------------------------------------
-
-    /// Where the gate's notices go (set once, when the server is built).
-    pub fn set_notifier(&self, notifier: Arc<Notifier>) {
-        let _ = self.notifier.set(notifier);
+    pub fn roots(&self) -> Vec<String> {
+        self.roots.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Log what a document bound did, and show it to the user once per kind.
+    // --- documents -------------------------------------------------------------------------
+
+    /// Log what a document bound did, tell the user once per kind, and take the documents
+    /// no longer kept out of the context gatherers.
     pub fn report(&self, notices: Vec<DocNotice>) {
         for n in notices {
             tracing::warn!("{}", n.log_line());
-            if let Some(notifier) = self.notifier.get().cloned() {
-                let message = n.user_message();
-                tokio::spawn(async move {
-                    notifier
-                        .show_once(tower_lsp_server::ls_types::MessageType::WARNING, message)
-                        .await
-                });
+            let (kind, uri) = match &n {
+                DocNotice::TooLarge { uri, .. } => ("document-too-large", uri),
+                DocNotice::Evicted { uri } => ("document-evicted", uri),
+            };
+            if let Some(path) = file_path(uri) {
+                self.feed.close(path.into());
             }
+            self.service.notify(Notice {
+                level: Level::Warning,
+                kind: kind.into(),
+                message: n.user_message(),
+            });
         }
     }
 
@@ -334,7 +316,7 @@ impl Session {
         language_id: String,
         seq: u64,
     ) -> Vec<DocNotice> {
-        self.tasks.cancel(&uri);
+        self.service.tasks.cancel(&uri.as_str().to_string());
         let mut notices = Vec::new();
         if text.len() > MAX_DOCUMENT_BYTES {
             // Not even copied into a rope.
@@ -348,6 +330,9 @@ impl Session {
             return notices;
         }
         let doc = Document::new(text, version, seq, language_id);
+        if let Some(path) = file_path(uri.as_str()) {
+            self.feed.open(path.into(), doc.rope());
+        }
         lock(&self.docs).insert(uri, doc, &mut notices);
         notices
     }
@@ -359,7 +344,7 @@ impl Session {
         version: i32,
         seq: u64,
     ) -> Changed {
-        self.tasks.cancel(uri);
+        self.service.tasks.cancel(&uri.as_str().to_string());
         let enc = self.encoding();
         let mut guard = lock(&self.docs);
         let docs = &mut *guard;
@@ -378,6 +363,13 @@ impl Session {
                 });
                 docs.mark_oversized(uri.clone(), language_id);
             } else {
+                if let Some(path) = file_path(uri.as_str()) {
+                    let line = changes
+                        .last()
+                        .and_then(|c| c.range)
+                        .map(|r| r.start.line as usize);
+                    self.feed.change(path.into(), doc.rope(), line);
+                }
                 docs.evict(uri, &mut notices);
             }
             return Changed::Applied(notices);
@@ -394,15 +386,22 @@ impl Session {
         }
         let mut doc = Document::new("", version, seq, language_id);
         doc.apply(&changes[full..], version, seq, enc);
+        if let Some(path) = file_path(uri.as_str()) {
+            self.feed.open(path.into(), doc.rope());
+        }
         docs.insert(uri.clone(), doc, &mut notices);
         Changed::Applied(notices)
     }
 
     pub fn close(&self, uri: &Uri) {
-        self.tasks.cancel(uri);
+        self.service.tasks.cancel(&uri.as_str().to_string());
         let mut docs = lock(&self.docs);
-        docs.remove(uri);
         docs.oversized.remove(uri);
+        if docs.remove(uri).is_some() {
+            if let Some(path) = file_path(uri.as_str()) {
+                self.feed.close(path.into());
+            }
+        }
     }
 
     /// Run `f` on a document, under the lock (keep it short).
@@ -427,9 +426,15 @@ impl Session {
 
     /// Copy out what the model needs at `pos`, if the document is still as it was when the
     /// request arrived.
-    pub fn snapshot(&self, uri: &Uri, pos: Position, arrival: u64) -> Result<Snapshot, Skip> {
+    pub fn snapshot(
+        &self,
+        uri: &Uri,
+        pos: Position,
+        arrival: u64,
+    ) -> Result<(Snapshot, LspPlace), Skip> {
         let enc = self.encoding();
         let path = self.display_path(uri);
+        let file = file_path(uri.as_str());
         let docs = lock(&self.docs);
         let doc = docs.open.get(uri).ok_or(Skip::NoDocument)?;
         if doc.changed_at() > arrival {
@@ -437,27 +442,20 @@ impl Session {
         }
         let at = doc.char_at(pos, enc).ok_or(Skip::OutOfRange)?;
         let word = doc.word_start(at);
-        Ok(Snapshot {
-            text: doc.text(),
-            cursor: doc.char_to_byte(at),
-            position: doc.position_of(at, enc),
-            word_start: doc.position_of(word, enc),
-            word_prefix: doc.rope().slice(word..at).to_string(),
-            path,
-            version: doc.version(),
-        })
-    }
-
-    /// The adapter directory that serves `uri`, from the `adapters` setting or the
-    /// repository's own `.copilot-lsp/adapter` (see `adapters.rs`).
-    pub fn adapter_dir(
-        &self,
-        uri: &Uri,
-        map: &std::collections::BTreeMap<String, String>,
-    ) -> Option<std::path::PathBuf> {
-        let path = file_path(uri.as_str())?;
-        let roots = self.roots.read().unwrap_or_else(|e| e.into_inner());
-        crate::adapters::adapter_for(&path, &roots, map)
+        Ok((
+            Snapshot {
+                text: doc.text(),
+                cursor: doc.char_to_byte(at),
+                path,
+                file,
+            },
+            LspPlace {
+                position: doc.position_of(at, enc),
+                word_start: doc.position_of(word, enc),
+                word_prefix: doc.rope().slice(word..at).to_string(),
+                version: doc.version(),
+            },
+        ))
     }
 
     /// The path shown to the model: relative to the workspace root that holds the file, else
@@ -534,6 +532,7 @@ mod tests {
         let s = Session::new(
             ServeOptions::default(),
             Settings::from_cli(&ServeOptions::default()).unwrap(),
+            copilot_service::Service::new(std::sync::Arc::new(copilot_service::EngineLoader)).0,
         );
         s.set_roots(vec!["/work/proj".into(), "/other/".into()]);
         let uri = |u: &str| u.parse::<Uri>().unwrap();

@@ -90,6 +90,20 @@ options! {
     path_header: bool = "pathHeader",
     /// LoRA adapters: workspace folder or git remote URL -> adapter directory.
     adapters: std::collections::BTreeMap<String, String> = "adapters",
+    /// Context from the rest of the workspace: `{openFiles, imports, index, maxTokens,
+    /// maxIndexFiles}`.
+    context: ContextOptions = "context",
+}
+
+/// The `context` setting as the client sends it (each field optional).
+#[derive(Clone, Debug, Default, PartialEq, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ContextOptions {
+    pub open_files: Option<bool>,
+    pub imports: Option<bool>,
+    pub index: Option<bool>,
+    pub max_tokens: Option<usize>,
+    pub max_index_files: Option<usize>,
 }
 
 /// What parsing found besides the values.
@@ -183,6 +197,24 @@ pub struct Settings {
     pub path_header: bool,
     /// Workspace folder or git remote URL -> adapter directory.
     pub adapters: std::collections::BTreeMap<String, String>,
+    pub context: copilot_context::ContextSettings,
+}
+
+impl Settings {
+    /// What one completion request runs with.
+    pub fn request(&self) -> copilot_service::RequestSettings {
+        copilot_service::RequestSettings {
+            completion: self.completion.clone(),
+            debounce: self.debounce,
+            choices: self.choices,
+            path_header: self.path_header,
+        }
+    }
+
+    /// The engine these settings ask for.
+    pub fn engine(&self) -> copilot_service::EngineSpec {
+        copilot_service::EngineSpec::Embedded(self.model.clone())
+    }
 }
 
 pub const DEFAULT_DEBOUNCE_MS: u64 = 50;
@@ -408,6 +440,34 @@ impl Settings {
                 choices = n;
             }
         }
+        let mut context = copilot_context::ContextSettings::default();
+        if let Some(o) = &opts.context {
+            context.open_files = o.open_files.unwrap_or(context.open_files);
+            context.imports = o.imports.unwrap_or(context.imports);
+            context.index = o.index.unwrap_or(context.index);
+            if let Some(n) = o.max_tokens {
+                if check(
+                    &mut found,
+                    "context.maxTokens",
+                    n <= 8192,
+                    "must be at most 8192",
+                    n.to_string(),
+                ) {
+                    context.max_tokens = n;
+                }
+            }
+            if let Some(n) = o.max_index_files {
+                if check(
+                    &mut found,
+                    "context.maxIndexFiles",
+                    n <= 1_000_000,
+                    "must be at most 1000000",
+                    n.to_string(),
+                ) {
+                    context.max_index_files = n;
+                }
+            }
+        }
         (
             Settings {
                 model,
@@ -417,6 +477,7 @@ impl Settings {
                 choices,
                 path_header: opts.path_header.unwrap_or(false),
                 adapters: opts.adapters.clone().unwrap_or_default(),
+                context,
             },
             Problems {
                 errors: found.0,
@@ -453,6 +514,9 @@ impl Settings {
             "choices" => self.choices = from.choices,
             "pathHeader" => self.path_header = from.path_header,
             "adapters" => self.adapters.clone_from(&from.adapters),
+            "context" => self.context.clone_from(&from.context),
+            "context.maxTokens" => self.context.max_tokens = from.context.max_tokens,
+            "context.maxIndexFiles" => self.context.max_index_files = from.context.max_index_files,
             _ => return false,
         }
         true
@@ -604,6 +668,7 @@ mod tests {
             ("cache", json!(false), json!([])),
             ("pathHeader", json!(true), json!({})),
             ("adapters", json!({"/w": "/a"}), json!(5)),
+            ("context", json!({"index": false}), json!({"index": "no"})),
         ];
         let one = |k: &str, v: &Value| Value::Object(Map::from_iter([(k.to_string(), v.clone())]));
         let cli = ServeOptions::default();

@@ -3,7 +3,7 @@
 //! request that has waited longest, so under a flood the newest requests are served and a
 //! cancelled or shed request never reaches the model: it has not even built its prompt.
 //!
-//! A page of mechanism in the spirit of `cancel.rs`: knows nothing of LSP or documents.
+//! A page of mechanism in the spirit of `cancel.rs`: knows nothing of documents or protocols.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,7 +12,10 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::cancel::Cancel;
-use crate::limits::MAX_WAITING_FOR_MODEL;
+
+/// Completion requests waiting for their turn on the model. One more cancels the one that
+/// has waited longest (answered empty): under a flood the newest requests are served.
+pub const MAX_WAITING_FOR_MODEL: usize = 8;
 
 #[derive(Debug)]
 pub struct Turns {
