@@ -11,6 +11,8 @@
 //! - `remote`: remote engines against scripted servers: a completion, every class of fault.
 //! - `llama_server`: against a real llama-server (`COPILOT_LSP_LLAMA_SERVER`): parity, ids,
 //!   cancellation.
+//! - `hostile`: what an adversarial client sent (odd ids, broken frames, lone surrogates,
+//!   floods of requests, invalid settings) and the bounds on documents and messages.
 //! - `adapters`: one LoRA adapter per workspace, never another's; hostile repositories.
 //! - `context`: snippets from other open files in the prompt, and gone once closed.
 //! - `events`: an accepted item counted by `copilot-lsp stats`; corrupt lines; `--clear`.
@@ -25,6 +27,7 @@ mod documents;
 mod events;
 mod fixtures;
 mod handshake;
+mod hostile;
 mod lifecycle;
 mod llama_server;
 mod remote;

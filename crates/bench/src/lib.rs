@@ -14,8 +14,13 @@
 //! - `remote` (with `--engine`): our overhead over a remote engine's own timings
 //!   (`remote.rs`).
 //!
+//! - `soak` ([`soak`]): 100,000 mixed messages through the real binary over stdio; resources,
+//!   latency, lost and duplicated answers (`--scenario soak`, not part of `all`).
+//!
 //! Like the `tests/` harness this crate is a *client*: it speaks LSP JSON to the server. The
 //! product's invariant (only `copilot-server` knows LSP) is about the code that serves.
+
+pub mod soak;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

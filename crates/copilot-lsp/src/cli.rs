@@ -66,10 +66,20 @@ pub struct BenchArgs {
     /// auto, f32, f16, bf16, q8_0, q4_0, q4k.
     #[arg(long, default_value = "auto")]
     pub dtype: String,
-    /// Scenarios to run: raw, typing, cold, events, all (comma-separated); `context` (not in
-    /// `all`) types in a workspace with context on, then off.
+    /// Scenarios to run: raw, typing, cold, open, events, all (comma-separated); `context`
+    /// (not in `all`) types in a workspace with context on, then off; `remote` with
+    /// `--engine`; `soak` alone (not in `all`): mixed messages through this binary over stdio.
     #[arg(long, default_value = "all", value_delimiter = ',')]
     pub scenario: Vec<String>,
+    /// Soak: messages to send.
+    #[arg(long, default_value_t = 100_000)]
+    pub messages: usize,
+    /// Soak: documents open.
+    #[arg(long, default_value_t = 200)]
+    pub documents: usize,
+    /// Soak: requests outstanding at most.
+    #[arg(long, default_value_t = 32)]
+    pub outstanding: usize,
     /// Milliseconds between keystrokes while typing.
     #[arg(long, default_value_t = 60)]
     pub keystroke_ms: u64,
@@ -219,7 +229,6 @@ impl ContextArgs {
     }
 }
 
-
 /// Which engine runs the model: ours, or a server's (`--engine llama.cpp --endpoint URL`).
 #[derive(ClapArgs, Debug, Clone, Default)]
 pub struct RemoteFlags {
@@ -311,9 +320,24 @@ pub fn init_logging(args: &Args) -> Result<()> {
                 .with_writer(std::sync::Mutex::new(file))
                 .init();
         }
-        None => builder.with_writer(std::io::stderr).init(),
+        None => {
+            let colour = use_colour(
+                std::io::IsTerminal::is_terminal(&std::io::stderr()),
+                std::env::var_os("NO_COLOR"),
+            );
+            builder
+                .with_ansi(colour)
+                .with_writer(std::io::stderr)
+                .init()
+        }
     }
     Ok(())
+}
+
+/// Colour in the logs only for a person at a terminal: editors show a server's stderr raw in
+/// their log panes. `NO_COLOR` (set and not empty) turns it off everywhere (no-color.org).
+pub fn use_colour(stderr_is_terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
 pub fn run(args: Args) -> Result<u8> {
@@ -550,6 +574,26 @@ fn gather_context(
 }
 
 fn bench(b: BenchArgs) -> Result<()> {
+    if b.scenario.iter().any(|s| s == "soak") {
+        if b.scenario.len() > 1 {
+            bail!("--scenario soak runs alone");
+        }
+        let report = copilot_bench::soak::run(&copilot_bench::soak::SoakOptions {
+            server: std::env::current_exe().context("cannot find this binary")?,
+            model: b.model,
+            messages: b.messages,
+            documents: b.documents,
+            outstanding: b.outstanding,
+            seed: 1,
+        })?;
+        let mut stdout = std::io::stdout().lock();
+        if b.json {
+            writeln!(stdout, "{}", serde_json::to_string_pretty(&report)?)?;
+        } else {
+            write!(stdout, "{}", report.table())?;
+        }
+        return Ok(());
+    }
     let report = copilot_bench::run(&copilot_bench::BenchOptions {
         model: b.model,
         device: b.device,
@@ -632,6 +676,25 @@ mod tests {
             flags.spec().unwrap().unwrap().endpoint,
             "http://127.0.0.1:9"
         );
+    }
+
+    #[test]
+    fn colour_only_at_a_terminal_and_never_with_no_color() {
+        let set = |v: &str| Some(std::ffi::OsString::from(v));
+        let cases = [
+            (true, None, true),
+            (false, None, false),
+            (true, set("1"), false),
+            (true, set(""), true),
+            (false, set("1"), false),
+        ];
+        for (tty, no_color, want) in cases {
+            assert_eq!(
+                use_colour(tty, no_color.clone()),
+                want,
+                "{tty} {no_color:?}"
+            );
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod config;
 pub mod cpu;
 pub mod error;
 pub mod fast_gelu;
+pub mod fuzzing;
 pub mod generate;
 pub mod gguf;
 pub mod kv;

@@ -16,6 +16,7 @@
 
 pub mod budget;
 pub mod context;
+pub mod fuzzing;
 pub mod post;
 pub mod prompt;
 pub mod shape;

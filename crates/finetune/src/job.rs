@@ -204,13 +204,14 @@ fn with_context(
     );
     let mut shown = 0usize;
     let mut examples_with = 0usize;
-    let packed = examples::build_with_context(tok, &corpus.train, extra, ex, &mut |f, text, cursor| {
-        let doc = repo.join(&f.rel);
-        let s = g.snippets(&doc, text, cursor, settings.sources(), &settings, &counter);
-        shown += s.len();
-        examples_with += usize::from(!s.is_empty());
-        copilot_context::to_fim(&s)
-    })?;
+    let packed =
+        examples::build_with_context(tok, &corpus.train, extra, ex, &mut |f, text, cursor| {
+            let doc = repo.join(&f.rel);
+            let s = g.snippets(&doc, text, cursor, settings.sources(), &settings, &counter);
+            shown += s.len();
+            examples_with += usize::from(!s.is_empty());
+            copilot_context::to_fim(&s)
+        })?;
     g.finish();
     tracing::info!(
         snippets = shown,

@@ -161,6 +161,11 @@ impl Service {
             trace.end(Ended::Skipped);
             return Outcome::Empty(Why::ModelUnavailable);
         };
+        // One request computes at a time; under a flood the longest-waiting are shed, before
+        // they have built a prompt.
+        let Some(_turn) = self.turns.take(cancel).await else {
+            return Outcome::Empty(Why::Cancelled);
+        };
         // Settings may have changed while waiting for the model.
         let settings = source.settings();
         let (snapshot, extra) = match source.snapshot() {

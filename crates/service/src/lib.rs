@@ -14,6 +14,7 @@
 //! - `stats`: request counters.
 //! - `outcomes`: what became of each suggestion (shown, accepted, typed through, rejected,
 //!   kept), written to the workspace's event log (`copilot-events`) off the request path.
+//! - `turns`: one completion on the model at a time, the oldest waiting shed under a flood.
 //!
 //! **Invariant:** knows no protocol: no LSP types, no HTTP, no JSON.
 
@@ -26,6 +27,7 @@ pub mod host;
 pub mod loader;
 pub mod outcomes;
 pub mod stats;
+pub mod turns;
 
 use std::sync::Arc;
 
@@ -64,6 +66,8 @@ pub struct Service {
     pub host: Arc<ModelHost>,
     /// One live completion per key (a document).
     pub tasks: cancel::LatestWins<String>,
+    /// Turns on the model: one request computes, a few wait, the oldest shed.
+    pub turns: turns::Turns,
     pub stats: Stats,
     pub adapters: adapters::Adapters,
     /// Each workspace's context (open files, imports, index).
@@ -111,6 +115,7 @@ impl Service {
         let service = Arc::new(Self {
             host: Arc::new(ModelHost::new(loader)),
             tasks: cancel::LatestWins::new(),
+            turns: turns::Turns::default(),
             stats: Stats::default(),
             adapters: adapters::Adapters::default(),
             context: context::Contexts::default(),

@@ -15,6 +15,7 @@ use tower_lsp_server::ls_types::Uri;
 use crate::scheduler::Scheduler;
 
 #[derive(Debug, Deserialize)]
+#[serde(expecting = "an object with a document `uri`")]
 pub struct DocumentParams {
     pub uri: Uri,
 }
@@ -41,6 +42,10 @@ pub async fn stats(scheduler: &Scheduler) -> Result<Value> {
     let mut v = serde_json::to_value(service.stats.snapshot()).unwrap_or(Value::Null);
     v["model"] = Value::from(service.host.state().label());
     v["liveTasks"] = Value::from(service.tasks.live_count());
+    v["shed"] = Value::from(service.turns.shed());
+    let (documents, bytes) = scheduler.session.document_totals();
+    v["documents"] = Value::from(documents);
+    v["documentBytes"] = Value::from(bytes);
     Ok(v)
 }
 

@@ -14,6 +14,7 @@ use serde::Deserialize;
 
 /// A request's params with the arrival number the gate stamped on them.
 #[derive(Debug, Deserialize)]
+#[serde(expecting = "an object of request params")]
 pub struct Stamped<P> {
     #[serde(flatten)]
     pub params: P,
