@@ -22,6 +22,9 @@ use crate::template::{self, Family, Part};
 use crate::tokens::{Counter, LocalTokenizer, ServerCounter, Source};
 use crate::{llama, ollama, openai, RemoteError};
 
+/// Reads one event of an engine's answer.
+type ParseStep = fn(&Value) -> Result<Step, Fault>;
+
 /// The window assumed until a server says its own.
 pub const FALLBACK_WINDOW: usize = 2048;
 /// How often a waiting request looks at its cancel flag (well under one token's time).
@@ -454,29 +457,28 @@ impl Inner {
         }
         let stops = self.stops(&job);
         let max_new = job.sampling.max_new_tokens;
-        let (path, body, sse, parse): (&str, Value, bool, fn(&Value) -> Result<Step, Fault>) =
-            match self.spec.kind {
-                EngineKind::LlamaCpp => (
-                    llama::INFILL,
-                    llama::infill_body(&job, &stops),
-                    true,
-                    llama::parse,
-                ),
-                EngineKind::Ollama => {
-                    let raw = match self.spec.template {
-                        TemplateChoice::Auto => None,
-                        TemplateChoice::Family(f) => Some(f),
-                    };
-                    let model = self.model().unwrap_or_default();
-                    let body = ollama::generate_body(&job, model, raw, &stops, self.info().window);
-                    (ollama::GENERATE, body, false, ollama::parse)
-                }
-                EngineKind::OpenAi => {
-                    let prompt = self.openai_prompt(&job.prompt, max_new);
-                    let body = openai::completions_body(&job, self.model(), &prompt, &stops);
-                    (openai::COMPLETIONS, body, true, openai::parse)
-                }
-            };
+        let (path, body, sse, parse): (&str, Value, bool, ParseStep) = match self.spec.kind {
+            EngineKind::LlamaCpp => (
+                llama::INFILL,
+                llama::infill_body(&job, &stops),
+                true,
+                llama::parse,
+            ),
+            EngineKind::Ollama => {
+                let raw = match self.spec.template {
+                    TemplateChoice::Auto => None,
+                    TemplateChoice::Family(f) => Some(f),
+                };
+                let model = self.model().unwrap_or_default();
+                let body = ollama::generate_body(&job, model, raw, &stops, self.info().window);
+                (ollama::GENERATE, body, false, ollama::parse)
+            }
+            EngineKind::OpenAi => {
+                let prompt = self.openai_prompt(&job.prompt, max_new);
+                let body = openai::completions_body(&job, self.model(), &prompt, &stops);
+                (openai::COMPLETIONS, body, true, openai::parse)
+            }
+        };
         let started = Instant::now();
         let mut resp = self.http.send(Method::POST, path, Some(&body)).await?;
         let json_answer = resp
@@ -485,6 +487,9 @@ impl Inner {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|t| t.starts_with("application/json"));
         let mut dec = Decoder::new(stops, job.stop, job.sampling.soft_budget);
+        // A front-end streaming the answer (HTTP) sees the text as each piece passes the
+        // stop checks, as from the embedded engine.
+        let mut on_text = job.on_text;
         let mut lines = Lines::default();
         let mut events = Sse::default();
         let mut info = Final::default();
@@ -517,6 +522,9 @@ impl Inner {
                 if let Some(why) = dec.push(&step.text, Instant::now()) {
                     stopped = Some(why);
                     break;
+                }
+                if let Some(f) = on_text.as_mut() {
+                    f(&dec.text);
                 }
                 if step.done {
                     stopped = Some(info.stop.unwrap_or(StopReason::EndOfText));

@@ -88,6 +88,7 @@ pub(crate) mod testing {
                 soft_budget: Some(Duration::from_millis(250)),
             },
             stop: None,
+            on_text: None,
             cancel: CancelToken::new(),
             adapter: None,
         }

@@ -130,6 +130,7 @@ fn job(prefix: &str, suffix: &str) -> Job {
             soft_budget: None,
         },
         stop: None,
+        on_text: None,
         cancel: CancelToken::new(),
         adapter: None,
     }

@@ -230,7 +230,7 @@ pub fn documents(data: &[u8]) {
         let params = DidChangeTextDocumentParams::deserialize(req.params().expect("params"))
             .expect("didChange params");
         assert_eq!(params.content_changes[0].text, text, "decoded text");
-        doc.apply(&params.content_changes, version, version as u64, enc);
+        doc.apply(&params.content_changes, version, version as u64, enc, false);
 
         // The reference edit.
         match range {

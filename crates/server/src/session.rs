@@ -477,14 +477,14 @@ impl Session {
     pub fn after_insert(&self, uri: &Uri, start: Position, text: &str) -> Option<(Position, i32)> {
         let enc = self.encoding();
         let docs = lock(&self.docs);
-        let doc = docs.get(uri)?;
+        let doc = docs.open.get(uri)?;
         let at = doc.char_at_clamped(start, enc) + text.chars().count();
         let at = at.min(doc.rope().len_chars());
         Some((doc.position_of(at, enc), doc.version()))
     }
 
     pub fn version(&self, uri: &Uri) -> Option<i32> {
-        lock(&self.docs).get(uri).map(Document::version)
+        lock(&self.docs).open.get(uri).map(Document::version)
     }
 
     pub fn remember_cursor(&self, uri: &Uri, pos: Position) {
@@ -504,7 +504,7 @@ impl Session {
     pub fn hint(&self, uri: &Uri, pos: Position) -> Option<copilot_service::Hint> {
         let enc = self.encoding();
         let docs = lock(&self.docs);
-        let doc = docs.get(uri)?;
+        let doc = docs.open.get(uri)?;
         let at = doc.char_at(pos, enc)?;
         let rope = doc.rope();
         let before = at.checked_sub(1).map(|i| rope.char(i));
@@ -561,7 +561,7 @@ impl copilot_service::DocumentTexts for Session {
         let Ok(uri) = key.parse::<Uri>() else {
             return false;
         };
-        match lock(&self.docs).get(&uri) {
+        match lock(&self.docs).open.get(&uri) {
             Some(d) => {
                 f(&RopeText(d.rope()));
                 true

@@ -501,7 +501,7 @@ impl Settings {
                 choices,
                 path_header: opts.path_header.unwrap_or(false),
                 adapters: opts.adapters.clone().unwrap_or_default(),
-                remote: resolve_remote(opts, &mut errors),
+                remote: resolve_remote(opts, &mut found),
                 context,
                 events: opts.events.unwrap_or(true),
                 auto_budget: opts.prefix_tokens.is_none() && opts.suffix_tokens.is_none(),
@@ -542,6 +542,10 @@ impl Settings {
             "pathHeader" => self.path_header = from.path_header,
             "adapters" => self.adapters.clone_from(&from.adapters),
             "context" => self.context.clone_from(&from.context),
+            // The remote engine is one choice made of these keys: all kept together.
+            "engine" | "endpoint" | "remoteModel" | "apiKeyEnv" | "template" | "tokenizer" => {
+                self.remote.clone_from(&from.remote)
+            }
             "context.maxTokens" => self.context.max_tokens = from.context.max_tokens,
             "context.maxIndexFiles" => self.context.max_index_files = from.context.max_index_files,
             _ => return false,
@@ -552,7 +556,10 @@ impl Settings {
 
 /// The remote engine `engine`, `endpoint`, `remoteModel`, `apiKeyEnv`, `template` and
 /// `tokenizer` ask for (parsed by the remote crate, as the CLI's flags are).
-fn resolve_remote(opts: &Options, errors: &mut Vec<String>) -> Option<copilot_remote::RemoteSpec> {
+fn resolve_remote(
+    opts: &Options,
+    found: &mut (Vec<String>, Vec<String>),
+) -> Option<copilot_remote::RemoteSpec> {
     let (spec, problems) = copilot_remote::RemoteArgs {
         engine: opts.engine.as_deref(),
         endpoint: opts.endpoint.as_deref(),
@@ -562,11 +569,12 @@ fn resolve_remote(opts: &Options, errors: &mut Vec<String>) -> Option<copilot_re
         tokenizer: opts.tokenizer.as_deref(),
     }
     .resolve();
-    errors.extend(
-        problems
-            .into_iter()
-            .map(|p| format!("invalid value for `{}`: {}", p.key, p.message)),
-    );
+    for p in problems {
+        found
+            .0
+            .push(format!("invalid value for `{}`: {}", p.key, p.message));
+        found.1.push(p.key.to_string());
+    }
     spec
 }
 
