@@ -78,6 +78,7 @@ impl Scheduler {
                 snapshot,
                 extra,
                 texts,
+                ..
             } => Outcome::Choices {
                 snapshot,
                 place: extra,

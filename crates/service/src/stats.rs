@@ -21,6 +21,9 @@ pub struct Stats {
     skipped: AtomicU64,
     /// The model failed or panicked.
     failed: AtomicU64,
+    /// Requests whose client went away before the answer (a closed HTTP connection); each
+    /// is also counted where it was cancelled.
+    disconnected: AtomicU64,
     /// Requests now in the model (gauge).
     generating: AtomicU64,
     /// Generations started (one request may run several choices).
@@ -44,6 +47,7 @@ pub struct StatsSnapshot {
     pub completed: u64,
     pub skipped: u64,
     pub failed: u64,
+    pub disconnected: u64,
     pub generating: u64,
     pub generations: u64,
     pub model_answers: u64,
@@ -82,6 +86,7 @@ impl Stats {
             completed: g(&self.completed),
             skipped: g(&self.skipped),
             failed: g(&self.failed),
+            disconnected: g(&self.disconnected),
             generating: g(&self.generating),
             generations: g(&self.generations),
             model_answers: g(&self.model_answers),
@@ -89,6 +94,11 @@ impl Stats {
             reused_tokens: g(&self.reused_tokens),
             cache_hits: g(&self.cache_hits),
         }
+    }
+
+    /// Count a request whose client went away before its answer.
+    pub fn client_gone(&self) {
+        self.disconnected.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Count one answered generation's figures.
