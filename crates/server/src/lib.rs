@@ -7,9 +7,11 @@
 //! - `scheduler`: a request's document and position handed to the serving core
 //!   (`copilot-service`: supersede, debounce, the model, stale answers dropped).
 //! - `session`, `document`, `encoding`: open documents in ropes, LSP positions.
+//! - `context_feed`: document events for the context gatherers, coalesced off the gate.
 //! - `settings`: `initializationOptions`/`didChangeConfiguration` parsed, then validated.
 //! - `notify`: the core's notices and load progress as `window/showMessage`, `$/progress`.
 
+pub mod context_feed;
 pub mod document;
 pub mod encoding;
 pub mod gate;
@@ -80,6 +82,7 @@ where
     let defaults = Settings::from_cli(&opts).map_err(|e| anyhow::anyhow!("{e}"))?;
     let (core, notices) = copilot_service::Service::new(loader);
     let session = session::Session::new(opts, defaults, core);
+    tokio::spawn(session.feed.clone().run(Arc::downgrade(&session.service)));
     let (service, socket) =
         LspService::build(|client| server::CopilotLsp::new(client, session.clone(), notices))
             .custom_method(
@@ -92,6 +95,7 @@ where
             )
             .custom_method("copilot/debugDocument", server::CopilotLsp::debug_document)
             .custom_method("copilot/debugStats", server::CopilotLsp::debug_stats)
+            .custom_method("copilot/debugContext", server::CopilotLsp::debug_context)
             .custom_method(input::MALFORMED, server::CopilotLsp::malformed)
             .finish();
     let service = gate::Gate::new(service, session.clone());

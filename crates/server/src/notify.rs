@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use copilot_pipeline::LoadEvent;
-use copilot_service::{Level, LoadReport, Notice};
+use copilot_service::{IndexReport, Level, LoadReport, Notice};
 use tokio::sync::{mpsc, watch};
 use tower_lsp_server::ls_types::notification::Progress;
 use tower_lsp_server::ls_types::{
@@ -92,19 +92,7 @@ impl Notifier {
             done,
         } = report;
         self.wait_initialized().await;
-        let token = if self.progress_supported.load(Ordering::SeqCst) {
-            let n = self.next_token.fetch_add(1, Ordering::SeqCst);
-            let token = NumberOrString::String(format!("copilot-lsp/load/{n}"));
-            match self.client.create_work_done_progress(token.clone()).await {
-                Ok(()) => Some(token),
-                Err(e) => {
-                    tracing::debug!("client refused a progress token: {e}");
-                    None
-                }
-            }
-        } else {
-            None
-        };
+        let token = self.progress_token("load").await;
         let send = |value: WorkDoneProgress| {
             let token = token.clone();
             async move {
@@ -155,6 +143,77 @@ impl Notifier {
                     ),
                 )
                 .await
+            }
+        }
+    }
+
+    /// Report a workspace's index build as work-done progress (begin, a report every few
+    /// hundred files, end with the summary); a failure is logged, never shown: completions
+    /// go on without the index.
+    pub async fn report_index(&self, report: IndexReport) {
+        let IndexReport {
+            root,
+            mut progress,
+            done,
+        } = report;
+        self.wait_initialized().await;
+        let token = self.progress_token("index").await;
+        let send = |value: WorkDoneProgress| {
+            let token = token.clone();
+            async move {
+                if let Some(token) = token {
+                    self.progress(token, value).await;
+                }
+            }
+        };
+        let name = root.file_name().map_or_else(
+            || root.display().to_string(),
+            |n| n.to_string_lossy().into(),
+        );
+        send(WorkDoneProgress::Begin(WorkDoneProgressBegin {
+            title: "copilot-lsp".into(),
+            cancellable: Some(false),
+            message: Some(format!("indexing {name}")),
+            percentage: None,
+        }))
+        .await;
+        let mut last = 0;
+        while let Some((files, _)) = progress.recv().await {
+            if files >= last + 250 {
+                last = files;
+                send(WorkDoneProgress::Report(WorkDoneProgressReport {
+                    message: Some(format!("indexing {name}: {files} files")),
+                    ..WorkDoneProgressReport::default()
+                }))
+                .await;
+            }
+        }
+        let outcome = done
+            .await
+            .unwrap_or_else(|_| Err("the index build stopped".into()));
+        let message = match &outcome {
+            Ok(summary) => format!("indexed {name}: {summary}"),
+            Err(e) => format!("not indexed {name}: {e}"),
+        };
+        tracing::info!("{message}");
+        send(WorkDoneProgress::End(WorkDoneProgressEnd {
+            message: Some(message),
+        }))
+        .await;
+    }
+
+    /// A fresh progress token, if the client takes them.
+    async fn progress_token(&self, what: &str) -> Option<ProgressToken> {
+        if !self.progress_supported.load(Ordering::SeqCst) {
+            return None;
+        }
+        let n = self.next_token.fetch_add(1, Ordering::SeqCst);
+        let token = NumberOrString::String(format!("copilot-lsp/{what}/{n}"));
+        match self.client.create_work_done_progress(token.clone()).await {
+            Ok(()) => Some(token),
+            Err(e) => {
+                tracing::debug!("client refused a progress token: {e}");
+                None
             }
         }
     }

@@ -13,6 +13,7 @@ use tower_lsp_server::ls_types::{Position, Uri};
 
 use copilot_service::{Service, Skip, Snapshot};
 
+use crate::context_feed::ContextFeed;
 use crate::document::Document;
 use crate::encoding::PositionEncoding;
 use crate::settings::{self, Options, Settings};
@@ -40,6 +41,8 @@ pub struct Session {
     roots: RwLock<Vec<String>>,
     /// The serving core: its tasks are cancelled here when a document changes.
     pub service: Arc<Service>,
+    /// Document events for the context gatherers (see `context_feed.rs`).
+    pub feed: Arc<ContextFeed>,
     /// Arrival counter, stamped on messages by the gate.
     seq: AtomicU64,
     initialized: AtomicBool,
@@ -61,6 +64,7 @@ impl Session {
             layers: Mutex::new((Value::Null, Value::Null)),
             roots: RwLock::default(),
             service,
+            feed: Arc::default(),
             seq: AtomicU64::new(0),
             initialized: AtomicBool::new(false),
             shutdown: AtomicBool::new(false),
@@ -162,7 +166,11 @@ impl Session {
 
     pub fn open(&self, uri: Uri, text: &str, version: i32, language_id: String, seq: u64) {
         self.service.tasks.cancel(&uri.as_str().to_string());
-        lock(&self.docs).insert(uri, Document::new(text, version, seq, language_id));
+        let doc = Document::new(text, version, seq, language_id);
+        if let Some(path) = file_path(uri.as_str()) {
+            self.feed.open(path.into(), doc.rope());
+        }
+        lock(&self.docs).insert(uri, doc);
     }
 
     pub fn change(
@@ -177,6 +185,13 @@ impl Session {
         match lock(&self.docs).get_mut(uri) {
             Some(doc) => {
                 doc.apply(changes, version, seq, enc);
+                if let Some(path) = file_path(uri.as_str()) {
+                    let line = changes
+                        .last()
+                        .and_then(|c| c.range)
+                        .map(|r| r.start.line as usize);
+                    self.feed.change(path.into(), doc.rope(), line);
+                }
                 true
             }
             None => false,
@@ -185,7 +200,11 @@ impl Session {
 
     pub fn close(&self, uri: &Uri) {
         self.service.tasks.cancel(&uri.as_str().to_string());
-        lock(&self.docs).remove(uri);
+        if lock(&self.docs).remove(uri).is_some() {
+            if let Some(path) = file_path(uri.as_str()) {
+                self.feed.close(path.into());
+            }
+        }
     }
 
     /// Run `f` on a document, under the lock (keep it short).

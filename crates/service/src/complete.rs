@@ -167,7 +167,11 @@ impl Service {
             Some(dir) => self.named_adapter(&completer, &dir).await,
             None => self.adapter(&completer, snapshot.file.as_deref()).await,
         };
-        let snippets = source.snippets();
+        // The request's own snippets (HTTP's `input_extra`), then the workspace's context.
+        let mut snippets = source.snippets();
+        snippets.extend(copilot_context::to_fim(
+            &self.gather(&completer, &snapshot, opts).await,
+        ));
         let mut texts: Vec<String> = Vec::new();
         let mut runs: Vec<Completion> = Vec::new();
         for i in 0..n {
@@ -252,6 +256,36 @@ impl Service {
                 None
             }
         }
+    }
+
+    /// The context snippets for a snapshot (none for a document that is not a file).
+    pub async fn gather(
+        &self,
+        completer: &Completer,
+        snapshot: &Snapshot,
+        opts: &CompletionOptions,
+    ) -> Vec<copilot_context::ContextSnippet> {
+        let Some(file) = &snapshot.file else {
+            return Vec::new();
+        };
+        // The room the prompt builder will have (a small window scales the budgets down),
+        // so that the context chosen is the context that fits.
+        let window = completer.model().info().window;
+        let max_new = opts.max_tokens.min(window / 2).max(1);
+        let room = window.saturating_sub(max_new + 3);
+        let budget = copilot_context::PromptBudget {
+            prefix_tokens: opts.prefix_tokens.min(room),
+            suffix_tokens: opts.suffix_tokens.min(room),
+        };
+        self.context
+            .snippets(
+                std::path::Path::new(file),
+                &snapshot.text,
+                snapshot.cursor,
+                budget,
+                completer.model().clone(),
+            )
+            .await
     }
 
     /// The adapter of the file's workspace, loaded, by name; `None` for the base model (also

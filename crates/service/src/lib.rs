@@ -9,6 +9,8 @@
 //! - `host`, `loader`: which engine, loading it in the background, its state.
 //! - `cancel`, `debounce`: the two small mechanisms requests are built from.
 //! - `adapters`: which LoRA adapter serves a workspace; repository files read as untrusted.
+//! - `context`: each workspace's context (`copilot-context`), fed document events, indexed
+//!   in the background, asked for snippets at each completion.
 //! - `stats`: request counters.
 //!
 //! **Invariant:** knows no protocol: no LSP types, no HTTP, no JSON.
@@ -16,6 +18,7 @@
 pub mod adapters;
 pub mod cancel;
 pub mod complete;
+pub mod context;
 pub mod debounce;
 pub mod host;
 pub mod loader;
@@ -28,6 +31,7 @@ use tokio::sync::mpsc;
 pub use complete::{
     CompletionSource, Fixed, Outcome, RequestSettings, Skip, Snapshot, Trigger, Why,
 };
+pub use context::IndexReport;
 pub use host::{LoadReport, ModelHost, ModelState};
 pub use loader::{EngineLoader, EngineSpec, Loader};
 pub use stats::{Stats, StatsSnapshot};
@@ -57,6 +61,8 @@ pub struct Service {
     pub tasks: cancel::LatestWins<String>,
     pub stats: Stats,
     pub adapters: adapters::Adapters,
+    /// Each workspace's context (open files, imports, index).
+    pub context: context::Contexts,
     notices: mpsc::UnboundedSender<Notice>,
     /// Kinds of notice already given: each reaches the user (and the log's warning level)
     /// once.
@@ -72,6 +78,7 @@ impl Service {
             tasks: cancel::LatestWins::new(),
             stats: Stats::default(),
             adapters: adapters::Adapters::default(),
+            context: context::Contexts::default(),
             notices: tx,
             noticed: Default::default(),
         });

@@ -56,10 +56,19 @@ pub fn apply(scheduler: &Scheduler, init: Option<Value>, change: Option<Value>) 
         let notifier = scheduler.notifier.clone();
         tokio::spawn(async move { notifier.show(typ, message).await });
     }
+    let roots = scheduler.session.roots();
     scheduler
         .service
         .adapters
-        .configure(&settings.adapters, &scheduler.session.roots());
+        .configure(&settings.adapters, &roots);
+    for report in scheduler
+        .service
+        .context
+        .configure(&roots, &settings.context)
+    {
+        let notifier = scheduler.notifier.clone();
+        tokio::spawn(async move { notifier.report_index(report).await });
+    }
     if let Some(report) = scheduler.service.host.ensure(settings.engine()) {
         let notifier = scheduler.notifier.clone();
         tokio::spawn(async move { notifier.report_load(report).await });
