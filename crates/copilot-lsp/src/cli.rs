@@ -36,7 +36,7 @@ pub struct Args {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Serve LSP over stdio (what editors run).
+    /// Serve LSP over stdio (what editors run), or HTTP with --http ADDR.
     Serve(ServeArgs),
     /// Complete at FILE:LINE:COL (1-based, column in characters) and print the completion.
     Complete(CompleteArgs),
@@ -162,6 +162,25 @@ pub struct ServeArgs {
     pub device: Option<String>,
     #[arg(long)]
     pub dtype: Option<String>,
+    /// Serve HTTP on this address instead of LSP on stdio: OpenAI's /v1/completions,
+    /// llama-server's /infill (llama.vim, llama.vscode), /health, /v1/models, /stats.
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<std::net::SocketAddr>,
+    /// Bearer token HTTP clients must send (`Authorization: Bearer KEY`); required when
+    /// --http is not a loopback address.
+    #[arg(
+        long,
+        env = "COPILOT_LSP_API_KEY",
+        value_name = "KEY",
+        hide_env_values = true
+    )]
+    pub api_key: Option<String>,
+    /// An adapter HTTP requests may name (`"adapter": NAME`), repeatable.
+    #[arg(long = "adapter", value_name = "NAME=DIR")]
+    pub adapters: Vec<String>,
+    /// Largest HTTP request body, in bytes.
+    #[arg(long, default_value_t = copilot_http::DEFAULT_BODY_LIMIT, value_name = "BYTES")]
+    pub body_limit: usize,
 }
 
 #[derive(ClapArgs, Debug)]
@@ -343,6 +362,12 @@ pub fn use_colour(stderr_is_terminal: bool, no_color: Option<std::ffi::OsString>
 pub fn run(args: Args) -> Result<u8> {
     match args.command {
         None => serve(ServeArgs::default(), args.threads),
+        Some(Command::Serve(s)) if s.http.is_some() => {
+            if args.stdio {
+                bail!("--http and --stdio: serve one protocol per process");
+            }
+            serve_http(s, args.threads).map(|()| 0)
+        }
         Some(Command::Serve(s)) => serve(s, args.threads),
         Some(Command::Complete(c)) => complete(c, args.threads).map(|()| 0),
         Some(Command::GenCheckpoint(g)) => gen_checkpoint(g).map(|()| 0),
@@ -355,17 +380,52 @@ pub fn run(args: Args) -> Result<u8> {
     }
 }
 
-fn serve(s: ServeArgs, threads: Option<usize>) -> Result<u8> {
-    let code = copilot_server::run_stdio(copilot_server::ServeOptions {
-        model: s.model,
-        revision: s.revision,
+fn serve_options(s: &ServeArgs, threads: Option<usize>) -> copilot_server::ServeOptions {
+    copilot_server::ServeOptions {
+        model: s.model.clone(),
+        revision: s.revision.clone(),
         offline: s.offline,
-        device: s.device,
-        dtype: s.dtype,
+        device: s.device.clone(),
+        dtype: s.dtype.clone(),
         threads,
         data_dir: None,
-    })?;
+    }
+}
+
+fn serve(s: ServeArgs, threads: Option<usize>) -> Result<u8> {
+    let code = copilot_server::run_stdio(serve_options(&s, threads))?;
     Ok(u8::try_from(code).unwrap_or(1))
+}
+
+/// `serve --http ADDR`: the flags resolved as the LSP server resolves them (the same model,
+/// the same completion defaults), then the HTTP front-end.
+fn serve_http(s: ServeArgs, threads: Option<usize>) -> Result<()> {
+    let settings = copilot_server::Settings::from_cli(&serve_options(&s, threads))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let adapters = s
+        .adapters
+        .iter()
+        .map(|a| match a.split_once('=') {
+            Some((name, dir)) if !name.trim().is_empty() && !dir.is_empty() => {
+                Ok((name.trim().to_string(), PathBuf::from(dir)))
+            }
+            _ => bail!("--adapter wants NAME=DIR, got `{a}`"),
+        })
+        .collect::<Result<_>>()?;
+    let config = copilot_http::Config {
+        addr: s.http.context("--http")?,
+        api_key: s.api_key,
+        body_limit: s.body_limit,
+        model_id: settings.model.model.clone(),
+        defaults: settings.completion.clone(),
+        adapters,
+    };
+    copilot_http::run(
+        config,
+        settings.engine(),
+        std::sync::Arc::new(copilot_server::EngineLoader),
+    )?;
+    Ok(())
 }
 
 /// Split `FILE:LINE:COL` from the right, so paths may contain colons.

@@ -85,6 +85,7 @@ impl Scheduler {
                 extra,
                 texts,
                 ids,
+                ..
             } => Outcome::Choices {
                 snapshot,
                 place: extra,

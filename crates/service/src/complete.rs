@@ -11,7 +11,7 @@
 use std::time::{Duration, Instant};
 
 use copilot_pipeline::{
-    Completer, Completion, CompletionOptions, CompletionRequest, PipelineError,
+    Completer, Completion, CompletionOptions, CompletionRequest, Extras, PipelineError,
 };
 
 use crate::adapters::Resolution;
@@ -86,6 +86,21 @@ pub trait CompletionSource: Send {
     fn hint(&self) -> Hint {
         Hint::default()
     }
+    /// Stop strings and a streaming sink for choice `choice` (front-ends holding the whole
+    /// request: the HTTP API).
+    fn extras(&self, choice: usize) -> Extras {
+        let _ = choice;
+        Extras::default()
+    }
+    /// Code from other files to show the model (llama-server's `input_extra`).
+    fn snippets(&self) -> Vec<copilot_fim::Snippet> {
+        Vec::new()
+    }
+    /// An adapter directory the request itself names, instead of its workspace's (the HTTP
+    /// API's `adapter`, one of the server's named adapters).
+    fn adapter(&self) -> Option<std::path::PathBuf> {
+        None
+    }
 }
 
 /// What the front-end turns into a response.
@@ -100,6 +115,9 @@ pub enum Outcome<E> {
         extra: E,
         texts: Vec<String>,
         ids: Vec<Option<String>>,
+        /// Every generation's completion in order, empty and repeated ones too, with its
+        /// figures (the HTTP API answers one choice per generation).
+        runs: Vec<Completion>,
     },
     /// No answer worth sending: the front-end replies with an empty result.
     Empty(Why),
@@ -179,14 +197,22 @@ impl Service {
             Trigger::Invoked if opts.temperature > 0.0 => settings.choices.max(1),
             _ => 1,
         };
-        let adapter = self.adapter(&completer, snapshot.file.as_deref()).await;
+        let adapter = match source.adapter() {
+            Some(dir) => self.named_adapter(&completer, &dir).await,
+            None => self.adapter(&completer, snapshot.file.as_deref()).await,
+        };
+        // The request's own snippets (HTTP's `input_extra`), then the workspace's context.
         let gathering = Instant::now();
-        let snippets = copilot_context::to_fim(&self.gather(&completer, &snapshot, opts).await);
+        let mut snippets = source.snippets();
+        snippets.extend(copilot_context::to_fim(
+            &self.gather(&completer, &snapshot, opts).await,
+        ));
         if snapshot.file.is_some() {
             self.stats
                 .record_context(gathering.elapsed().as_secs_f64() * 1000.0);
         }
         let mut texts: Vec<String> = Vec::new();
+        let mut runs: Vec<Completion> = Vec::new();
         for i in 0..n {
             if cancel.is_cancelled() {
                 return Outcome::Empty(Why::Cancelled);
@@ -207,7 +233,7 @@ impl Service {
             };
             trace.start_generating();
             let started_ms = arrived.elapsed().as_secs_f64() * 1000.0;
-            match run(completer.clone(), req, cancel).await {
+            match run(completer.clone(), req, source.extras(i), cancel).await {
                 Ok(c) => {
                     tracing::debug!(
                         started_ms,
@@ -227,8 +253,9 @@ impl Service {
                         ));
                     }
                     if !c.text.is_empty() && !texts.contains(&c.text) {
-                        texts.push(c.text);
+                        texts.push(c.text.clone());
                     }
+                    runs.push(c);
                 }
                 Err(RunError::Cancelled) => return Outcome::Empty(Why::Cancelled),
                 Err(RunError::Failed(e)) => {
@@ -283,6 +310,24 @@ impl Service {
             extra,
             texts,
             ids,
+            runs,
+        }
+    }
+
+    /// The adapter in `dir`, which the request named, loaded; `None` (the base model, with a
+    /// notice) when it cannot be used.
+    async fn named_adapter(&self, completer: &Completer, dir: &std::path::Path) -> Option<String> {
+        let name = dir.display().to_string();
+        match completer.load_adapter(&name, dir).await {
+            Ok(()) => Some(name),
+            Err(e) => {
+                self.notify(Notice {
+                    level: Level::Warning,
+                    kind: format!("adapter-failed:{name}"),
+                    message: format!("copilot-lsp: adapter {name} not used: {e}"),
+                });
+                None
+            }
         }
     }
 
@@ -406,12 +451,13 @@ impl Service {
 async fn run(
     completer: Completer,
     req: CompletionRequest,
+    extras: Extras,
     cancel: &Cancel,
 ) -> Result<Completion, RunError> {
     let token = cancel.token();
-    let mut task = AbortOnDrop(tokio::spawn(
-        async move { completer.complete(req, token).await },
-    ));
+    let mut task = AbortOnDrop(tokio::spawn(async move {
+        completer.complete_with(req, token, extras).await
+    }));
     tokio::select! {
         biased;
         () = cancel.cancelled() => Err(RunError::Cancelled),
