@@ -214,13 +214,20 @@ async fn openai_gets_our_prompt_as_the_embedded_engines_ids() {
         copilot_remote::Family::StarCoder,
         "from the model's name"
     );
-    let embedded = Embedded::load(
-        &copilot_pipeline::ModelSpec {
-            model: dir.path().display().to_string(),
-            ..Default::default()
-        },
-        &|_| {},
-    )
+    // Loading is blocking (it reads the weights and times a calibration pass on the model
+    // thread): off the runtime, as the service's loader does it.
+    let model = dir.path().display().to_string();
+    let embedded = tokio::task::spawn_blocking(move || {
+        Embedded::load(
+            &copilot_pipeline::ModelSpec {
+                model,
+                ..Default::default()
+            },
+            &|_| {},
+        )
+    })
+    .await
+    .unwrap()
     .unwrap();
 
     // User text holding control-token strings stays text in both.

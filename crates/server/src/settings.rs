@@ -542,6 +542,7 @@ impl Settings {
             "pathHeader" => self.path_header = from.path_header,
             "adapters" => self.adapters.clone_from(&from.adapters),
             "context" => self.context.clone_from(&from.context),
+            "events" => self.events = from.events,
             // The remote engine is one choice made of these keys: all kept together.
             "engine" | "endpoint" | "remoteModel" | "apiKeyEnv" | "template" | "tokenizer" => {
                 self.remote.clone_from(&from.remote)
@@ -726,8 +727,30 @@ mod tests {
             ("pathHeader", json!(true), json!({})),
             ("adapters", json!({"/w": "/a"}), json!(5)),
             ("context", json!({"index": false}), json!({"index": "no"})),
+            ("events", json!(false), json!("no")),
+            ("engine", json!("llama.cpp"), json!("gpt5")),
+            ("endpoint", json!("http://127.0.0.1:9"), json!("ftp://x")),
+            ("remoteModel", json!("m"), json!(5)),
+            ("apiKeyEnv", json!("KEY_VAR"), json!("A=b")),
+            ("template", json!("qwen"), json!("nope")),
+            ("tokenizer", json!("tok.json"), json!(5)),
         ];
-        let one = |k: &str, v: &Value| Value::Object(Map::from_iter([(k.to_string(), v.clone())]));
+        // A remote engine's other keys mean something only with an engine named: both
+        // layers name one.
+        let with_engine = [
+            "endpoint",
+            "remoteModel",
+            "apiKeyEnv",
+            "template",
+            "tokenizer",
+        ];
+        let one = |k: &str, v: &Value| {
+            let mut m = Map::from_iter([(k.to_string(), v.clone())]);
+            if with_engine.contains(&k) {
+                m.insert("engine".into(), json!("llama.cpp"));
+            }
+            Value::Object(m)
+        };
         let cli = ServeOptions::default();
         let defaults = Settings::from_cli(&cli).unwrap();
         for key in KNOWN_KEYS {
