@@ -132,6 +132,16 @@ pub fn cross_file_recall(
             let snippets = g.snippets(&doc, &t.text, t.cursor, sources, settings, counter);
             let have: HashSet<&str> = snippets.iter().flat_map(|s| idents(&s.text)).collect();
             let found = need.iter().filter(|id| have.contains(*id)).count();
+            if sources == Sources::ALL && found < need.len() {
+                let missed: Vec<&&str> = need.iter().filter(|id| !have.contains(**id)).collect();
+                tracing::debug!(
+                    file = %t.rel,
+                    line = t.target.trim(),
+                    ?missed,
+                    from = ?snippets.iter().map(|s| (s.source, &s.path)).collect::<Vec<_>>(),
+                    "context missed"
+                );
+            }
             row.identifiers_found += found;
             row.lines_found += usize::from(found == need.len());
             row.mean_tokens += snippets.iter().map(|s| s.tokens).sum::<usize>() as f64;
