@@ -4,7 +4,7 @@
 
 use copilot_fim::{
     build_prompt, postprocess, should_stop, Budget, CharCounter, CursorContext, Layout, Piece,
-    PostOptions, PromptInput, Shape, Snippet,
+    PostOptions, PromptInput, Shape, Snippet, STARCODER,
 };
 use proptest::prelude::*;
 
@@ -124,7 +124,7 @@ proptest! {
         let snippets = [Snippet { path: "other.py".into(), text: snippet }];
         let input = PromptInput { prefix: &prefix, suffix: &suffix, path: path.as_deref(), snippets: &snippets };
         let budget = Budget { prefix_tokens, suffix_tokens, window, max_new_tokens };
-        let p = build_prompt(&input, layout, &budget, &CharCounter);
+        let p = build_prompt(&input, &STARCODER, layout, &budget, &CharCounter);
         let total: usize = p.pieces.iter().map(|x| match x {
             Piece::Special(_) => 1,
             Piece::Text(t) => t.chars().count(),

@@ -18,7 +18,7 @@ use copilot_engine::{
     Tokenizer,
 };
 use copilot_fim::{
-    Budget, CursorContext, Layout, LayoutChoice, Piece, PostOptions, PromptInput, Shape, Special,
+    Budget, CursorContext, Layout, LayoutChoice, PostOptions, PromptInput, Shape, Template,
     TokenCounter,
 };
 
@@ -251,6 +251,10 @@ pub struct Completer {
     adapters: Arc<Mutex<std::collections::HashSet<String>>>,
     /// Token counts of lines, for the prompt budgets.
     counts: Arc<Mutex<HashMap<Box<str>, u32>>>,
+    /// The model family's FIM format, found from its tokenizer's special tokens; None when
+    /// it has no FIM tokens (then every prompt is left-to-right, with one warning).
+    template: Option<&'static Template>,
+    warned_no_fim: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Default soft decoding budget.
@@ -277,12 +281,47 @@ impl Completer {
     }
 
     pub fn from_engine(engine: Engine) -> Self {
+        let tok = engine.tokenizer().clone();
+        let template = Template::detect(|s| tok.token_id(s).is_some());
+        tracing::debug!(
+            template = template.map_or("none", |t| t.name),
+            "FIM template from the tokenizer"
+        );
         Self {
             engine,
             cache: Arc::new(Mutex::new(CompletionCache::new(CACHE_ENTRIES))),
             ahead: Arc::default(),
             adapters: Arc::default(),
             counts: Arc::default(),
+            template,
+            warned_no_fim: Arc::default(),
+        }
+    }
+
+    /// The model family's FIM template (None: the tokenizer has no FIM tokens).
+    pub fn template(&self) -> Option<&'static Template> {
+        self.template
+    }
+
+    /// The layout for this cursor in the model's family format; left-to-right, with one
+    /// warning, when the tokenizer has no FIM tokens.
+    fn layout(&self, choice: LayoutChoice, suffix: &str) -> (&'static Template, Layout) {
+        match self.template {
+            Some(t) => (t, t.choose_layout(choice, suffix)),
+            None => {
+                let fim = copilot_fim::choose_layout(choice, suffix) != Layout::LeftToRight;
+                if fim
+                    && !self
+                        .warned_no_fim
+                        .swap(true, std::sync::atomic::Ordering::Relaxed)
+                {
+                    tracing::warn!(
+                        "the model's tokenizer has no FIM tokens: completing left to right \
+                         (the code after the cursor is not shown to the model)"
+                    );
+                }
+                (&copilot_fim::STARCODER, Layout::LeftToRight)
+            }
         }
     }
 
@@ -327,7 +366,7 @@ impl Completer {
         let cursor = floor_char_boundary(&req.text, req.cursor);
         let text: Arc<str> = Arc::from(req.text.as_str());
         let (prefix, suffix) = text.split_at(cursor);
-        let layout = copilot_fim::choose_layout(opts.fim.layout_choice(), suffix);
+        let (template, layout) = self.layout(opts.fim.layout_choice(), suffix);
         let max_new = opts.max_tokens.min(window / 2).max(1);
         let budget = Budget {
             prefix_tokens: opts.prefix_tokens,
@@ -343,6 +382,7 @@ impl Completer {
         };
         let prompt = copilot_fim::build_prompt(
             &input,
+            template,
             layout,
             &budget,
             &TokenizerCounter {
@@ -351,18 +391,13 @@ impl Completer {
             },
         );
         let specials = tok.specials();
-        let mut ids = Vec::new();
-        for piece in &prompt.pieces {
-            match piece {
-                Piece::Special(s) => ids.push(match s {
-                    Special::FimPrefix => specials.fim_prefix,
-                    Special::FimSuffix => specials.fim_suffix,
-                    Special::FimMiddle => specials.fim_middle,
-                    Special::EndOfText => specials.eos,
-                }),
-                Piece::Text(t) => ids.extend(tok.encode_text(t)?),
-            }
-        }
+        let mut ids = prompt.encode(
+            |t| tok.encode_text(t),
+            |s| {
+                tok.token_id(s)
+                    .ok_or_else(|| EngineError::Tokenizer(format!("no `{s}` token")))
+            },
+        )?;
         if ids.is_empty() {
             // An empty document in left-to-right mode: start from end-of-text, as the model
             // saw at the start of every training document.
