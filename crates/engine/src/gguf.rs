@@ -650,6 +650,54 @@ pub fn write(
     Ok(())
 }
 
+/// A GGML type by name, for `to-gguf --type`.
+pub fn parse_type(s: &str) -> std::result::Result<GgmlDType, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "f32" => Ok(GgmlDType::F32),
+        "f16" => Ok(GgmlDType::F16),
+        "q8_0" => Ok(GgmlDType::Q8_0),
+        "q4_0" => Ok(GgmlDType::Q4_0),
+        "q4k" | "q4_k" => Ok(GgmlDType::Q4K),
+        other => Err(format!(
+            "unknown GGUF type `{other}` (f32, f16, q8_0, q4_0, q4k)"
+        )),
+    }
+}
+
+/// Convert a hub-format checkpoint directory (config.json, tokenizer.json, safetensors) to
+/// a GGUF file with the tokenizer inside: [`write`] on its tensors.
+pub fn convert(dir: &Path, out: &Path, dtype: GgmlDType) -> Result<()> {
+    let spec = crate::ModelSpec {
+        model: dir.display().to_string(),
+        ..Default::default()
+    };
+    let files = crate::load::resolve(&spec, &mut |_| {})?;
+    let cfg = crate::load::files_config(&files)?;
+    let crate::load::Weights::Safetensors(paths) = &files.weights else {
+        return Err(EngineError::Other(format!(
+            "{}: only safetensors weights can be converted",
+            dir.display()
+        )));
+    };
+    let mut tensors = HashMap::new();
+    for p in paths {
+        let t = candle_core::safetensors::load(p, &Device::Cpu).map_err(|e| EngineError::File {
+            path: p.clone(),
+            message: e.to_string(),
+        })?;
+        tensors.extend(t);
+    }
+    let text = std::fs::read_to_string(&files.tokenizer).map_err(|e| EngineError::File {
+        path: files.tokenizer.clone(),
+        message: e.to_string(),
+    })?;
+    let tok: serde_json::Value = serde_json::from_str(&text).map_err(|e| EngineError::File {
+        path: files.tokenizer.clone(),
+        message: e.to_string(),
+    })?;
+    write(out, &cfg, &tensors, dtype, Some(&tok))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -425,3 +425,49 @@ pub fn abs_max(t: &Tensor) -> Result<f32> {
 pub fn abs_sum(t: &Tensor) -> Result<f32> {
     Ok(t.abs()?.sum_all()?.to_scalar::<f32>()?)
 }
+
+/// Qwen2.5-Coder's added tokens and their ids (after the 151,643 BPE tokens it shares with
+/// Qwen1.5 and Qwen2).
+pub const QWEN2_5_CODER_ADDED: [(u32, &str); 22] = [
+    (151643, "<|endoftext|>"),
+    (151644, "<|im_start|>"),
+    (151645, "<|im_end|>"),
+    (151646, "<|object_ref_start|>"),
+    (151647, "<|object_ref_end|>"),
+    (151648, "<|box_start|>"),
+    (151649, "<|box_end|>"),
+    (151650, "<|quad_start|>"),
+    (151651, "<|quad_end|>"),
+    (151652, "<|vision_start|>"),
+    (151653, "<|vision_end|>"),
+    (151654, "<|vision_pad|>"),
+    (151655, "<|image_pad|>"),
+    (151656, "<|video_pad|>"),
+    (151657, "<tool_call>"),
+    (151658, "</tool_call>"),
+    (151659, "<|fim_prefix|>"),
+    (151660, "<|fim_middle|>"),
+    (151661, "<|fim_suffix|>"),
+    (151662, "<|fim_pad|>"),
+    (151663, "<|repo_name|>"),
+    (151664, "<|file_sep|>"),
+];
+
+/// Give a Qwen-family `tokenizer.json` (Qwen1.5's, as llama.cpp's `ggml-vocab-qwen2.gguf`
+/// holds it) Qwen2.5-Coder's added tokens at their ids, replacing what sits there.
+pub fn with_qwen2_5_coder_specials(tok: &mut Value) {
+    let added = tok["added_tokens"].as_array_mut().expect("added_tokens");
+    added.retain(|t| {
+        let id = t["id"].as_u64().unwrap_or(0) as u32;
+        !QWEN2_5_CODER_ADDED.iter().any(|(i, _)| *i == id)
+    });
+    for (id, s) in QWEN2_5_CODER_ADDED {
+        added.push(added_token(id as usize, s));
+    }
+    if let Some(vocab) = tok["model"]["vocab"].as_object_mut() {
+        vocab.retain(|_, v| {
+            let id = v.as_u64().unwrap_or(0) as u32;
+            !QWEN2_5_CODER_ADDED.iter().any(|(i, _)| *i == id)
+        });
+    }
+}
