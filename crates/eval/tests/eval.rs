@@ -19,7 +19,7 @@ fn base_and_adapter_are_scored_side_by_side() {
         ..Default::default()
     };
     let completer = Completer::load(&spec, &|_| {}).unwrap();
-    let cfg = completer.engine().config().clone();
+    let cfg = completer.engine().unwrap().config().clone();
 
     // An adapter with non-zero B, saved in PEFT format and loaded as the server would.
     let target = Target::default();
@@ -34,9 +34,11 @@ fn base_and_adapter_are_scored_side_by_side() {
         .save(&adapter_dir)
         .unwrap();
     let loaded =
-        copilot_finetune::load_adapter_for_engine(completer.engine(), &adapter_dir).unwrap();
+        copilot_finetune::load_adapter_for_engine(completer.engine().unwrap(), &adapter_dir)
+            .unwrap();
     completer
         .engine()
+        .unwrap()
         .add_adapter("repo".into(), loaded)
         .unwrap();
 

@@ -152,6 +152,9 @@ pub struct Prompt {
     /// Index in `pieces` of the path header, when one was included. It is context the
     /// caller supplied, not code: fine-tuning reads it but never learns it as a target.
     pub header: Option<usize>,
+    /// Indices in `input.snippets` of the snippets included, in prompt order (the most
+    /// relevant last, nearest the code).
+    pub snippets: Vec<usize>,
     /// The part of the prefix that was kept (code only, no header or snippets).
     pub prefix: String,
     /// The part of the suffix that was kept (empty for left-to-right).
@@ -193,8 +196,8 @@ impl Prompt {
     }
 }
 
-/// The largest share of the prefix budget snippets may take.
-const SNIPPET_SHARE_OF_PREFIX: usize = 2;
+/// Snippets take at most this fraction (1/n) of the prefix budget and of the room.
+const SNIPPET_SHARE_OF_PREFIX: usize = 4;
 /// A path header may take at most this fraction (1/n) of the room.
 const HEADER_SHARE_OF_ROOM: usize = 4;
 
@@ -207,12 +210,14 @@ const HEADER_SHARE_OF_ROOM: usize = 4;
 /// - Prefix and suffix are cut at line boundaries keeping the lines nearest the cursor (see
 ///   [`keep_tail`], [`keep_head`]); the cursor line is always kept, cut if it alone is over
 ///   budget.
-/// - Snippets take what is left, at most half the prefix budget, in the order given, each
-///   whole or not at all.
-/// - Order: header, snippets, prefix code form the prefix section. With no path and no
-///   snippets, PSM is exactly `<fim_prefix>P<fim_suffix>S<fim_middle>`, SPM
-///   `<fim_prefix><fim_suffix>S<fim_middle>P`, left-to-right `P` (StarCoder's strings; a
-///   family with a begin-of-text token starts with it).
+/// - Snippets (given most relevant first) are taken in that order, each whole or not at
+///   all, within a quarter of the prefix budget and of the room; their room is set aside
+///   before the code is cut, so a small window still shows them.
+/// - Order: header, snippets, prefix code form the prefix section, the snippets in reverse
+///   (the most relevant nearest the code). With no path and no snippets, PSM is exactly
+///   `<fim_prefix>P<fim_suffix>S<fim_middle>`, SPM `<fim_prefix><fim_suffix>S<fim_middle>P`,
+///   left-to-right `P` (StarCoder's strings; a family with a begin-of-text token starts
+///   with it).
 /// - Families with repository tokens (Qwen2.5-Coder, StarCoder2) get each snippet as
 ///   `<file_sep>path\n` + text and the header as `<file_sep>path\n`, before the FIM tokens
 ///   (their training format and llama.cpp's `/infill`); the others get them as comments.
@@ -249,6 +254,30 @@ pub fn build_prompt(
         })
     });
 
+    let mut snippet_room =
+        (budget.prefix_tokens / SNIPPET_SHARE_OF_PREFIX).min(room / SNIPPET_SHARE_OF_PREFIX);
+    let mut snippets_used = 0;
+    let mut kept_snippets = Vec::new();
+    let mut snippets: Vec<String> = Vec::new();
+    for (i, s) in input.snippets.iter().enumerate() {
+        let text = if repo {
+            repo_snippet(s)
+        } else {
+            render_snippet(s, comment)
+        };
+        let n = counter.count(&text);
+        if n > 0 && n + sep <= snippet_room {
+            snippet_room -= n + sep;
+            snippets_used += n + sep;
+            kept_snippets.push(i);
+            snippets.push(text);
+        }
+    }
+    // The most relevant nearest the code.
+    snippets.reverse();
+    kept_snippets.reverse();
+    room -= snippets_used;
+
     let with_suffix = layout != Layout::LeftToRight;
     let want_suffix = if with_suffix { budget.suffix_tokens } else { 0 };
     let (prefix_room, suffix_room) = split_room(budget.prefix_tokens, want_suffix, room);
@@ -258,28 +287,6 @@ pub fn build_prompt(
     } else {
         ("", 0)
     };
-
-    let mut snippet_room = room
-        .saturating_sub(prefix_used + suffix_used)
-        .min(budget.prefix_tokens / SNIPPET_SHARE_OF_PREFIX);
-    let mut snippets_used = 0;
-    let snippets: Vec<String> = input
-        .snippets
-        .iter()
-        .filter_map(|s| {
-            let text = if repo {
-                repo_snippet(s)
-            } else {
-                render_snippet(s, comment)
-            };
-            let n = counter.count(&text);
-            (n > 0 && n + sep <= snippet_room).then(|| {
-                snippet_room -= n + sep;
-                snippets_used += n + sep;
-                text
-            })
-        })
-        .collect();
 
     let header_used = header.as_ref().map_or(0, |(_, n)| *n);
     let mut pieces: Vec<Piece> = Vec::new();
@@ -361,6 +368,7 @@ pub fn build_prompt(
         template,
         layout,
         header: header_at,
+        snippets: kept_snippets,
         prefix: prefix.to_string(),
         suffix: suffix.to_string(),
         counted_tokens: specials
@@ -422,8 +430,9 @@ fn repo_snippet(snippet: &Snippet) -> String {
     out
 }
 
-/// A snippet as a commented block: `# snippet from other.py:` then each line commented.
-fn render_snippet(snippet: &Snippet, comment: &str) -> String {
+/// A snippet as a commented block: `# snippet from other.py:` then each line commented
+/// (`comment` is the current file's marker, [`comment_marker`]).
+pub fn render_snippet(snippet: &Snippet, comment: &str) -> String {
     if snippet.text.trim().is_empty() {
         return String::new();
     }

@@ -215,7 +215,7 @@ fn header_and_snippets_give_way_when_room_is_short() {
         snippets: &snippets,
     };
     let budget = Budget {
-        prefix_tokens: 100,
+        prefix_tokens: 120,
         suffix_tokens: 0,
         window: 250,
         max_new_tokens: 50,
@@ -228,7 +228,7 @@ fn header_and_snippets_give_way_when_room_is_short() {
         &CharCounter,
     );
     // The header (43 chars) fits a quarter of the room (200); the big snippet does not fit
-    // half the prefix budget, the small one does.
+    // a quarter of the prefix budget (30), the small one (29) does.
     assert_eq!(
         p.pieces,
         vec![
@@ -238,7 +238,7 @@ fn header_and_snippets_give_way_when_room_is_short() {
         ]
     );
     let tight = Budget {
-        window: 200,
+        window: 220,
         ..budget
     };
     let p = build_prompt(
@@ -445,4 +445,102 @@ fn a_truncated_prefix_start_stays_put_while_typing() {
     // Far more new lines do move it, by whole anchor blocks.
     let many = "y = 1\n".repeat(3 * copilot_fim::budget::ANCHOR_LINES);
     assert_ne!(first_line(&many), start);
+}
+
+#[test]
+fn the_most_relevant_snippet_sits_nearest_the_code_within_a_quarter_of_the_prefix() {
+    let snippet = |path: &str, text: &str| Snippet {
+        path: path.into(),
+        text: text.into(),
+    };
+    // Most relevant first, as the context crate gives them.
+    let snippets = [
+        snippet("best.py", "a = 1\n"),
+        snippet("second.py", "b = 2\n"),
+        snippet("huge.py", &"c = 3\n".repeat(100)),
+        snippet("third.py", "d = 4\n"),
+    ];
+    let input = PromptInput {
+        prefix: "x = 1\n",
+        suffix: "",
+        path: None,
+        snippets: &snippets,
+    };
+    let budget = Budget {
+        prefix_tokens: 400,
+        suffix_tokens: 0,
+        window: 8192,
+        max_new_tokens: 64,
+    };
+    let p = build_prompt(
+        &input,
+        &STARCODER,
+        Layout::LeftToRight,
+        &budget,
+        &CharCounter,
+    );
+    assert_eq!(
+        p.pieces,
+        vec![
+            text("# snippet from third.py:\n# d = 4\n"),
+            text("# snippet from second.py:\n# b = 2\n"),
+            text("# snippet from best.py:\n# a = 1\n"),
+            text("x = 1\n"),
+        ]
+    );
+    assert_eq!(
+        p.snippets,
+        vec![3, 1, 0],
+        "indices of the kept ones, in prompt order"
+    );
+    // The snippets never take more than a quarter of the prefix budget.
+    let used: usize = p.pieces[..3]
+        .iter()
+        .map(|x| match x {
+            Piece::Text(t) => t.chars().count(),
+            Piece::Special(_) => 1,
+        })
+        .sum();
+    assert!(used <= 100, "{used}");
+}
+
+#[test]
+fn a_small_window_sets_room_aside_for_snippets_before_cutting_code() {
+    let snippets = [Snippet {
+        path: "u.py".into(),
+        text: "def u():\n    return 1\n".into(),
+    }];
+    let long_prefix: String = (0..200).map(|i| format!("v{i} = {i}\n")).collect();
+    let input = PromptInput {
+        prefix: &long_prefix,
+        suffix: "",
+        path: None,
+        snippets: &snippets,
+    };
+    // A window much smaller than the code: the prefix alone would fill it.
+    let budget = Budget {
+        prefix_tokens: 1536,
+        suffix_tokens: 512,
+        window: 400,
+        max_new_tokens: 48,
+    };
+    let p = build_prompt(&input, &STARCODER, Layout::Spm, &budget, &CharCounter);
+    assert!(p
+        .pieces
+        .contains(&text("# snippet from u.py:\n# def u():\n#     return 1\n")));
+    assert!(p.counted_tokens <= 400 - 48);
+    let without = build_prompt(
+        &PromptInput {
+            snippets: &[],
+            ..input
+        },
+        &STARCODER,
+        Layout::Spm,
+        &budget,
+        &CharCounter,
+    );
+    assert!(
+        without.prefix.len() > p.prefix.len(),
+        "the code gave way to the snippet"
+    );
 }

@@ -2,27 +2,32 @@
 //! completion. Shared by the CLI, the server, evaluation and the benchmark so that they can
 //! never disagree on the prompt format or the cleaning rules.
 //!
+//! The model is anything behind the generation seam ([`LanguageModel`], `model.rs`): the
+//! embedded engine (`embedded.rs`) or a remote one; prompt building, the completion cache,
+//! post-processing and compute-ahead are this crate's, the same for every engine.
+//!
 //! Knows `copilot-fim` and `copilot-engine`; knows nothing of LSP, JSON or editors.
 
 pub mod cache;
+pub mod embedded;
+pub mod model;
 
-use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cache::CompletionCache;
 
-use copilot_engine::{
-    Engine, EngineError, GenerateParams, GenerateRequest, Generation, LoadStage, StopReason,
-    Tokenizer,
-};
+use copilot_engine::{Engine, EngineError};
 use copilot_fim::{
-    Budget, CursorContext, Layout, LayoutChoice, PostOptions, PromptInput, Shape, Template,
+    Budget, CursorContext, Layout, LayoutChoice, PostOptions, Prompt, PromptInput, Shape, Template,
     TokenCounter,
 };
 
-pub use copilot_engine::{CancelToken, DTypeSpec, DeviceSpec, ModelSpec};
+pub use copilot_engine::{CancelToken, DTypeSpec, DeviceSpec, ModelSpec, StopReason};
+pub use embedded::Embedded;
+pub use model::{BoxFuture, Generated, Job, LanguageModel, ModelInfo, Sampling};
 
 /// Which FIM layout to use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -167,6 +172,8 @@ pub enum PipelineError {
     Cancelled,
     #[error("{0}")]
     Engine(String),
+    #[error("this engine does not support {0}")]
+    Unsupported(&'static str),
 }
 
 impl From<EngineError> for PipelineError {
@@ -175,49 +182,23 @@ impl From<EngineError> for PipelineError {
     }
 }
 
-/// Counts tokens with the model's tokenizer, for the prompt budgets, remembering the
-/// counts of short texts: the budgets count a document line by line, and between two
-/// keystrokes only the cursor's line changes (a 480-line file took ~40 ms of tokenizer calls
-/// per request before, more than the model's step).
-struct TokenizerCounter<'a> {
-    tok: &'a Tokenizer,
-    memo: &'a Mutex<HashMap<Box<str>, u32>>,
-}
+/// Counts tokens for the prompt budgets through the model.
+struct ModelCounter<'a>(&'a dyn LanguageModel);
 
-/// Texts up to this many bytes have their counts remembered.
-const MEMO_MAX_TEXT: usize = 512;
-/// Remembered counts before the memo starts over.
-const MEMO_ENTRIES: usize = 50_000;
-
-impl TokenCounter for TokenizerCounter<'_> {
+impl TokenCounter for ModelCounter<'_> {
     fn count(&self, text: &str) -> usize {
-        let compute = || {
-            self.tok
-                .encode_text(text)
-                .map_or(text.len() / 3 + 1, |ids| ids.len())
-        };
-        if text.len() > MEMO_MAX_TEXT {
-            return compute();
-        }
-        if let Some(&n) = self.memo.lock().expect("memo lock").get(text) {
-            return n as usize;
-        }
-        let n = compute();
-        let mut memo = self.memo.lock().expect("memo lock");
-        if memo.len() >= MEMO_ENTRIES {
-            memo.clear();
-        }
-        memo.insert(text.into(), n as u32);
-        n
+        self.0.count_tokens(text)
     }
 }
 
-/// A prompt ready for the engine, and what post-processing needs to know.
+/// A prompt ready for the model, and what post-processing needs to know.
 #[derive(Clone, Debug)]
 pub struct Prepared {
-    pub ids: Vec<u32>,
+    pub prompt: Prompt,
     pub layout: Layout,
     pub shape: Shape,
+    /// Tokens the model may generate (the option, within half the window).
+    pub max_new: usize,
     text: Arc<str>,
     cursor: usize,
 }
@@ -239,22 +220,27 @@ fn floor_char_boundary(s: &str, mut i: usize) -> usize {
     i
 }
 
-/// A loaded model behind its thread, with the prompt and cleaning rules around it.
+/// A model behind the generation seam, with the prompt and cleaning rules around it.
 /// Cheap to clone.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Completer {
-    engine: Engine,
+    model: Arc<dyn LanguageModel>,
+    /// The embedded engine, when that is the model (fine-tuning, evaluation and the
+    /// benchmark reach into it).
+    engine: Option<Engine>,
     cache: Arc<Mutex<CompletionCache>>,
     /// The computation ahead in flight, if any: every new request cancels it.
     ahead: Arc<Mutex<Option<CancelToken>>>,
-    /// Names of the adapters registered with the engine.
-    adapters: Arc<Mutex<std::collections::HashSet<String>>>,
-    /// Token counts of lines, for the prompt budgets.
-    counts: Arc<Mutex<HashMap<Box<str>, u32>>>,
-    /// The model family's FIM format, found from its tokenizer's special tokens; None when
-    /// it has no FIM tokens (then every prompt is left-to-right, with one warning).
-    template: Option<&'static Template>,
-    warned_no_fim: Arc<std::sync::atomic::AtomicBool>,
+    /// Whether the one warning about a model without FIM tokens was given.
+    warned_no_fim: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for Completer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Completer")
+            .field("model", &self.model.info().description)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Default soft decoding budget.
@@ -264,57 +250,77 @@ pub const DEFAULT_TIME_BUDGET_MS: u64 = 250;
 const CACHE_ENTRIES: usize = 256;
 
 impl Completer {
-    /// Resolve, load and start the model thread. Blocking: call from a blocking context.
+    /// Resolve and load the embedded model and start its thread. Blocking: call from a
+    /// blocking context.
     pub fn load(spec: &ModelSpec, on_event: &dyn Fn(LoadEvent)) -> Result<Self, PipelineError> {
-        let engine = copilot_engine::load(spec, &mut |stage| match stage {
-            LoadStage::Fetching(file) => on_event(LoadEvent::Downloading {
-                file: file.to_string(),
-            }),
-            LoadStage::Loading(what) => on_event(LoadEvent::Loading {
-                what: what.to_string(),
-            }),
-        })?;
-        on_event(LoadEvent::Ready {
-            description: engine.description().to_string(),
-        });
-        Ok(Self::from_engine(engine))
+        Ok(Self::embedded(Embedded::load(spec, on_event)?))
+    }
+
+    /// Around the embedded engine.
+    pub fn embedded(model: Embedded) -> Self {
+        let engine = model.engine().clone();
+        let mut c = Self::new(Arc::new(model));
+        c.engine = Some(engine);
+        c
     }
 
     pub fn from_engine(engine: Engine) -> Self {
-        let tok = engine.tokenizer().clone();
-        let template = Template::detect(|s| tok.token_id(s).is_some());
-        tracing::debug!(
-            template = template.map_or("none", |t| t.name),
-            "FIM template from the tokenizer"
-        );
+        Self::embedded(Embedded::new(engine))
+    }
+
+    /// Around any model behind the generation seam.
+    pub fn new(model: Arc<dyn LanguageModel>) -> Self {
         Self {
-            engine,
+            model,
+            engine: None,
             cache: Arc::new(Mutex::new(CompletionCache::new(CACHE_ENTRIES))),
             ahead: Arc::default(),
-            adapters: Arc::default(),
-            counts: Arc::default(),
-            template,
             warned_no_fim: Arc::default(),
         }
     }
 
-    /// The model family's FIM template (None: the tokenizer has no FIM tokens).
-    pub fn template(&self) -> Option<&'static Template> {
-        self.template
+    pub fn model(&self) -> &Arc<dyn LanguageModel> {
+        &self.model
     }
 
-    /// The layout for this cursor in the model's family format; left-to-right, with one
-    /// warning, when the tokenizer has no FIM tokens.
+    /// The embedded engine, if that is what runs the model.
+    pub fn engine(&self) -> Option<&Engine> {
+        self.engine.as_ref()
+    }
+
+    /// The model family's FIM template (None: the model has no FIM tokens).
+    pub fn template(&self) -> Option<&'static Template> {
+        if self.model.info().fim {
+            self.model.template()
+        } else {
+            None
+        }
+    }
+
+    /// One line naming the model.
+    pub fn description(&self) -> &str {
+        &self.model.info().description
+    }
+
+    /// Make sure the adapter in `dir` is loaded under `name` (the base weights stay shared).
+    pub async fn load_adapter(
+        &self,
+        name: &str,
+        dir: &std::path::Path,
+    ) -> Result<(), PipelineError> {
+        let load = self.model.load_adapter(name, dir);
+        self.cancel_ahead();
+        load.await
+    }
+
+    /// The layout for this cursor in the model family's format; left-to-right, with one
+    /// warning, when the model has no FIM tokens.
     fn layout(&self, choice: LayoutChoice, suffix: &str) -> (&'static Template, Layout) {
-        match self.template {
+        match self.template() {
             Some(t) => (t, t.choose_layout(choice, suffix)),
             None => {
                 let fim = copilot_fim::choose_layout(choice, suffix) != Layout::LeftToRight;
-                if fim
-                    && !self
-                        .warned_no_fim
-                        .swap(true, std::sync::atomic::Ordering::Relaxed)
-                {
+                if fim && !self.warned_no_fim.swap(true, Ordering::Relaxed) {
                     tracing::warn!(
                         "the model's tokenizer has no FIM tokens: completing left to right \
                          (the code after the cursor is not shown to the model)"
@@ -325,43 +331,10 @@ impl Completer {
         }
     }
 
-    /// Make sure an adapter is registered under `name`, building it with `build` (on the
-    /// model thread, given the base model) the first time. The base weights stay shared.
-    pub async fn ensure_adapter(
-        &self,
-        name: &str,
-        build: impl FnOnce(&copilot_engine::Model) -> Result<copilot_engine::Lora, String>
-            + Send
-            + 'static,
-    ) -> Result<(), PipelineError> {
-        if self.adapters.lock().expect("adapters lock").contains(name) {
-            return Ok(());
-        }
-        self.cancel_ahead();
-        let key = name.to_string();
-        self.engine
-            .run(move |g| {
-                let lora = build(&g.model)?;
-                g.add_adapter(key, lora);
-                Ok::<(), String>(())
-            })
-            .await?
-            .map_err(PipelineError::Engine)?;
-        self.adapters
-            .lock()
-            .expect("adapters lock")
-            .insert(name.to_string());
-        Ok(())
-    }
-
-    pub fn engine(&self) -> &Engine {
-        &self.engine
-    }
-
-    /// Build the prompt ids for a request (no model work).
-    pub fn prepare(&self, req: &CompletionRequest) -> Result<Prepared, PipelineError> {
-        let tok = self.engine.tokenizer();
-        let window = self.engine.config().n_positions;
+    /// Build the prompt for a request (no model work).
+    pub fn prepare(&self, req: &CompletionRequest) -> Prepared {
+        let info = self.model.info();
+        let window = info.window;
         let opts = &req.options;
         let cursor = floor_char_boundary(&req.text, req.cursor);
         let text: Arc<str> = Arc::from(req.text.as_str());
@@ -385,80 +358,53 @@ impl Completer {
             template,
             layout,
             &budget,
-            &TokenizerCounter {
-                tok,
-                memo: &self.counts,
-            },
+            &ModelCounter(&*self.model),
         );
-        let specials = tok.specials();
-        let mut ids = prompt.encode(
-            |t| tok.encode_text(t),
-            |s| {
-                tok.token_id(s)
-                    .ok_or_else(|| EngineError::Tokenizer(format!("no `{s}` token")))
-            },
-        )?;
-        if ids.is_empty() {
-            // An empty document in left-to-right mode: start from end-of-text, as the model
-            // saw at the start of every training document.
-            ids.push(specials.eos);
-        }
-        if ids.len() + max_new > window {
-            // The budget counts text pieces one by one; merged tokens at piece edges can
-            // differ by a few. Keep the end (nearest the cursor in every layout's last piece).
-            let keep = window.saturating_sub(max_new).max(1);
-            ids.drain(..ids.len() - keep);
-        }
         let shape = copilot_fim::shape(&CursorContext { prefix, suffix });
-        Ok(Prepared {
-            ids,
+        Prepared {
+            prompt,
             layout,
             shape,
+            max_new,
             text: text.clone(),
             cursor,
-        })
+        }
     }
 
-    fn request(
-        &self,
-        p: &Prepared,
-        opts: &CompletionOptions,
-        adapter: Option<String>,
-        cancel: CancelToken,
-    ) -> GenerateRequest {
-        let window = self.engine.config().n_positions;
-        let mut req = GenerateRequest::new(
-            p.ids.clone(),
-            GenerateParams {
-                max_new_tokens: opts.max_tokens.min(window / 2).max(1),
+    fn job(&self, p: &Prepared, req: &CompletionRequest, cancel: CancelToken) -> Job {
+        let opts = &req.options;
+        let stop: Option<copilot_engine::StopFn> = opts.postprocess.then(|| {
+            // Stop decoding as soon as post-processing would cut anyway.
+            let p = p.clone();
+            Box::new(move |generated: &str| {
+                copilot_fim::should_stop(&p.context(), p.shape, generated)
+            }) as copilot_engine::StopFn
+        });
+        Job {
+            prompt: p.prompt.clone(),
+            snippets: req.snippets.clone(),
+            sampling: Sampling {
+                max_new_tokens: p.max_new,
                 temperature: opts.temperature,
                 top_p: opts.top_p,
                 top_k: opts.top_k,
                 seed: opts.seed,
                 stop_strings: Vec::new(),
                 soft_budget: opts.time_budget,
-                hard_budget: None,
             },
-        );
-        req.cancel = cancel;
-        req.adapter = adapter;
-        if opts.postprocess {
-            // Stop decoding as soon as post-processing would cut anyway.
-            let p = p.clone();
-            req.stop = Some(Box::new(move |generated: &str| {
-                copilot_fim::should_stop(&p.context(), p.shape, generated)
-            }));
+            stop,
+            cancel,
+            adapter: req.adapter.clone(),
         }
-        req
     }
 
     fn finish(
         &self,
         p: &Prepared,
         opts: &CompletionOptions,
-        gen: Generation,
+        gen: Generated,
     ) -> Result<Completion, PipelineError> {
-        if gen.stop_reason == StopReason::Cancelled {
+        if gen.stop_reason == Some(StopReason::Cancelled) {
             return Err(PipelineError::Cancelled);
         }
         let text = if opts.postprocess {
@@ -477,10 +423,12 @@ impl Completer {
             stats: Stats {
                 prompt_tokens: gen.prompt_tokens,
                 reused_tokens: gen.reused_tokens,
-                generated_tokens: gen.tokens.len(),
+                generated_tokens: gen.generated_tokens,
                 prefill_ms: gen.prefill_ms,
                 decode_ms: gen.decode_ms,
-                stop_reason: format!("{:?}", gen.stop_reason),
+                stop_reason: gen
+                    .stop_reason
+                    .map_or_else(|| "Unknown".to_string(), |r| format!("{r:?}")),
                 layout: format!("{:?}", p.layout),
                 cache_hit: false,
             },
@@ -501,11 +449,8 @@ impl Completer {
         if let Some(hit) = self.cached(&req) {
             return Ok(hit);
         }
-        let p = self.prepare(&req)?;
-        let gen = self
-            .engine
-            .generate(self.request(&p, &req.options, req.adapter.clone(), cancel))
-            .await?;
+        let p = self.prepare(&req);
+        let gen = self.model.generate(self.job(&p, &req, cancel)).await?;
         let out = self.finish(&p, &req.options, gen)?;
         self.remember(&req, &p, &out);
         if req.options.cache && !out.text.is_empty() {
@@ -569,34 +514,24 @@ impl Completer {
         *self.ahead.lock().expect("ahead lock") = Some(cancel.clone());
         let this = self.clone();
         rt.spawn(async move {
-            let Ok(p) = this.prepare(&next) else { return };
-            let gen = this
-                .engine
-                .generate(this.request(&p, &next.options, next.adapter.clone(), cancel))
-                .await;
-            if let Ok(out) = gen
-                .map_err(PipelineError::from)
-                .and_then(|g| this.finish(&p, &next.options, g))
-            {
+            let p = this.prepare(&next);
+            let gen = this.model.generate(this.job(&p, &next, cancel)).await;
+            if let Ok(out) = gen.and_then(|g| this.finish(&p, &next.options, g)) {
                 this.remember(&next, &p, &out);
                 tracing::debug!(chars = out.text.len(), "computed ahead");
             }
         });
     }
 
-    /// Blocking version of [`Completer::complete`] (CLI, evaluation; not from async code).
+    /// Blocking version of [`Completer::complete`] (CLI, evaluation; not from async code):
+    /// no completion cache, nothing computed ahead.
     pub fn complete_blocking(
         &self,
         req: CompletionRequest,
         cancel: CancelToken,
     ) -> Result<Completion, PipelineError> {
-        let p = self.prepare(&req)?;
-        let gen = self.engine.generate_blocking(self.request(
-            &p,
-            &req.options,
-            req.adapter.clone(),
-            cancel,
-        ))?;
+        let p = self.prepare(&req);
+        let gen = self.model.generate_blocking(self.job(&p, &req, cancel))?;
         self.finish(&p, &req.options, gen)
     }
 }

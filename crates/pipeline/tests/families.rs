@@ -6,21 +6,44 @@
 use copilot_engine::{testkit, Arch, Config};
 use copilot_fim::Snippet;
 use copilot_pipeline::{
-    CancelToken, Completer, CompletionOptions, CompletionRequest, FimChoice, ModelSpec,
+    CancelToken, Completer, CompletionOptions, CompletionRequest, Embedded, FimChoice, ModelSpec,
+    Prepared,
 };
 
-fn completer(arch: Arch) -> (tempfile::TempDir, Completer) {
+/// A completer over the embedded engine, and the ids that engine runs for a request.
+struct Model {
+    e: Embedded,
+    c: Completer,
+}
+
+impl Model {
+    fn load(dir: &std::path::Path) -> Self {
+        let e = Embedded::load(
+            &ModelSpec {
+                model: dir.display().to_string(),
+                ..Default::default()
+            },
+            &|_| {},
+        )
+        .unwrap();
+        Self {
+            c: Completer::embedded(e.clone()),
+            e,
+        }
+    }
+
+    fn prepare(&self, req: &CompletionRequest) -> (Prepared, Vec<u32>) {
+        let p = self.c.prepare(req);
+        let ids = self.e.encode(&p.prompt, p.max_new).unwrap();
+        (p, ids)
+    }
+}
+
+fn completer(arch: Arch) -> (tempfile::TempDir, Model) {
     let dir = tempfile::tempdir().unwrap();
     testkit::write_tiny_rope_checkpoint(dir.path(), arch, 3).unwrap();
-    let c = Completer::load(
-        &ModelSpec {
-            model: dir.path().display().to_string(),
-            ..Default::default()
-        },
-        &|_| {},
-    )
-    .unwrap();
-    (dir, c)
+    let m = Model::load(dir.path());
+    (dir, m)
 }
 
 fn request(fixture: &str, fim: FimChoice) -> CompletionRequest {
@@ -53,13 +76,13 @@ fn each_family_gets_its_documented_template_ids() {
         (Arch::Starcoder2, "starcoder2"),
     ] {
         let (_d, c) = completer(arch);
-        assert_eq!(c.template().map(|t| t.name), Some(name));
-        let tok = c.engine().tokenizer().clone();
+        assert_eq!(c.c.template().map(|t| t.name), Some(name));
+        let tok = c.e.tokenizer();
         let id = |s: &str| tok.token_id(s).unwrap();
         let enc = |t: &str| tok.encode_text(t).unwrap();
-        let psm = c.prepare(&request(CODE, FimChoice::Psm)).unwrap();
-        let spm = c.prepare(&request(CODE, FimChoice::Spm)).unwrap();
-        let auto = c.prepare(&request(CODE, FimChoice::Auto)).unwrap();
+        let (_, psm) = c.prepare(&request(CODE, FimChoice::Psm));
+        let (_, spm) = c.prepare(&request(CODE, FimChoice::Spm));
+        let (_, auto) = c.prepare(&request(CODE, FimChoice::Auto));
         let (want_psm, want_spm): (Vec<u32>, Vec<u32>) = match arch {
             // <|fim_prefix|>P<|fim_suffix|>S<|fim_middle|>; SPM was not trained: PSM.
             Arch::Qwen2 => {
@@ -104,20 +127,17 @@ fn each_family_gets_its_documented_template_ids() {
                 .concat(),
             ),
         };
-        assert_eq!(psm.ids, want_psm, "{name} psm");
-        assert_eq!(spm.ids, want_spm, "{name} spm");
+        assert_eq!(psm, want_psm, "{name} psm");
+        assert_eq!(spm, want_spm, "{name} spm");
         let want_auto = if arch == Arch::Starcoder2 {
             &want_spm
         } else {
             &want_psm
         };
-        assert_eq!(&auto.ids, want_auto, "{name} auto");
+        assert_eq!(&auto, want_auto, "{name} auto");
         // The user's text held three families' FIM strings: none became a control id.
         let controls = want_psm.iter().filter(|&&i| tok.is_special(i)).count();
-        assert_eq!(
-            controls,
-            psm.ids.iter().filter(|&&i| tok.is_special(i)).count()
-        );
+        assert_eq!(controls, psm.iter().filter(|&&i| tok.is_special(i)).count());
         assert_eq!(controls, 3 + usize::from(arch == Arch::Llama), "{name}");
     }
 }
@@ -126,7 +146,7 @@ fn each_family_gets_its_documented_template_ids() {
 fn snippets_go_through_the_repository_tokens_where_the_family_has_them() {
     let (p, x) = CODE.split_once("$0").unwrap();
     let (_d, c) = completer(Arch::Qwen2);
-    let tok = c.engine().tokenizer().clone();
+    let tok = c.e.tokenizer();
     let id = |s: &str| tok.token_id(s).unwrap();
     let enc = |t: &str| tok.encode_text(t).unwrap();
     let mut req = request(CODE, FimChoice::Psm);
@@ -135,7 +155,7 @@ fn snippets_go_through_the_repository_tokens_where_the_family_has_them() {
         path: "src/util.py".into(),
         text: "def u():\n    return 1\n".into(),
     }];
-    let got = c.prepare(&req).unwrap().ids;
+    let (_, got) = c.prepare(&req);
     let want = [
         vec![id("<|file_sep|>")],
         enc("src/util.py\ndef u():\n    return 1\n"),
@@ -159,23 +179,16 @@ fn a_tokenizer_without_fim_tokens_completes_left_to_right() {
     let mut cfg = Config::tiny_rope_test(Arch::Qwen2, 300);
     cfg.vocab_size = 300;
     testkit::write_random_checkpoint(dir.path(), &cfg, 1, 0.2, Some(tok)).unwrap();
-    let c = Completer::load(
-        &ModelSpec {
-            model: dir.path().display().to_string(),
-            ..Default::default()
-        },
-        &|_| {},
-    )
-    .unwrap();
-    assert!(c.template().is_none());
+    let m = Model::load(dir.path());
+    assert!(m.c.template().is_none());
     let (p, _) = CODE.split_once("$0").unwrap();
-    let tok = c.engine().tokenizer().clone();
+    let tok = m.e.tokenizer();
     for fim in [FimChoice::Psm, FimChoice::Spm, FimChoice::Auto] {
-        let prepared = c.prepare(&request(CODE, fim)).unwrap();
-        assert_eq!(prepared.ids, tok.encode_text(p).unwrap(), "{fim:?}");
+        let (prepared, ids) = m.prepare(&request(CODE, fim));
+        assert_eq!(ids, tok.encode_text(p).unwrap(), "{fim:?}");
         assert_eq!(prepared.layout, copilot_fim::Layout::LeftToRight);
     }
     // And it completes.
-    c.complete_blocking(request(CODE, FimChoice::Auto), CancelToken::new())
+    m.c.complete_blocking(request(CODE, FimChoice::Auto), CancelToken::new())
         .unwrap();
 }

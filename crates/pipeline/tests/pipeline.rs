@@ -4,11 +4,15 @@ use std::path::Path;
 
 use copilot_engine::testkit;
 use copilot_pipeline::{
-    CancelToken, Completer, CompletionOptions, CompletionRequest, FimChoice, ModelSpec,
+    CancelToken, Completer, CompletionOptions, CompletionRequest, Embedded, FimChoice, ModelSpec,
 };
 
 fn load(dir: &Path) -> Completer {
-    Completer::load(
+    Completer::embedded(embedded(dir))
+}
+
+fn embedded(dir: &Path) -> Embedded {
+    Embedded::load(
         &ModelSpec {
             model: dir.display().to_string(),
             ..Default::default()
@@ -16,6 +20,27 @@ fn load(dir: &Path) -> Completer {
         &|_| {},
     )
     .unwrap()
+}
+
+/// The ids the embedded engine runs for a request.
+struct Ids {
+    e: Embedded,
+    c: Completer,
+}
+
+impl Ids {
+    fn new(dir: &Path) -> Self {
+        let e = embedded(dir);
+        Self {
+            c: Completer::embedded(e.clone()),
+            e,
+        }
+    }
+
+    fn of(&self, req: &CompletionRequest) -> Vec<u32> {
+        let p = self.c.prepare(req);
+        self.e.encode(&p.prompt, p.max_new).unwrap()
+    }
 }
 
 fn request(text: &str, cursor: usize, fim: FimChoice) -> CompletionRequest {
@@ -39,16 +64,16 @@ fn request(text: &str, cursor: usize, fim: FimChoice) -> CompletionRequest {
 fn layouts_splice_special_ids_around_separately_encoded_text() {
     let dir = tempfile::tempdir().unwrap();
     testkit::write_tiny_checkpoint(dir.path(), true, 5).unwrap();
-    let c = load(dir.path());
-    let tok = c.engine().tokenizer().clone();
-    struct Ids {
+    let c = Ids::new(dir.path());
+    let tok = c.e.tokenizer();
+    struct Specials {
         eos: u32,
         fim_prefix: u32,
         fim_suffix: u32,
         fim_middle: u32,
     }
     let id = |s: &str| tok.token_id(s).unwrap();
-    let s = Ids {
+    let s = Specials {
         eos: tok.specials().eos,
         fim_prefix: id("<fim_prefix>"),
         fim_suffix: id("<fim_suffix>"),
@@ -59,32 +84,32 @@ fn layouts_splice_special_ids_around_separately_encoded_text() {
     let enc = |t: &str| tok.encode_text(t).unwrap();
     let (p, x) = text.split_at(cursor);
 
-    let psm = c.prepare(&request(text, cursor, FimChoice::Psm)).unwrap();
+    let psm = c.of(&request(text, cursor, FimChoice::Psm));
     let mut want = vec![s.fim_prefix];
     want.extend(enc(p));
     want.push(s.fim_suffix);
     want.extend(enc(x));
     want.push(s.fim_middle);
-    assert_eq!(psm.ids, want);
+    assert_eq!(psm, want);
 
-    let spm = c.prepare(&request(text, cursor, FimChoice::Spm)).unwrap();
+    let spm = c.of(&request(text, cursor, FimChoice::Spm));
     let mut want = vec![s.fim_prefix, s.fim_suffix];
     want.extend(enc(x));
     want.push(s.fim_middle);
     want.extend(enc(p));
-    assert_eq!(spm.ids, want);
+    assert_eq!(spm, want);
 
-    let l2r = c.prepare(&request(text, cursor, FimChoice::Off)).unwrap();
-    assert_eq!(l2r.ids, enc(p));
+    let l2r = c.of(&request(text, cursor, FimChoice::Off));
+    assert_eq!(l2r, enc(p));
     // User text never turns into control tokens.
     // (The text holds `<fim_middle>` and `<|endoftext|>`; the only control ids are the
     // layout's own, each once.)
-    for ids in [&psm.ids[1..psm.ids.len() - 1], &l2r.ids[..]] {
+    for ids in [&psm[1..psm.len() - 1], &l2r[..]] {
         assert!(!ids.contains(&s.eos), "{ids:?}");
         assert!(!ids.contains(&s.fim_middle), "{ids:?}");
         assert!(!ids.contains(&s.fim_prefix), "{ids:?}");
     }
-    let count = |id| psm.ids.iter().filter(|&&i| i == id).count();
+    let count = |id| psm.iter().filter(|&&i| i == id).count();
     assert_eq!(
         (
             count(s.fim_prefix),
@@ -94,14 +119,12 @@ fn layouts_splice_special_ids_around_separately_encoded_text() {
         (1, 1, 1)
     );
     // Auto: blank suffix means left-to-right.
-    let auto = c
-        .prepare(&request("def f():\n    ", 13, FimChoice::Auto))
-        .unwrap();
-    assert!(!auto.ids.contains(&s.fim_prefix));
+    let auto = c.of(&request("def f():\n    ", 13, FimChoice::Auto));
+    assert!(!auto.contains(&s.fim_prefix));
     // A cursor inside a multi-byte character or past the end does not panic.
     let odd = "é😀";
-    c.prepare(&request(odd, 2, FimChoice::Psm)).unwrap();
-    c.prepare(&request(odd, 999, FimChoice::Psm)).unwrap();
+    c.of(&request(odd, 2, FimChoice::Psm));
+    c.of(&request(odd, 999, FimChoice::Psm));
 }
 
 #[test]
@@ -147,7 +170,7 @@ fn pico_prompt_ids_match_the_reference() {
         return;
     };
     let pico = Path::new(&shared).join("models/pico-starcoder");
-    let c = load(&pico);
+    let c = Ids::new(&pico);
     let reference: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(pico.join("reference.json")).unwrap())
             .unwrap();
@@ -168,14 +191,14 @@ fn pico_prompt_ids_match_the_reference() {
                 (FimChoice::Off, prompt, "")
             };
         let text = format!("{prefix}{suffix}");
-        let p = c.prepare(&request(&text, prefix.len(), fim)).unwrap();
+        let p = c.of(&request(&text, prefix.len(), fim));
         let want: Vec<u32> = case["prompt_ids"]
             .as_array()
             .unwrap()
             .iter()
             .map(|v| v.as_u64().unwrap() as u32)
             .collect();
-        assert_eq!(p.ids, want, "{prompt:?}");
+        assert_eq!(p, want, "{prompt:?}");
     }
 }
 

@@ -4,30 +4,24 @@
 //! - `input`: re-frames the client's bytes so a malformed message gets an error, not an exit.
 //! - `gate`: sees every message in arrival order; applies document edits, stamps requests.
 //! - `server`, `handlers/*`: the `LanguageServer` impl and one file per method.
-//! - `scheduler`: supersede, debounce, wait for the model, generate, drop stale answers.
-//! - `cancel`, `debounce`: the two small mechanisms the scheduler is built from.
-//! - `model`: background loading with progress, the ready backend, reloads.
-//! - `backend`: the `Backend`/`Loader` seam (the real pipeline, or a scripted test double).
+//! - `scheduler`: a request's document and position handed to the serving core
+//!   (`copilot-service`: supersede, debounce, the model, stale answers dropped).
 //! - `session`, `document`, `encoding`: open documents in ropes, LSP positions.
+//! - `context_feed`: document events for the context gatherers, coalesced off the gate.
 //! - `settings`: `initializationOptions`/`didChangeConfiguration` parsed, then validated.
-//! - `notify`, `stats`: messages to the user, `$/progress`, request counters.
+//! - `notify`: the core's notices and load progress as `window/showMessage`, `$/progress`.
 
-pub mod adapters;
-pub mod backend;
-pub mod cancel;
-pub mod debounce;
+pub mod context_feed;
 pub mod document;
 pub mod encoding;
 pub mod gate;
 pub mod handlers;
 pub mod input;
-pub mod model;
 pub mod notify;
 pub mod scheduler;
 pub mod server;
 pub mod session;
 pub mod settings;
-pub mod stats;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,7 +29,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tower_lsp_server::LspService;
 
-pub use backend::{Backend, BoxFuture, Loader, PipelineLoader};
+pub use copilot_service::{EngineLoader, EngineSpec, Loader};
 pub use settings::{Options, Settings};
 
 /// Defaults given on the command line (`copilot-lsp --stdio --model X ...`); the client's
@@ -66,7 +60,7 @@ pub fn run_stdio(opts: ServeOptions) -> anyhow::Result<i32> {
         tokio::io::stdin(),
         tokio::io::stdout(),
         opts,
-        Arc::new(PipelineLoader),
+        Arc::new(EngineLoader),
     ));
     // A blocking read of stdin (or a model still loading) must not hold the process up.
     rt.shutdown_timeout(Duration::from_millis(100));
@@ -86,9 +80,11 @@ where
     O: AsyncWrite,
 {
     let defaults = Settings::from_cli(&opts).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let session = session::Session::new(opts, defaults);
+    let (core, notices) = copilot_service::Service::new(loader);
+    let session = session::Session::new(opts, defaults, core);
+    tokio::spawn(session.feed.clone().run(Arc::downgrade(&session.service)));
     let (service, socket) =
-        LspService::build(|client| server::CopilotLsp::new(client, session.clone(), loader))
+        LspService::build(|client| server::CopilotLsp::new(client, session.clone(), notices))
             .custom_method(
                 "textDocument/inlineCompletion",
                 server::CopilotLsp::inline_completion,
@@ -99,6 +95,7 @@ where
             )
             .custom_method("copilot/debugDocument", server::CopilotLsp::debug_document)
             .custom_method("copilot/debugStats", server::CopilotLsp::debug_stats)
+            .custom_method("copilot/debugContext", server::CopilotLsp::debug_context)
             .custom_method(input::MALFORMED, server::CopilotLsp::malformed)
             .finish();
     let service = gate::Gate::new(service, session.clone());
@@ -106,19 +103,8 @@ where
         .concurrency_level(CONCURRENCY)
         .serve(service)
         .await;
-    session.tasks.cancel_all();
+    session.service.tasks.cancel_all();
     let code = session.exit_code();
     tracing::info!(code, "server stopped");
     Ok(code)
-}
-
-/// The text of a caught panic's payload.
-pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "(no message)".to_string()
-    }
 }

@@ -1,14 +1,15 @@
 //! Messages to the user: `window/showMessage`, `window/logMessage` and work-done `$/progress`.
 //!
 //! Nothing may reach the client before `initialized` (the framework drops it), so everything
-//! here first waits for that; each distinct problem is shown once.
+//! here first waits for that; the serving core sends each kind of problem once.
 
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+
+use std::sync::Arc;
 
 use copilot_pipeline::LoadEvent;
-use tokio::sync::{mpsc, oneshot, watch};
+use copilot_service::{IndexReport, Level, LoadReport, Notice};
+use tokio::sync::{mpsc, watch};
 use tower_lsp_server::ls_types::notification::Progress;
 use tower_lsp_server::ls_types::{
     MessageType, NumberOrString, ProgressParams, ProgressParamsValue, ProgressToken,
@@ -21,7 +22,6 @@ pub struct Notifier {
     client: Client,
     initialized: watch::Sender<bool>,
     progress_supported: AtomicBool,
-    shown: Mutex<HashSet<String>>,
     next_token: AtomicU64,
 }
 
@@ -31,7 +31,6 @@ impl Notifier {
             client,
             initialized: watch::Sender::new(false),
             progress_supported: AtomicBool::new(false),
-            shown: Mutex::default(),
             next_token: AtomicU64::new(1),
         }
     }
@@ -64,17 +63,17 @@ impl Notifier {
         self.client.show_message(typ, message).await;
     }
 
-    /// Show `message` unless the same text was shown before.
-    pub async fn show_once(&self, typ: MessageType, message: String) {
-        let first = self
-            .shown
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(message.clone());
-        if first {
-            self.show(typ, message).await;
-        } else {
-            tracing::debug!("{message} (already shown)");
+    /// Show the serving core's notices (each kind comes once) until the core goes away.
+    pub async fn show_notices(self: Arc<Self>, mut notices: mpsc::UnboundedReceiver<Notice>) {
+        while let Some(n) = notices.recv().await {
+            let typ = match n.level {
+                Level::Error => MessageType::ERROR,
+                Level::Warning => MessageType::WARNING,
+                Level::Info => MessageType::INFO,
+            };
+            // Logged by the core already: only the client is told here.
+            self.wait_initialized().await;
+            self.client.show_message(typ, n.message).await;
         }
     }
 
@@ -86,26 +85,14 @@ impl Notifier {
 
     /// Report a model load as work-done progress: begin, one report per event, end with the
     /// outcome from `done`. Shows a load failure once with `window/showMessage`.
-    pub async fn report_load(
-        &self,
-        model: String,
-        mut events: mpsc::UnboundedReceiver<LoadEvent>,
-        done: oneshot::Receiver<Result<String, String>>,
-    ) {
+    pub async fn report_load(&self, report: LoadReport) {
+        let LoadReport {
+            model,
+            mut events,
+            done,
+        } = report;
         self.wait_initialized().await;
-        let token = if self.progress_supported.load(Ordering::SeqCst) {
-            let n = self.next_token.fetch_add(1, Ordering::SeqCst);
-            let token = NumberOrString::String(format!("copilot-lsp/load/{n}"));
-            match self.client.create_work_done_progress(token.clone()).await {
-                Ok(()) => Some(token),
-                Err(e) => {
-                    tracing::debug!("client refused a progress token: {e}");
-                    None
-                }
-            }
-        } else {
-            None
-        };
+        let token = self.progress_token("load").await;
         let send = |value: WorkDoneProgress| {
             let token = token.clone();
             async move {
@@ -156,6 +143,77 @@ impl Notifier {
                     ),
                 )
                 .await
+            }
+        }
+    }
+
+    /// Report a workspace's index build as work-done progress (begin, a report every few
+    /// hundred files, end with the summary); a failure is logged, never shown: completions
+    /// go on without the index.
+    pub async fn report_index(&self, report: IndexReport) {
+        let IndexReport {
+            root,
+            mut progress,
+            done,
+        } = report;
+        self.wait_initialized().await;
+        let token = self.progress_token("index").await;
+        let send = |value: WorkDoneProgress| {
+            let token = token.clone();
+            async move {
+                if let Some(token) = token {
+                    self.progress(token, value).await;
+                }
+            }
+        };
+        let name = root.file_name().map_or_else(
+            || root.display().to_string(),
+            |n| n.to_string_lossy().into(),
+        );
+        send(WorkDoneProgress::Begin(WorkDoneProgressBegin {
+            title: "copilot-lsp".into(),
+            cancellable: Some(false),
+            message: Some(format!("indexing {name}")),
+            percentage: None,
+        }))
+        .await;
+        let mut last = 0;
+        while let Some((files, _)) = progress.recv().await {
+            if files >= last + 250 {
+                last = files;
+                send(WorkDoneProgress::Report(WorkDoneProgressReport {
+                    message: Some(format!("indexing {name}: {files} files")),
+                    ..WorkDoneProgressReport::default()
+                }))
+                .await;
+            }
+        }
+        let outcome = done
+            .await
+            .unwrap_or_else(|_| Err("the index build stopped".into()));
+        let message = match &outcome {
+            Ok(summary) => format!("indexed {name}: {summary}"),
+            Err(e) => format!("not indexed {name}: {e}"),
+        };
+        tracing::info!("{message}");
+        send(WorkDoneProgress::End(WorkDoneProgressEnd {
+            message: Some(message),
+        }))
+        .await;
+    }
+
+    /// A fresh progress token, if the client takes them.
+    async fn progress_token(&self, what: &str) -> Option<ProgressToken> {
+        if !self.progress_supported.load(Ordering::SeqCst) {
+            return None;
+        }
+        let n = self.next_token.fetch_add(1, Ordering::SeqCst);
+        let token = NumberOrString::String(format!("copilot-lsp/{what}/{n}"));
+        match self.client.create_work_done_progress(token.clone()).await {
+            Ok(()) => Some(token),
+            Err(e) => {
+                tracing::debug!("client refused a progress token: {e}");
+                None
             }
         }
     }

@@ -7,17 +7,16 @@ use serde_json::Value;
 use tower_lsp_server::jsonrpc::{Error, ErrorCode, Result};
 use tower_lsp_server::ls_types::{
     CompletionParams, CompletionResponse, DidChangeConfigurationParams,
-    DidChangeTextDocumentParams, DidCloseTextDocumentParams, DidOpenTextDocumentParams,
+    DidChangeTextDocumentParams, DidChangeWatchedFilesParams, DidChangeWorkspaceFoldersParams,
+    DidCloseTextDocumentParams, DidOpenTextDocumentParams, DidSaveTextDocumentParams,
     InitializeParams, InitializeResult, InitializedParams, InlineCompletionParams,
     InlineCompletionResponse,
 };
 use tower_lsp_server::{Client, LanguageServer};
 
-use crate::backend::Loader;
 use crate::handlers::initialize::ClientTraits;
 use crate::handlers::{self, configuration, Stamped};
 use crate::input::Malformed;
-use crate::model::ModelHost;
 use crate::notify::Notifier;
 use crate::scheduler::Scheduler;
 use crate::session::Session;
@@ -29,12 +28,18 @@ pub struct CopilotLsp {
 }
 
 impl CopilotLsp {
-    pub fn new(client: Client, session: Arc<Session>, loader: Arc<dyn Loader>) -> Self {
+    pub fn new(
+        client: Client,
+        session: Arc<Session>,
+        notices: tokio::sync::mpsc::UnboundedReceiver<copilot_service::Notice>,
+    ) -> Self {
+        let notifier = Arc::new(Notifier::new(client));
+        tokio::spawn(notifier.clone().show_notices(notices));
         Self {
             scheduler: Scheduler {
+                service: session.service.clone(),
                 session,
-                model: Arc::new(ModelHost::new(loader)),
-                notifier: Arc::new(Notifier::new(client)),
+                notifier,
             },
             traits: Mutex::default(),
         }
@@ -63,6 +68,13 @@ impl CopilotLsp {
         handlers::debug::document(&self.scheduler, params).await
     }
 
+    pub async fn debug_context(
+        &self,
+        params: tower_lsp_server::ls_types::TextDocumentPositionParams,
+    ) -> Result<Value> {
+        handlers::debug::context(&self.scheduler, params).await
+    }
+
     pub async fn debug_stats(&self) -> Result<Value> {
         handlers::debug::stats(&self.scheduler).await
     }
@@ -86,6 +98,10 @@ impl LanguageServer for CopilotLsp {
 
     async fn initialized(&self, _: InitializedParams) {
         self.scheduler.notifier.mark_initialized();
+        if self.traits().watch_files {
+            let scheduler = self.scheduler.clone();
+            tokio::spawn(async move { handlers::workspace::watch_files(&scheduler).await });
+        }
         if self.traits().pull_configuration {
             let scheduler = self.scheduler.clone();
             tokio::spawn(async move {
@@ -109,6 +125,18 @@ impl LanguageServer for CopilotLsp {
     async fn did_change(&self, _: DidChangeTextDocumentParams) {}
 
     async fn did_close(&self, _: DidCloseTextDocumentParams) {}
+
+    async fn did_save(&self, params: DidSaveTextDocumentParams) {
+        handlers::workspace::did_save(&self.scheduler, params);
+    }
+
+    async fn did_change_watched_files(&self, params: DidChangeWatchedFilesParams) {
+        handlers::workspace::did_change_watched_files(&self.scheduler, params);
+    }
+
+    async fn did_change_workspace_folders(&self, params: DidChangeWorkspaceFoldersParams) {
+        handlers::workspace::did_change_workspace_folders(&self.scheduler, params);
+    }
 
     async fn did_change_configuration(&self, params: DidChangeConfigurationParams) {
         let pull = self.traits().pull_configuration;

@@ -11,37 +11,22 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use serde_json::Value;
 use tower_lsp_server::ls_types::{Position, Uri};
 
-use crate::cancel::LatestWins;
+use copilot_service::{Service, Skip, Snapshot};
+
+use crate::context_feed::ContextFeed;
 use crate::document::Document;
 use crate::encoding::PositionEncoding;
 use crate::settings::{self, Options, Settings};
-use crate::stats::Stats;
 use crate::ServeOptions;
 
-/// Why a request gets no completion.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Skip {
-    /// The document is not open.
-    NoDocument,
-    /// The position's line is past the end of the document.
-    OutOfRange,
-    /// The document changed after the request arrived.
-    Stale,
-}
-
-/// What the model needs from a document at the request's cursor, copied out of the lock.
+/// Where a completion goes in the client's terms, kept beside the core's snapshot.
 #[derive(Clone, Debug)]
-pub struct Snapshot {
-    pub text: String,
-    /// Byte offset of the cursor in `text`.
-    pub cursor: usize,
+pub struct LspPlace {
     /// The cursor, clamped, in the client's encoding.
     pub position: Position,
     /// Start of the word before the cursor (for `textDocument/completion` edits).
     pub word_start: Position,
     pub word_prefix: String,
-    /// The file's path as shown to the model.
-    pub path: Option<String>,
     pub version: i32,
 }
 
@@ -54,14 +39,15 @@ pub struct Session {
     /// Options from `initializationOptions`, then from the last configuration change.
     layers: Mutex<(Value, Value)>,
     roots: RwLock<Vec<String>>,
-    /// One live completion per document.
-    pub tasks: LatestWins<Uri>,
+    /// The serving core: its tasks are cancelled here when a document changes.
+    pub service: Arc<Service>,
+    /// Document events for the context gatherers (see `context_feed.rs`).
+    pub feed: Arc<ContextFeed>,
     /// Arrival counter, stamped on messages by the gate.
     seq: AtomicU64,
     initialized: AtomicBool,
     shutdown: AtomicBool,
     exit: AtomicBool,
-    pub stats: Stats,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -69,7 +55,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Session {
-    pub fn new(cli: ServeOptions, defaults: Settings) -> Arc<Self> {
+    pub fn new(cli: ServeOptions, defaults: Settings, service: Arc<Service>) -> Arc<Self> {
         Arc::new(Self {
             cli,
             docs: Mutex::default(),
@@ -77,12 +63,12 @@ impl Session {
             settings: RwLock::new(defaults),
             layers: Mutex::new((Value::Null, Value::Null)),
             roots: RwLock::default(),
-            tasks: LatestWins::new(),
+            service,
+            feed: Arc::default(),
             seq: AtomicU64::new(0),
             initialized: AtomicBool::new(false),
             shutdown: AtomicBool::new(false),
             exit: AtomicBool::new(false),
-            stats: Stats::default(),
         })
     }
 
@@ -106,7 +92,7 @@ impl Session {
 
     pub fn set_shutdown(&self) {
         self.shutdown.store(true, Ordering::SeqCst);
-        self.tasks.cancel_all();
+        self.service.tasks.cancel_all();
     }
 
     pub fn is_shutdown(&self) -> bool {
@@ -172,11 +158,19 @@ impl Session {
         *self.roots.write().unwrap_or_else(|e| e.into_inner()) = roots;
     }
 
+    pub fn roots(&self) -> Vec<String> {
+        self.roots.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     // --- documents -------------------------------------------------------------------------
 
     pub fn open(&self, uri: Uri, text: &str, version: i32, language_id: String, seq: u64) {
-        self.tasks.cancel(&uri);
-        lock(&self.docs).insert(uri, Document::new(text, version, seq, language_id));
+        self.service.tasks.cancel(&uri.as_str().to_string());
+        let doc = Document::new(text, version, seq, language_id);
+        if let Some(path) = file_path(uri.as_str()) {
+            self.feed.open(path.into(), doc.rope());
+        }
+        lock(&self.docs).insert(uri, doc);
     }
 
     pub fn change(
@@ -186,11 +180,18 @@ impl Session {
         version: i32,
         seq: u64,
     ) -> bool {
-        self.tasks.cancel(uri);
+        self.service.tasks.cancel(&uri.as_str().to_string());
         let enc = self.encoding();
         match lock(&self.docs).get_mut(uri) {
             Some(doc) => {
                 doc.apply(changes, version, seq, enc);
+                if let Some(path) = file_path(uri.as_str()) {
+                    let line = changes
+                        .last()
+                        .and_then(|c| c.range)
+                        .map(|r| r.start.line as usize);
+                    self.feed.change(path.into(), doc.rope(), line);
+                }
                 true
             }
             None => false,
@@ -198,8 +199,12 @@ impl Session {
     }
 
     pub fn close(&self, uri: &Uri) {
-        self.tasks.cancel(uri);
-        lock(&self.docs).remove(uri);
+        self.service.tasks.cancel(&uri.as_str().to_string());
+        if lock(&self.docs).remove(uri).is_some() {
+            if let Some(path) = file_path(uri.as_str()) {
+                self.feed.close(path.into());
+            }
+        }
     }
 
     /// Run `f` on a document, under the lock (keep it short).
@@ -218,9 +223,15 @@ impl Session {
 
     /// Copy out what the model needs at `pos`, if the document is still as it was when the
     /// request arrived.
-    pub fn snapshot(&self, uri: &Uri, pos: Position, arrival: u64) -> Result<Snapshot, Skip> {
+    pub fn snapshot(
+        &self,
+        uri: &Uri,
+        pos: Position,
+        arrival: u64,
+    ) -> Result<(Snapshot, LspPlace), Skip> {
         let enc = self.encoding();
         let path = self.display_path(uri);
+        let file = file_path(uri.as_str());
         let docs = lock(&self.docs);
         let doc = docs.get(uri).ok_or(Skip::NoDocument)?;
         if doc.changed_at() > arrival {
@@ -228,27 +239,20 @@ impl Session {
         }
         let at = doc.char_at(pos, enc).ok_or(Skip::OutOfRange)?;
         let word = doc.word_start(at);
-        Ok(Snapshot {
-            text: doc.text(),
-            cursor: doc.char_to_byte(at),
-            position: doc.position_of(at, enc),
-            word_start: doc.position_of(word, enc),
-            word_prefix: doc.rope().slice(word..at).to_string(),
-            path,
-            version: doc.version(),
-        })
-    }
-
-    /// The adapter directory that serves `uri`, from the `adapters` setting or the
-    /// repository's own `.copilot-lsp/adapter` (see `adapters.rs`).
-    pub fn adapter_dir(
-        &self,
-        uri: &Uri,
-        map: &std::collections::BTreeMap<String, String>,
-    ) -> Option<std::path::PathBuf> {
-        let path = file_path(uri.as_str())?;
-        let roots = self.roots.read().unwrap_or_else(|e| e.into_inner());
-        crate::adapters::adapter_for(&path, &roots, map)
+        Ok((
+            Snapshot {
+                text: doc.text(),
+                cursor: doc.char_to_byte(at),
+                path,
+                file,
+            },
+            LspPlace {
+                position: doc.position_of(at, enc),
+                word_start: doc.position_of(word, enc),
+                word_prefix: doc.rope().slice(word..at).to_string(),
+                version: doc.version(),
+            },
+        ))
     }
 
     /// The path shown to the model: relative to the workspace root that holds the file, else
@@ -325,6 +329,7 @@ mod tests {
         let s = Session::new(
             ServeOptions::default(),
             Settings::from_cli(&ServeOptions::default()).unwrap(),
+            copilot_service::Service::new(std::sync::Arc::new(copilot_service::EngineLoader)).0,
         );
         s.set_roots(vec!["/work/proj".into(), "/other/".into()]);
         let uri = |u: &str| u.parse::<Uri>().unwrap();

@@ -88,6 +88,20 @@ options! {
     path_header: bool = "pathHeader",
     /// LoRA adapters: workspace folder or git remote URL -> adapter directory.
     adapters: std::collections::BTreeMap<String, String> = "adapters",
+    /// Context from the rest of the workspace: `{openFiles, imports, index, maxTokens,
+    /// maxIndexFiles}`.
+    context: ContextOptions = "context",
+}
+
+/// The `context` setting as the client sends it (each field optional).
+#[derive(Clone, Debug, Default, PartialEq, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ContextOptions {
+    pub open_files: Option<bool>,
+    pub imports: Option<bool>,
+    pub index: Option<bool>,
+    pub max_tokens: Option<usize>,
+    pub max_index_files: Option<usize>,
 }
 
 /// What parsing found besides the values.
@@ -175,6 +189,24 @@ pub struct Settings {
     pub path_header: bool,
     /// Workspace folder or git remote URL -> adapter directory.
     pub adapters: std::collections::BTreeMap<String, String>,
+    pub context: copilot_context::ContextSettings,
+}
+
+impl Settings {
+    /// What one completion request runs with.
+    pub fn request(&self) -> copilot_service::RequestSettings {
+        copilot_service::RequestSettings {
+            completion: self.completion.clone(),
+            debounce: self.debounce,
+            choices: self.choices,
+            path_header: self.path_header,
+        }
+    }
+
+    /// The engine these settings ask for.
+    pub fn engine(&self) -> copilot_service::EngineSpec {
+        copilot_service::EngineSpec::Embedded(self.model.clone())
+    }
 }
 
 pub const DEFAULT_DEBOUNCE_MS: u64 = 50;
@@ -375,6 +407,34 @@ impl Settings {
                 choices = n;
             }
         }
+        let mut context = copilot_context::ContextSettings::default();
+        if let Some(o) = &opts.context {
+            context.open_files = o.open_files.unwrap_or(context.open_files);
+            context.imports = o.imports.unwrap_or(context.imports);
+            context.index = o.index.unwrap_or(context.index);
+            if let Some(n) = o.max_tokens {
+                if check(
+                    &mut errors,
+                    "context.maxTokens",
+                    n <= 8192,
+                    "must be at most 8192",
+                    n.to_string(),
+                ) {
+                    context.max_tokens = n;
+                }
+            }
+            if let Some(n) = o.max_index_files {
+                if check(
+                    &mut errors,
+                    "context.maxIndexFiles",
+                    n <= 1_000_000,
+                    "must be at most 1000000",
+                    n.to_string(),
+                ) {
+                    context.max_index_files = n;
+                }
+            }
+        }
         (
             Settings {
                 model,
@@ -384,6 +444,7 @@ impl Settings {
                 choices,
                 path_header: opts.path_header.unwrap_or(false),
                 adapters: opts.adapters.clone().unwrap_or_default(),
+                context,
             },
             Problems {
                 errors,

@@ -420,6 +420,43 @@ async fn completion_fallback_for_clients_without_inline_completion() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn completion_fallback_generates_one_choice_whatever_the_trigger_kind() {
+    // Helix sends `Invoked` for its automatic requests too: several choices would be several
+    // generations before its menu shows anything.
+    let mut c = Client::start(Script::default());
+    c.initialize_with(
+        json!({"model": "/m", "debounceMs": 0, "temperature": 0.8, "choices": 3}),
+        json!({"general": {"positionEncodings": ["utf-8"]}}),
+    )
+    .await;
+    c.open(URI, "x").await;
+    for kind in [1, 2, 3] {
+        let r = c
+            .call(
+                "textDocument/completion",
+                json!({"textDocument": {"uri": URI}, "position": {"line": 0, "character": 1},
+                       "context": {"triggerKind": kind}}),
+            )
+            .await;
+        let items = r["result"]["items"].as_array().unwrap();
+        let texts: Vec<&str> = items
+            .iter()
+            .map(|i| i["textEdit"]["newText"].as_str().unwrap())
+            .collect();
+        assert_eq!(texts, ["x<x|42>"], "triggerKind {kind}: {r}");
+    }
+    // The inline path still offers several choices when invoked.
+    assert_eq!(
+        c.inline(URI, 0, 1, INVOKED).await["result"]["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+    assert_eq!(c.shutdown_and_exit().await, 0);
+}
+
+#[tokio::test(start_paused = true)]
 async fn configuration_is_validated_and_a_new_model_is_loaded() {
     let mut c = Client::start(Script::default());
     c.initialize(json!({"model": "/m1", "debounceMs": 0, "temprature": 1}))

@@ -56,7 +56,21 @@ pub fn apply(scheduler: &Scheduler, init: Option<Value>, change: Option<Value>) 
         let notifier = scheduler.notifier.clone();
         tokio::spawn(async move { notifier.show(typ, message).await });
     }
+    let roots = scheduler.session.roots();
     scheduler
-        .model
-        .ensure(settings.model.clone(), scheduler.notifier.clone());
+        .service
+        .adapters
+        .configure(&settings.adapters, &roots);
+    for report in scheduler
+        .service
+        .context
+        .configure(&roots, &settings.context)
+    {
+        let notifier = scheduler.notifier.clone();
+        tokio::spawn(async move { notifier.report_index(report).await });
+    }
+    if let Some(report) = scheduler.service.host.ensure(settings.engine()) {
+        let notifier = scheduler.notifier.clone();
+        tokio::spawn(async move { notifier.report_load(report).await });
+    }
 }

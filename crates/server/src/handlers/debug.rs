@@ -1,7 +1,9 @@
 //! Debugging aids, not part of any editor integration:
 //! - `copilot/debugDocument {uri}`: the text, version and line count the server holds
 //!   (the harness checks it equals the client's after random edits);
-//! - `copilot/debugStats`: request counters and the model's state (tests, benchmarks).
+//! - `copilot/debugStats`: request counters and the model's state (tests, benchmarks);
+//! - `copilot/debugContext {textDocument, position}`: the context snippets a completion there
+//!   would show the model, in prompt order (`source`, `path`, `text`, `tokens`).
 
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -33,8 +35,32 @@ pub async fn document(scheduler: &Scheduler, p: DocumentParams) -> Result<Value>
 }
 
 pub async fn stats(scheduler: &Scheduler) -> Result<Value> {
-    let mut v = scheduler.session.stats.snapshot();
-    v["model"] = Value::from(scheduler.model.state().label());
-    v["liveTasks"] = Value::from(scheduler.session.tasks.live_count());
+    let service = &scheduler.service;
+    let mut v = serde_json::to_value(service.stats.snapshot()).unwrap_or(Value::Null);
+    v["model"] = Value::from(service.host.state().label());
+    v["liveTasks"] = Value::from(service.tasks.live_count());
     Ok(v)
+}
+
+pub async fn context(
+    scheduler: &Scheduler,
+    p: tower_lsp_server::ls_types::TextDocumentPositionParams,
+) -> Result<Value> {
+    let copilot_service::ModelState::Ready(completer) = scheduler.service.host.state() else {
+        return Err(tower_lsp_server::jsonrpc::Error::invalid_request());
+    };
+    let session = &scheduler.session;
+    let Ok((snapshot, _)) = session.snapshot(&p.text_document.uri, p.position, u64::MAX) else {
+        return Ok(Value::Null);
+    };
+    let opts = session.settings().completion;
+    let got = scheduler.service.gather(&completer, &snapshot, &opts).await;
+    Ok(Value::Array(
+        got.iter()
+            .map(|s| {
+                json!({"source": s.source.as_str(), "path": s.path, "text": s.text,
+                       "tokens": s.tokens})
+            })
+            .collect(),
+    ))
 }

@@ -5,6 +5,7 @@ use tower_lsp_server::jsonrpc::Result;
 use tower_lsp_server::ls_types::{
     CompletionOptions, InitializeParams, InitializeResult, OneOf, ServerCapabilities, ServerInfo,
     TextDocumentSyncCapability, TextDocumentSyncKind, TextDocumentSyncOptions,
+    TextDocumentSyncSaveOptions, WorkspaceFoldersServerCapabilities, WorkspaceServerCapabilities,
 };
 
 use super::configuration;
@@ -16,6 +17,8 @@ use crate::session::file_path;
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ClientTraits {
     pub pull_configuration: bool,
+    /// The client lets us register for `workspace/didChangeWatchedFiles`.
+    pub watch_files: bool,
 }
 
 pub fn handle(
@@ -55,6 +58,12 @@ pub fn handle(
             .as_ref()
             .and_then(|w| w.configuration)
             .unwrap_or(false),
+        watch_files: caps
+            .workspace
+            .as_ref()
+            .and_then(|w| w.did_change_watched_files.as_ref())
+            .and_then(|d| d.dynamic_registration)
+            .unwrap_or(false),
     };
 
     configuration::apply(scheduler, params.initialization_options.clone(), None);
@@ -78,6 +87,7 @@ pub fn handle(
             TextDocumentSyncOptions {
                 open_close: Some(true),
                 change: Some(TextDocumentSyncKind::INCREMENTAL),
+                save: Some(TextDocumentSyncSaveOptions::Supported(true)),
                 ..TextDocumentSyncOptions::default()
             },
         )),
@@ -86,6 +96,13 @@ pub fn handle(
             trigger_characters: Some([".", "(", " "].map(String::from).to_vec()),
             resolve_provider: Some(false),
             ..CompletionOptions::default()
+        }),
+        workspace: Some(WorkspaceServerCapabilities {
+            workspace_folders: Some(WorkspaceFoldersServerCapabilities {
+                supported: Some(true),
+                change_notifications: Some(OneOf::Left(true)),
+            }),
+            file_operations: None,
         }),
         ..ServerCapabilities::default()
     };

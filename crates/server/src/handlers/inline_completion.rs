@@ -27,12 +27,12 @@ pub async fn handle(
         .complete(tdp.text_document.uri, tdp.position, arrival, trigger)
         .await
     {
-        Outcome::Choices { snapshot, texts } => texts
+        Outcome::Choices { place, texts, .. } => texts
             .into_iter()
             .map(|text| InlineCompletionItem {
                 insert_text: text,
                 filter_text: None,
-                range: Some(Range::new(snapshot.position, snapshot.position)),
+                range: Some(Range::new(place.position, place.position)),
                 command: None,
                 insert_text_format: Some(InsertTextFormat::PLAIN_TEXT),
             })

@@ -7,6 +7,7 @@ pub mod debug;
 pub mod initialize;
 pub mod inline_completion;
 pub mod text_document;
+pub mod workspace;
 
 use serde::Deserialize;
 

@@ -1,5 +1,8 @@
 //! In-process test rig: the real server (`copilot_server::serve`) on in-memory pipes, a small
-//! LSP client, and a scripted model backend driven by tokio's paused clock.
+//! LSP client, and a scripted model behind the pipeline's generation seam, driven by tokio's
+//! paused clock. Requests go through the real pipeline; the harness turns post-processing
+//! and the completion cache off unless a test asks for them, so the scripted text arrives
+//! as written.
 
 #![allow(dead_code)]
 
@@ -8,9 +11,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use copilot_engine::{CancelToken, ModelSpec};
-use copilot_pipeline::{Completion, CompletionRequest, LoadEvent, PipelineError, Stats};
-use copilot_server::{Backend, BoxFuture, Loader, ServeOptions};
+use copilot_engine::ModelSpec;
+use copilot_pipeline::{
+    BoxFuture, Generated, Job, LanguageModel, LoadEvent, ModelInfo, PipelineError, StopReason,
+};
+use copilot_server::{EngineSpec, Loader, ServeOptions};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, DuplexStream, WriteHalf};
 use tokio::sync::{mpsc, oneshot};
@@ -74,17 +79,20 @@ impl Script {
     }
 }
 
-/// The scripted completion for a request: the cursor line's text before the cursor, quoted,
+/// The scripted completion for a job: the cursor line's text before the cursor, quoted,
 /// and the seed, so tests can tell which version and which choice an answer came from.
-pub fn scripted_text(req: &CompletionRequest) -> String {
-    let before = &req.text[..req.cursor];
+pub fn scripted_text(job: &Job) -> String {
+    let before = &job.prompt.prefix;
     let line = before.rsplit(['\n', '\r']).next().unwrap_or("");
-    format!("<{line}|{}>", req.options.seed)
+    format!("<{line}|{}>", job.sampling.seed)
 }
 
 pub struct ScriptedLoader(pub Arc<Script>);
 
-struct ScriptedBackend(Arc<Script>);
+struct ScriptedModel {
+    script: Arc<Script>,
+    info: ModelInfo,
+}
 
 /// Counts a generation that ends without finishing (cancelled or dropped) exactly once.
 struct Watch {
@@ -105,19 +113,24 @@ impl Drop for Watch {
     }
 }
 
-impl Backend for ScriptedBackend {
-    fn complete(
-        &self,
-        req: CompletionRequest,
-        cancel: CancelToken,
-    ) -> BoxFuture<Result<Completion, PipelineError>> {
-        let script = self.0.clone();
+impl LanguageModel for ScriptedModel {
+    fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    fn count_tokens(&self, text: &str) -> usize {
+        text.len() / 4 + 1
+    }
+
+    fn generate(&self, job: Job) -> BoxFuture<Result<Generated, PipelineError>> {
+        let script = self.script.clone();
         Box::pin(async move {
             script.calls.fetch_add(1, Ordering::SeqCst);
-            if req.text.contains("PANIC") {
+            let text = format!("{}{}", job.prompt.prefix, job.prompt.suffix);
+            if text.contains("PANIC") {
                 panic!("scripted worker panic");
             }
-            if req.text.contains("FAIL") {
+            if text.contains("FAIL") {
                 return Err(PipelineError::Engine("scripted engine failure".into()));
             }
             let mut watch = Watch {
@@ -125,35 +138,32 @@ impl Backend for ScriptedBackend {
                 done: false,
             };
             for _ in 0..script.tokens {
-                if cancel.is_cancelled() {
+                if job.cancel.is_cancelled() {
                     return Err(PipelineError::Cancelled);
                 }
                 tokio::time::sleep(script.token_delay).await;
             }
             watch.done = true;
             script.finished.fetch_add(1, Ordering::SeqCst);
-            let text = scripted_text(&req);
-            Ok(Completion {
-                text: text.clone(),
-                raw: text,
-                stats: Stats::default(),
+            Ok(Generated {
+                text: scripted_text(&job),
+                generated_tokens: script.tokens,
+                stop_reason: Some(StopReason::MaxTokens),
+                ..Generated::default()
             })
         })
-    }
-
-    fn description(&self) -> String {
-        "scripted".into()
     }
 }
 
 impl Loader for ScriptedLoader {
     fn load(
         &self,
-        spec: ModelSpec,
+        spec: EngineSpec,
         events: mpsc::UnboundedSender<LoadEvent>,
-    ) -> BoxFuture<Result<Arc<dyn Backend>, String>> {
+    ) -> BoxFuture<Result<Arc<dyn LanguageModel>, String>> {
         let script = self.0.clone();
         Box::pin(async move {
+            let EngineSpec::Embedded(spec) = spec;
             script.loads.fetch_add(1, Ordering::SeqCst);
             script.specs.lock().unwrap().push(spec.clone());
             let _ = events.send(LoadEvent::Downloading {
@@ -164,9 +174,14 @@ impl Loader for ScriptedLoader {
                 what: spec.model.clone(),
             });
             match &script.load {
-                LoadBehavior::Ok => {
-                    Ok(Arc::new(ScriptedBackend(script.clone())) as Arc<dyn Backend>)
-                }
+                LoadBehavior::Ok => Ok(Arc::new(ScriptedModel {
+                    script: script.clone(),
+                    info: ModelInfo {
+                        description: "scripted".into(),
+                        window: 4096,
+                        fim: true,
+                    },
+                }) as Arc<dyn LanguageModel>),
                 LoadBehavior::Fail(e) => Err(e.clone()),
                 LoadBehavior::Panic => panic!("scripted loader panic"),
             }
@@ -303,7 +318,12 @@ impl Client {
         self.initialize_with(options, default_caps()).await
     }
 
-    pub async fn initialize_with(&mut self, options: Value, caps: Value) -> Value {
+    pub async fn initialize_with(&mut self, mut options: Value, caps: Value) -> Value {
+        // The scripted text as written: no post-processing, no completion cache.
+        if let Some(o) = options.as_object_mut() {
+            o.entry("postprocess").or_insert(json!(false));
+            o.entry("cache").or_insert(json!(false));
+        }
         let r = self
             .call(
                 "initialize",

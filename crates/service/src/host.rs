@@ -1,25 +1,26 @@
-//! Model lifecycle: load in the background (with progress), publish the state, hand the
-//! ready backend to requests, reload when the model settings change.
+//! Model lifecycle: load in the background, publish the state, hand the ready pipeline to
+//! requests, reload when the engine settings change.
 //!
 //! A load that fails or panics leaves the state `Failed`: requests then answer empty and the
-//! server stays up. A newer load supersedes an older one still running.
+//! server stays up. A newer load supersedes an older one still running. Each load's progress
+//! goes to whoever asked for it ([`LoadReport`]): the LSP front-end renders it as
+//! `$/progress`, the HTTP one as `/health`. Knows no protocol.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use copilot_engine::ModelSpec;
+use copilot_pipeline::{Completer, LoadEvent};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::backend::{Backend, Loader};
 use crate::cancel::Cancel;
-use crate::notify::Notifier;
+use crate::loader::{EngineSpec, Loader};
 
 #[derive(Clone)]
 pub enum ModelState {
     /// No load asked for yet (before `initialize`).
     Idle,
     Loading,
-    Ready(Arc<dyn Backend>),
+    Ready(Completer),
     Failed(String),
 }
 
@@ -28,7 +29,7 @@ impl std::fmt::Debug for ModelState {
         match self {
             Self::Idle => f.write_str("Idle"),
             Self::Loading => f.write_str("Loading"),
-            Self::Ready(b) => write!(f, "Ready({})", b.description()),
+            Self::Ready(c) => write!(f, "Ready({})", c.description()),
             Self::Failed(e) => write!(f, "Failed({e})"),
         }
     }
@@ -45,11 +46,21 @@ impl ModelState {
     }
 }
 
+/// One load's progress, for the front-end that asked for it: the events as they come, then
+/// the outcome (the model's description, or why it failed).
+#[derive(Debug)]
+pub struct LoadReport {
+    /// What is being loaded, for messages.
+    pub model: String,
+    pub events: mpsc::UnboundedReceiver<LoadEvent>,
+    pub done: oneshot::Receiver<Result<String, String>>,
+}
+
 pub struct ModelHost {
     loader: Arc<dyn Loader>,
     state: watch::Sender<ModelState>,
     /// The spec asked for last, and its load's number.
-    wanted: Mutex<Option<(ModelSpec, u64)>>,
+    wanted: Mutex<Option<(EngineSpec, u64)>>,
     loads: AtomicU64,
 }
 
@@ -75,26 +86,33 @@ impl ModelHost {
         self.state.borrow().clone()
     }
 
-    /// Load `spec` in the background unless it is already loaded or loading.
-    pub fn ensure(self: &Arc<Self>, spec: ModelSpec, notifier: Arc<Notifier>) {
+    /// Watch the state change (the HTTP front-end's `/health`).
+    pub fn subscribe(&self) -> watch::Receiver<ModelState> {
+        self.state.subscribe()
+    }
+
+    /// Load `spec` in the background unless it is already loaded or loading. Returns the
+    /// new load's progress, or `None` when there is nothing new to load. Needs a tokio
+    /// runtime.
+    pub fn ensure(self: &Arc<Self>, spec: EngineSpec) -> Option<LoadReport> {
         let n = {
             let mut wanted = self.wanted.lock().unwrap_or_else(|e| e.into_inner());
             if wanted.as_ref().is_some_and(|(s, _)| *s == spec) {
-                return;
+                return None;
             }
             let n = self.loads.fetch_add(1, Ordering::SeqCst) + 1;
             *wanted = Some((spec.clone(), n));
             n
         };
         self.state.send_replace(ModelState::Loading);
-        tracing::info!(model = %spec.model, device = %spec.device, dtype = %spec.dtype, "loading model");
+        tracing::info!(engine = %spec, "loading model");
         let (tx, rx) = mpsc::unbounded_channel();
         let (done_tx, done_rx) = oneshot::channel();
-        tokio::spawn({
-            let notifier = notifier.clone();
-            let model = spec.model.clone();
-            async move { notifier.report_load(model, rx, done_rx).await }
-        });
+        let report = LoadReport {
+            model: spec.name(),
+            events: rx,
+            done: done_rx,
+        };
         let host = self.clone();
         let load = self.loader.load(spec, tx);
         tokio::spawn(async move {
@@ -119,9 +137,10 @@ impl ModelHost {
                 return;
             }
             match outcome {
-                Ok(backend) => {
-                    let desc = backend.description();
-                    host.state.send_replace(ModelState::Ready(backend));
+                Ok(model) => {
+                    let completer = Completer::new(model);
+                    let desc = completer.description().to_string();
+                    host.state.send_replace(ModelState::Ready(completer));
                     let _ = done_tx.send(Ok(desc));
                 }
                 Err(e) => {
@@ -130,14 +149,15 @@ impl ModelHost {
                 }
             }
         });
+        Some(report)
     }
 
     /// Wait until the model is ready. `None` if it failed to load or `cancel` fired first.
-    pub async fn ready(&self, cancel: &Cancel) -> Option<Arc<dyn Backend>> {
+    pub async fn ready(&self, cancel: &Cancel) -> Option<Completer> {
         let mut rx = self.state.subscribe();
         loop {
             match &*rx.borrow_and_update() {
-                ModelState::Ready(b) => return Some(b.clone()),
+                ModelState::Ready(c) => return Some(c.clone()),
                 ModelState::Failed(_) => return None,
                 ModelState::Idle | ModelState::Loading => {}
             }

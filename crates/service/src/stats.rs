@@ -1,12 +1,10 @@
-//! Counters of what happened to completion requests, for `copilot/debugStats` (tests and
-//! the latency benchmark) and the logs.
+//! Counters of what happened to completion requests, for the front-ends' debugging views
+//! (`copilot/debugStats`, `/health`), the tests and the latency benchmark.
 //!
 //! A [`Trace`] follows one request; whatever way it ends (answered, superseded, dropped by
 //! `$/cancelRequest` mid-generation), its `Drop` files it under exactly one outcome.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-
-use serde_json::{json, Value};
 
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -27,6 +25,31 @@ pub struct Stats {
     generating: AtomicU64,
     /// Generations started (one request may run several choices).
     generations: AtomicU64,
+    /// Answered generations: by the model (with their prompt tokens and those whose KV came
+    /// from a cache), and from the completion cache without the model.
+    model_answers: AtomicU64,
+    prompt_tokens: AtomicU64,
+    reused_tokens: AtomicU64,
+    cache_hits: AtomicU64,
+}
+
+/// The counters at one moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatsSnapshot {
+    pub requests: u64,
+    pub cancelled_waiting: u64,
+    pub cancelled_generating: u64,
+    pub stale: u64,
+    pub completed: u64,
+    pub skipped: u64,
+    pub failed: u64,
+    pub generating: u64,
+    pub generations: u64,
+    pub model_answers: u64,
+    pub prompt_tokens: u64,
+    pub reused_tokens: u64,
+    pub cache_hits: u64,
 }
 
 /// How a request ended.
@@ -49,19 +72,35 @@ impl Stats {
         }
     }
 
-    pub fn snapshot(&self) -> Value {
+    pub fn snapshot(&self) -> StatsSnapshot {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        json!({
-            "requests": g(&self.requests),
-            "cancelledWaiting": g(&self.cancelled_waiting),
-            "cancelledGenerating": g(&self.cancelled_generating),
-            "stale": g(&self.stale),
-            "completed": g(&self.completed),
-            "skipped": g(&self.skipped),
-            "failed": g(&self.failed),
-            "generating": g(&self.generating),
-            "generations": g(&self.generations),
-        })
+        StatsSnapshot {
+            requests: g(&self.requests),
+            cancelled_waiting: g(&self.cancelled_waiting),
+            cancelled_generating: g(&self.cancelled_generating),
+            stale: g(&self.stale),
+            completed: g(&self.completed),
+            skipped: g(&self.skipped),
+            failed: g(&self.failed),
+            generating: g(&self.generating),
+            generations: g(&self.generations),
+            model_answers: g(&self.model_answers),
+            prompt_tokens: g(&self.prompt_tokens),
+            reused_tokens: g(&self.reused_tokens),
+            cache_hits: g(&self.cache_hits),
+        }
+    }
+
+    /// Count one answered generation's figures.
+    pub fn record(&self, c: &copilot_pipeline::Stats) {
+        let add = |a: &AtomicU64, n: usize| a.fetch_add(n as u64, Ordering::Relaxed);
+        if c.cache_hit {
+            add(&self.cache_hits, 1);
+        } else {
+            add(&self.model_answers, 1);
+            add(&self.prompt_tokens, c.prompt_tokens);
+            add(&self.reused_tokens, c.reused_tokens);
+        }
     }
 }
 
@@ -115,18 +154,18 @@ mod tests {
         drop(s.trace());
         let mut t = s.trace();
         t.start_generating();
-        assert_eq!(s.snapshot()["generating"], 1);
+        assert_eq!(s.snapshot().generating, 1);
         drop(t);
         let mut t = s.trace();
         t.start_generating();
         t.end(Ended::Completed);
         drop(t);
         let v = s.snapshot();
-        assert_eq!(v["requests"], 3);
-        assert_eq!(v["cancelledWaiting"], 1);
-        assert_eq!(v["cancelledGenerating"], 1);
-        assert_eq!(v["completed"], 1);
-        assert_eq!(v["generating"], 0);
-        assert_eq!(v["generations"], 2);
+        assert_eq!(v.requests, 3);
+        assert_eq!(v.cancelled_waiting, 1);
+        assert_eq!(v.cancelled_generating, 1);
+        assert_eq!(v.completed, 1);
+        assert_eq!(v.generating, 0);
+        assert_eq!(v.generations, 2);
     }
 }

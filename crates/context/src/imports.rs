@@ -1,0 +1,1039 @@
+//! Definitions the cursor's code uses: the current file's imports are resolved to files of
+//! the workspace (or of its virtualenv), and the imported names used near the cursor are
+//! shown as **signatures and docstrings**, never whole bodies.
+//!
+//! A [`Language`] is the seam: it lists a file's imports, resolves a module to a file and
+//! outlines a file's definitions. Python is the one written ([`Python`], with tree-sitter's
+//! grammar); files of other languages get no import context (the open-files and index
+//! sources still serve them). Resolution follows re-exports (`from .core import Command` in
+//! a package's `__init__.py`) a few levels deep, stops at cycles, and reads each file once
+//! per version (outlines are cached by a stamp of the file).
+//!
+//! Does I/O only through [`Files`] (the workspace decides what a file's text is: an open
+//! document's or the disk's). Knows no LSP, no prompt format, no model.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use crate::rank::{Candidate, Source};
+use crate::tokens::identifiers;
+use crate::SaidOnce;
+
+/// A module named by an import: `level` leading dots (0 for absolute), then its dotted path.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ModuleRef {
+    pub level: usize,
+    pub path: Vec<String>,
+}
+
+/// One name an import binds in a file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Import {
+    /// The name bound in the importing file (`m` for `import a.b as m`, `a` for `import a.b`,
+    /// `f` for `from x import f`).
+    pub local: String,
+    pub module: ModuleRef,
+    /// The imported name for `from M import name`; `None` when the module itself is bound.
+    pub name: Option<String>,
+    /// `import a.b` (no alias) binds `a` but names `a.b`: uses spell the whole path.
+    pub dotted: bool,
+    /// `from M import *`.
+    pub wildcard: bool,
+}
+
+/// A definition as the model is shown it: signature and docstring, no body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Definition {
+    pub name: String,
+    /// 0-based line of the definition's first line (decorators included).
+    pub line: usize,
+    /// Signature, docstring and (for a class) its public methods' signatures.
+    pub summary: String,
+    /// Names defined inside (a class's methods and attributes).
+    pub members: Vec<String>,
+}
+
+/// What a file defines and imports.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Outline {
+    pub definitions: Vec<Definition>,
+    pub imports: Vec<Import>,
+    /// The parser met syntax errors (the definitions outside them are still listed).
+    pub syntax_errors: bool,
+}
+
+impl Outline {
+    /// Every name the file defines: top-level definitions and their members.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.definitions.iter().flat_map(|d| {
+            std::iter::once(d.name.as_str()).chain(d.members.iter().map(String::as_str))
+        })
+    }
+}
+
+/// A language's import resolver: the seam other languages plug into.
+pub trait Language: Send + Sync {
+    /// Whether this language handles `path` (by extension).
+    fn handles(&self, path: &Path) -> bool;
+    /// The imports of a whole file.
+    fn imports(&self, text: &str) -> Vec<Import>;
+    /// The definitions and imports of a file.
+    fn outline(&self, text: &str) -> Outline;
+    /// The file a module names, seen from the file `from`, searched in `roots`.
+    fn resolve(&self, module: &ModuleRef, from: &Path, roots: &[PathBuf]) -> Option<PathBuf>;
+    /// The submodule `name` of the module in `module_file`, if it is a package.
+    fn submodule(&self, module_file: &Path, name: &str) -> Option<PathBuf>;
+}
+
+/// Where the gatherer reads files (the workspace: open documents first, then the disk).
+pub trait Files {
+    /// A value that changes whenever the file's text does; `None` if there is no such file.
+    fn stamp(&self, path: &Path) -> Option<u64>;
+    /// The file's text; `None` if it cannot be read as text (logged by the implementation).
+    fn load(&self, path: &Path) -> Option<Arc<str>>;
+}
+
+// ---------------------------------------------------------------------------------------
+// Python
+
+/// Python imports and outlines through tree-sitter-python.
+#[derive(Debug, Default)]
+pub struct Python;
+
+thread_local! {
+    static PARSER: RefCell<Option<tree_sitter::Parser>> = const { RefCell::new(None) };
+}
+
+/// Parse Python text (one parser per thread, made on first use).
+fn parse_python(text: &str) -> Option<tree_sitter::Tree> {
+    PARSER.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            let mut p = tree_sitter::Parser::new();
+            p.set_language(&tree_sitter_python::LANGUAGE.into())
+                .expect("tree-sitter-python matches the tree-sitter version");
+            *slot = Some(p);
+        }
+        slot.as_mut().and_then(|p| p.parse(text, None))
+    })
+}
+
+fn node_text<'a>(n: tree_sitter::Node<'_>, src: &'a str) -> &'a str {
+    src.get(n.start_byte()..n.end_byte()).unwrap_or("")
+}
+
+fn dotted(n: tree_sitter::Node<'_>, src: &str) -> Vec<String> {
+    node_text(n, src)
+        .split('.')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// The import statements of `text`, cut out so that only they are parsed: lines that
+/// start (after indentation) with `import ` or `from `, with their parenthesised or
+/// backslash continuations, each dedented. Parsing a whole module for its imports costs
+/// milliseconds per request; this costs microseconds, and tree-sitter still does the
+/// parsing.
+fn import_statements(text: &str) -> String {
+    let mut out = String::new();
+    let mut open = 0i32;
+    let mut continued = false;
+    for line in text.lines() {
+        let t = line.trim_start();
+        let starts = t.starts_with("import ") || t.starts_with("from ");
+        if open > 0 || continued || starts {
+            out.push_str(if open > 0 || continued { line } else { t });
+            out.push('\n');
+            for c in t.chars() {
+                match c {
+                    '(' => open += 1,
+                    ')' => open -= 1,
+                    '#' => break,
+                    _ => {}
+                }
+            }
+            open = open.clamp(0, 8);
+            continued = t.trim_end().ends_with('\\');
+        }
+    }
+    out
+}
+
+fn collect_imports(node: tree_sitter::Node<'_>, src: &str, out: &mut Vec<Import>) {
+    let mut cursor = node.walk();
+    match node.kind() {
+        "import_statement" => {
+            for name in node.children_by_field_name("name", &mut cursor) {
+                match name.kind() {
+                    "dotted_name" => {
+                        let path = dotted(name, src);
+                        if let Some(first) = path.first().cloned() {
+                            out.push(Import {
+                                local: first,
+                                dotted: path.len() > 1,
+                                module: ModuleRef { level: 0, path },
+                                name: None,
+                                wildcard: false,
+                            });
+                        }
+                    }
+                    "aliased_import" => {
+                        let (Some(n), Some(a)) = (
+                            name.child_by_field_name("name"),
+                            name.child_by_field_name("alias"),
+                        ) else {
+                            continue;
+                        };
+                        out.push(Import {
+                            local: node_text(a, src).to_string(),
+                            module: ModuleRef {
+                                level: 0,
+                                path: dotted(n, src),
+                            },
+                            name: None,
+                            dotted: false,
+                            wildcard: false,
+                        });
+                    }
+                    _ => {}
+                }
+            }
+        }
+        "import_from_statement" => {
+            let Some(m) = node.child_by_field_name("module_name") else {
+                return;
+            };
+            let module = match m.kind() {
+                "relative_import" => {
+                    let mut level = 0;
+                    let mut path = Vec::new();
+                    let mut c = m.walk();
+                    for ch in m.named_children(&mut c) {
+                        match ch.kind() {
+                            "import_prefix" => level = node_text(ch, src).matches('.').count(),
+                            "dotted_name" => path = dotted(ch, src),
+                            _ => {}
+                        }
+                    }
+                    ModuleRef { level, path }
+                }
+                _ => ModuleRef {
+                    level: 0,
+                    path: dotted(m, src),
+                },
+            };
+            let mut any = false;
+            for name in node.children_by_field_name("name", &mut cursor) {
+                let (imported, local) = match name.kind() {
+                    "dotted_name" => {
+                        let t = node_text(name, src).trim().to_string();
+                        (t.clone(), t)
+                    }
+                    "aliased_import" => {
+                        let (Some(n), Some(a)) = (
+                            name.child_by_field_name("name"),
+                            name.child_by_field_name("alias"),
+                        ) else {
+                            continue;
+                        };
+                        (
+                            node_text(n, src).trim().to_string(),
+                            node_text(a, src).to_string(),
+                        )
+                    }
+                    _ => continue,
+                };
+                any = true;
+                out.push(Import {
+                    local,
+                    module: module.clone(),
+                    name: Some(imported),
+                    dotted: false,
+                    wildcard: false,
+                });
+            }
+            let mut c = node.walk();
+            if !any
+                && node
+                    .named_children(&mut c)
+                    .any(|n| n.kind() == "wildcard_import")
+            {
+                out.push(Import {
+                    local: "*".into(),
+                    module,
+                    name: None,
+                    dotted: false,
+                    wildcard: true,
+                });
+            }
+        }
+        _ => {
+            for child in node.named_children(&mut cursor) {
+                collect_imports(child, src, out);
+            }
+        }
+    }
+}
+
+/// Lines of a docstring kept in a summary.
+const DOC_LINES: usize = 8;
+/// Members of a class listed in its summary.
+const CLASS_MEMBERS: usize = 16;
+/// A module-level assignment is shown when its first line is at most this long.
+const ASSIGNMENT_CHARS: usize = 160;
+
+fn line_start(src: &str, byte: usize) -> usize {
+    src[..byte.min(src.len())].rfind('\n').map_or(0, |i| i + 1)
+}
+
+/// The docstring of a block (its first statement, when a string), first lines only,
+/// with its source indentation.
+fn docstring(body: tree_sitter::Node<'_>, src: &str, max_lines: usize) -> Option<String> {
+    let first = body.named_child(0)?;
+    if first.kind() != "expression_statement" {
+        return None;
+    }
+    let s = first.named_child(0)?;
+    if s.kind() != "string" {
+        return None;
+    }
+    let text = src.get(line_start(src, s.start_byte())..s.end_byte())?;
+    let mut lines: Vec<&str> = text.lines().collect();
+    if lines.len() > max_lines {
+        lines.truncate(max_lines);
+    }
+    Some(lines.join("\n"))
+}
+
+/// `def f(a, b) -> int:` (decorators from `outer`), up to the body.
+fn signature(outer: tree_sitter::Node<'_>, body: tree_sitter::Node<'_>, src: &str) -> String {
+    let start = line_start(src, outer.start_byte());
+    src.get(start..body.start_byte())
+        .unwrap_or("")
+        .trim_end()
+        .to_string()
+}
+
+fn body_indent(body: tree_sitter::Node<'_>, src: &str) -> String {
+    let ls = line_start(src, body.start_byte());
+    src[ls..body.start_byte()]
+        .chars()
+        .take_while(|c| c.is_whitespace())
+        .collect()
+}
+
+fn definition(
+    outer: tree_sitter::Node<'_>,
+    def: tree_sitter::Node<'_>,
+    src: &str,
+) -> Option<Definition> {
+    let name = node_text(def.child_by_field_name("name")?, src).to_string();
+    let body = def.child_by_field_name("body")?;
+    let mut summary = signature(outer, body, src);
+    let indent = body_indent(body, src);
+    let doc = docstring(body, src, DOC_LINES);
+    let mut members = Vec::new();
+    if def.kind() == "class_definition" {
+        if let Some(d) = &doc {
+            summary.push('\n');
+            summary.push_str(d);
+        }
+        let mut shown = 0;
+        let mut c = body.walk();
+        for stmt in body.named_children(&mut c) {
+            let (m_outer, m_def) = match stmt.kind() {
+                "function_definition" => (stmt, stmt),
+                "decorated_definition" => match stmt.child_by_field_name("definition") {
+                    Some(d) if d.kind() == "function_definition" => (stmt, d),
+                    _ => continue,
+                },
+                "expression_statement" => {
+                    if let Some(a) = stmt.named_child(0).filter(|a| a.kind() == "assignment") {
+                        if let Some(l) = a.child_by_field_name("left") {
+                            if l.kind() == "identifier" {
+                                let n = node_text(l, src).to_string();
+                                let line = first_line(src, stmt);
+                                if !n.starts_with('_')
+                                    && shown < CLASS_MEMBERS
+                                    && line.len() <= ASSIGNMENT_CHARS
+                                {
+                                    summary.push('\n');
+                                    summary.push_str(line);
+                                    shown += 1;
+                                }
+                                members.push(n);
+                            }
+                        }
+                    }
+                    continue;
+                }
+                _ => continue,
+            };
+            let (Some(n), Some(b)) = (
+                m_def.child_by_field_name("name"),
+                m_def.child_by_field_name("body"),
+            ) else {
+                continue;
+            };
+            let n = node_text(n, src).to_string();
+            if (!n.starts_with('_') || n == "__init__" || n == "__call__") && shown < CLASS_MEMBERS
+            {
+                summary.push('\n');
+                summary.push_str(&signature(m_outer, b, src));
+                if let Some(d) = docstring(b, src, 1) {
+                    summary.push('\n');
+                    summary.push_str(&d);
+                }
+                shown += 1;
+            }
+            members.push(n);
+        }
+    } else {
+        if let Some(d) = &doc {
+            summary.push('\n');
+            summary.push_str(d);
+        }
+        summary.push('\n');
+        summary.push_str(&indent);
+        summary.push_str("...");
+    }
+    Some(Definition {
+        name,
+        line: outer.start_position().row,
+        summary,
+        members,
+    })
+}
+
+fn first_line<'a>(src: &'a str, n: tree_sitter::Node<'_>) -> &'a str {
+    let start = line_start(src, n.start_byte());
+    let text = src.get(start..n.end_byte()).unwrap_or("");
+    text.lines().next().unwrap_or("").trim_end()
+}
+
+fn outline_block(block: tree_sitter::Node<'_>, src: &str, out: &mut Outline, depth: usize) {
+    let mut c = block.walk();
+    for stmt in block.named_children(&mut c) {
+        match stmt.kind() {
+            "function_definition" | "class_definition" => {
+                out.definitions.extend(definition(stmt, stmt, src));
+            }
+            "decorated_definition" => {
+                if let Some(d) = stmt.child_by_field_name("definition") {
+                    out.definitions.extend(definition(stmt, d, src));
+                }
+            }
+            "import_statement" | "import_from_statement" => {
+                collect_imports(stmt, src, &mut out.imports);
+            }
+            "expression_statement" => {
+                let Some(a) = stmt.named_child(0).filter(|a| a.kind() == "assignment") else {
+                    continue;
+                };
+                let Some(l) = a
+                    .child_by_field_name("left")
+                    .filter(|l| l.kind() == "identifier")
+                else {
+                    continue;
+                };
+                let line = first_line(src, stmt);
+                out.definitions.push(Definition {
+                    name: node_text(l, src).to_string(),
+                    line: stmt.start_position().row,
+                    summary: if line.len() <= ASSIGNMENT_CHARS {
+                        line.to_string()
+                    } else {
+                        String::new()
+                    },
+                    members: Vec::new(),
+                });
+            }
+            // `if TYPE_CHECKING:`, `try: import x except ImportError: ...` at module level.
+            "if_statement" | "try_statement" | "else_clause" | "except_clause" | "elif_clause"
+            | "finally_clause" | "block"
+                if depth < 3 =>
+            {
+                outline_block(stmt, src, out, depth + 1);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The 0-based lines where Python code may be cut into chunks: the start of every
+/// top-level statement and of every statement in a top-level class's body. `None` when
+/// the text does not parse at all.
+pub fn definition_lines(text: &str) -> Option<Vec<usize>> {
+    let tree = parse_python(text)?;
+    let root = tree.root_node();
+    let mut out = Vec::new();
+    let mut c = root.walk();
+    for stmt in root.named_children(&mut c) {
+        out.push(stmt.start_position().row);
+        let class = match stmt.kind() {
+            "class_definition" => Some(stmt),
+            "decorated_definition" => stmt
+                .child_by_field_name("definition")
+                .filter(|d| d.kind() == "class_definition"),
+            _ => None,
+        };
+        if let Some(body) = class.and_then(|k| k.child_by_field_name("body")) {
+            let mut bc = body.walk();
+            out.extend(body.named_children(&mut bc).map(|s| s.start_position().row));
+        }
+    }
+    Some(out)
+}
+
+const PY_EXTENSIONS: &[&str] = &["py", "pyi"];
+
+impl Language for Python {
+    fn handles(&self, path: &Path) -> bool {
+        path.extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| PY_EXTENSIONS.contains(&e))
+    }
+
+    fn imports(&self, text: &str) -> Vec<Import> {
+        let src = import_statements(text);
+        let mut out = Vec::new();
+        if let Some(tree) = parse_python(&src) {
+            collect_imports(tree.root_node(), &src, &mut out);
+        }
+        out
+    }
+
+    fn outline(&self, text: &str) -> Outline {
+        let mut out = Outline::default();
+        if let Some(tree) = parse_python(text) {
+            let root = tree.root_node();
+            out.syntax_errors = root.has_error();
+            outline_block(root, text, &mut out, 0);
+        }
+        out
+    }
+
+    fn resolve(&self, module: &ModuleRef, from: &Path, roots: &[PathBuf]) -> Option<PathBuf> {
+        let bases: Vec<PathBuf> = if module.level > 0 {
+            let mut base = from.parent()?.to_path_buf();
+            for _ in 1..module.level {
+                base = base.parent()?.to_path_buf();
+            }
+            vec![base]
+        } else {
+            roots.to_vec()
+        };
+        for base in bases {
+            let mut p = base;
+            for part in &module.path {
+                p.push(part);
+            }
+            if module.path.is_empty() {
+                for init in ["__init__.py", "__init__.pyi"] {
+                    let f = p.join(init);
+                    if f.is_file() {
+                        return Some(f);
+                    }
+                }
+                continue;
+            }
+            if let Some(f) = module_file(&p) {
+                return Some(f);
+            }
+        }
+        None
+    }
+
+    fn submodule(&self, module_file: &Path, name: &str) -> Option<PathBuf> {
+        let stem = module_file.file_stem()?.to_str()?;
+        if stem != "__init__" {
+            return None;
+        }
+        module_file
+            .parent()
+            .and_then(|d| module_file_of(&d.join(name)))
+    }
+}
+
+fn module_file_of(p: &Path) -> Option<PathBuf> {
+    module_file(p)
+}
+
+/// `p.py`, `p/__init__.py`, `p.pyi` or `p/__init__.pyi`, the first that exists.
+fn module_file(p: &Path) -> Option<PathBuf> {
+    let name = p.file_name()?.to_str()?;
+    [
+        p.with_file_name(format!("{name}.py")),
+        p.join("__init__.py"),
+        p.with_file_name(format!("{name}.pyi")),
+        p.join("__init__.pyi"),
+    ]
+    .into_iter()
+    .find(|f| f.is_file())
+}
+
+/// The site-packages folders of the active virtualenv (`VIRTUAL_ENV`) and of `root/.venv`.
+pub fn virtualenv_site_packages(root: &Path, virtual_env: Option<&Path>) -> Vec<PathBuf> {
+    let mut envs: Vec<PathBuf> = virtual_env.map(Path::to_path_buf).into_iter().collect();
+    envs.push(root.join(".venv"));
+    let mut out = Vec::new();
+    for env in envs {
+        // Windows layout first, then lib/pythonX.Y/site-packages.
+        let win = env.join("Lib").join("site-packages");
+        if win.is_dir() && !out.contains(&win) {
+            out.push(win);
+        }
+        let Ok(rd) = std::fs::read_dir(env.join("lib")) else {
+            continue;
+        };
+        let mut found: Vec<PathBuf> = rd
+            .filter_map(|e| e.ok())
+            .map(|e| e.path().join("site-packages"))
+            .filter(|p| p.is_dir())
+            .collect();
+        found.sort();
+        for f in found {
+            if !out.contains(&f) {
+                out.push(f);
+            }
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------
+// The gatherer
+
+/// Outlines remembered (files whose stamps still match are not read again).
+const OUTLINE_CACHE: usize = 512;
+/// How deep re-exports are followed.
+const MAX_DEPTH: usize = 4;
+/// Definitions returned at most per request.
+const MAX_DEFINITIONS: usize = 12;
+
+/// Resolves imports to definitions, remembering outlines and import lists.
+#[derive(Default)]
+pub struct Imports {
+    languages: Vec<Box<dyn Language>>,
+    outlines: Mutex<HashMap<PathBuf, (u64, Arc<Outline>)>>,
+    file_imports: Mutex<HashMap<u64, Arc<Vec<Import>>>>,
+}
+
+impl std::fmt::Debug for Imports {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Imports")
+            .field("languages", &self.languages.len())
+            .finish()
+    }
+}
+
+/// A request to the imports gatherer.
+pub struct ImportQuery<'a> {
+    /// The current file (absolute).
+    pub path: &'a Path,
+    /// Its whole text.
+    pub text: &'a str,
+    /// The text near the cursor whose names are looked up, and the cursor's offset in it.
+    pub near: &'a str,
+    pub cursor: usize,
+    /// Where absolute imports are searched, in order.
+    pub roots: &'a [PathBuf],
+}
+
+impl Imports {
+    /// A gatherer for Python.
+    pub fn new() -> Self {
+        Self::with_languages(vec![Box::new(Python)])
+    }
+
+    pub fn with_languages(languages: Vec<Box<dyn Language>>) -> Self {
+        Self {
+            languages,
+            ..Default::default()
+        }
+    }
+
+    fn language(&self, path: &Path) -> Option<&dyn Language> {
+        self.languages
+            .iter()
+            .find(|l| l.handles(path))
+            .map(|b| b.as_ref())
+    }
+
+    /// The outline of `path` (cached while its stamp holds).
+    pub fn outline(&self, path: &Path, files: &dyn Files, said: &SaidOnce) -> Option<Arc<Outline>> {
+        let lang = self.language(path)?;
+        let stamp = files.stamp(path)?;
+        if let Some((s, o)) = self.outlines.lock().expect("outline cache").get(path) {
+            if *s == stamp {
+                return Some(o.clone());
+            }
+        }
+        let text = files.load(path)?;
+        let outline = Arc::new(lang.outline(&text));
+        if outline.syntax_errors {
+            said.info(
+                format!("syntax:{}:{stamp}", path.display()),
+                format_args!(
+                    "{} has syntax errors: its definitions outside them are still used",
+                    path.display()
+                ),
+            );
+        }
+        let mut cache = self.outlines.lock().expect("outline cache");
+        if cache.len() >= OUTLINE_CACHE {
+            cache.clear();
+        }
+        cache.insert(path.to_path_buf(), (stamp, outline.clone()));
+        Some(outline)
+    }
+
+    fn current_imports(&self, lang: &dyn Language, text: &str) -> Arc<Vec<Import>> {
+        // Keyed by the import statements' text: typing elsewhere never re-parses them.
+        let key = crate::tokens::ident_hash(&import_statements(text));
+        if let Some(v) = self.file_imports.lock().expect("imports cache").get(&key) {
+            return v.clone();
+        }
+        let v = Arc::new(lang.imports(text));
+        let mut cache = self.file_imports.lock().expect("imports cache");
+        if cache.len() >= OUTLINE_CACHE {
+            cache.clear();
+        }
+        cache.insert(key, v.clone());
+        v
+    }
+
+    /// Definitions of the imported names used in `q.near`, nearest the cursor first.
+    pub fn gather(&self, q: &ImportQuery, files: &dyn Files, said: &SaidOnce) -> Vec<Candidate> {
+        let Some(lang) = self.language(q.path) else {
+            return Vec::new();
+        };
+        let imports = self.current_imports(lang, q.text);
+        if imports.is_empty() {
+            return Vec::new();
+        }
+        let mut out: Vec<Candidate> = Vec::new();
+        let mut seen: HashSet<(PathBuf, String)> = HashSet::new();
+        for (distance, chain) in chains_near(q.near, q.cursor) {
+            if out.len() >= MAX_DEFINITIONS {
+                break;
+            }
+            let mut found = Vec::new();
+            let r = Resolution {
+                imports: self,
+                lang,
+                files,
+                roots: q.roots,
+                said,
+            };
+            r.chain(&imports, &chain, q.path, &mut found);
+            for (file, def) in found {
+                if file == q.path || def.summary.trim().is_empty() {
+                    continue;
+                }
+                if seen.insert((file.clone(), def.name.clone())) {
+                    out.push(Candidate {
+                        source: Source::Imports,
+                        score: 1.0 / (1.0 + distance as f32),
+                        path: file,
+                        start_line: def.line,
+                        text: def.summary.clone(),
+                    });
+                }
+            }
+        }
+        out
+    }
+}
+
+struct Resolution<'a> {
+    imports: &'a Imports,
+    lang: &'a dyn Language,
+    files: &'a dyn Files,
+    roots: &'a [PathBuf],
+    said: &'a SaidOnce,
+}
+
+impl Resolution<'_> {
+    /// Resolve a use `a.b.c` against the imports of the file `from`.
+    fn chain(
+        &self,
+        imports: &[Import],
+        chain: &[&str],
+        from: &Path,
+        out: &mut Vec<(PathBuf, Definition)>,
+    ) {
+        let first = chain[0];
+        let Some(imp) = imports.iter().rev().find(|i| i.local == first) else {
+            for w in imports.iter().filter(|i| i.wildcard) {
+                if let Some(file) = self.lang.resolve(&w.module, from, self.roots) {
+                    let mut visited = HashSet::new();
+                    self.name(&file, first, &chain[1..], 0, &mut visited, out);
+                }
+            }
+            return;
+        };
+        let Some(file) = self.lang.resolve(&imp.module, from, self.roots) else {
+            // `import a.b` where only `a.b` resolves is handled below; nothing else to do.
+            return;
+        };
+        let mut visited = HashSet::new();
+        match &imp.name {
+            Some(name) => self.name(&file, name, &chain[1..], 0, &mut visited, out),
+            None if imp.dotted => {
+                // `import a.b` binds `a`: walk the use's parts down the package tree.
+                let mut file = match self.lang.resolve(
+                    &ModuleRef {
+                        level: 0,
+                        path: vec![first.to_string()],
+                    },
+                    from,
+                    self.roots,
+                ) {
+                    Some(f) => f,
+                    None => file,
+                };
+                let mut i = 1;
+                while i < chain.len() {
+                    match self.lang.submodule(&file, chain[i]) {
+                        Some(sub) => {
+                            file = sub;
+                            i += 1;
+                        }
+                        None => break,
+                    }
+                }
+                if i < chain.len() {
+                    self.name(&file, chain[i], &chain[i + 1..], 0, &mut visited, out);
+                }
+            }
+            None => {
+                if let Some(name) = chain.get(1) {
+                    self.name(&file, name, &chain[2..], 0, &mut visited, out);
+                }
+            }
+        }
+    }
+
+    /// Find `name` in the module `file`: a definition, a re-export, or a submodule (then
+    /// `rest` is looked up in it).
+    fn name(
+        &self,
+        file: &Path,
+        name: &str,
+        rest: &[&str],
+        depth: usize,
+        visited: &mut HashSet<(PathBuf, String)>,
+        out: &mut Vec<(PathBuf, Definition)>,
+    ) {
+        if !visited.insert((file.to_path_buf(), name.to_string())) {
+            self.said.info(
+                format!("cycle:{}:{name}", file.display()),
+                format_args!(
+                    "import cycle through {} (name `{name}`): not followed again",
+                    file.display()
+                ),
+            );
+            return;
+        }
+        if depth > MAX_DEPTH {
+            return;
+        }
+        let Some(outline) = self.imports.outline(file, self.files, self.said) else {
+            return;
+        };
+        if let Some(def) = outline.definitions.iter().rev().find(|d| d.name == name) {
+            out.push((file.to_path_buf(), def.clone()));
+            return;
+        }
+        if let Some(imp) = outline.imports.iter().rev().find(|i| i.local == name) {
+            if let Some(target) = self.lang.resolve(&imp.module, file, self.roots) {
+                match &imp.name {
+                    Some(n) => self.name(&target, n, rest, depth + 1, visited, out),
+                    None => {
+                        if let Some(next) = rest.first() {
+                            self.name(&target, next, &rest[1..], depth + 1, visited, out);
+                        }
+                    }
+                }
+                return;
+            }
+        }
+        if let Some(sub) = self.lang.submodule(file, name) {
+            if let Some(next) = rest.first() {
+                self.name(&sub, next, &rest[1..], depth + 1, visited, out);
+            }
+            return;
+        }
+        for w in outline.imports.iter().filter(|i| i.wildcard) {
+            if let Some(target) = self.lang.resolve(&w.module, file, self.roots) {
+                self.name(&target, name, rest, depth + 1, visited, out);
+            }
+        }
+    }
+}
+
+/// Dotted uses (`m.f`, `a.b.c`, `f`) in `text`, each once, nearest `cursor` first, with
+/// their distance in bytes.
+pub fn chains_near(text: &str, cursor: usize) -> Vec<(usize, Vec<&str>)> {
+    let mut chains: Vec<(usize, Vec<&str>)> = Vec::new();
+    let mut cur: Vec<&str> = Vec::new();
+    let mut cur_start: usize = 0;
+    let mut last_end: usize = 0;
+    fn flush<'t>(cur: &mut Vec<&'t str>, d: usize, chains: &mut Vec<(usize, Vec<&'t str>)>) {
+        if !cur.is_empty() {
+            chains.push((d, std::mem::take(cur)));
+        }
+    }
+    // Names on import lines are bindings, not uses.
+    let mut import_lines: Vec<std::ops::Range<usize>> = Vec::new();
+    let mut start = 0;
+    for line in text.split_inclusive('\n') {
+        let t = line.trim_start();
+        if t.starts_with("import ") || t.starts_with("from ") {
+            import_lines.push(start..start + line.len());
+        }
+        start += line.len();
+    }
+    for (at, ident) in identifiers(text) {
+        if import_lines.iter().any(|r| r.contains(&at)) {
+            continue;
+        }
+        let joined = !cur.is_empty() && text.get(last_end..at) == Some(".");
+        if !joined {
+            flush(&mut cur, cur_start.abs_diff(cursor), &mut chains);
+            cur_start = at;
+        }
+        // An identifier preceded by `.` but not joined (`x().f`) is an attribute of
+        // something unknown: not a use of an import.
+        let after_dot = at > 0 && text.as_bytes()[at - 1] == b'.';
+        if joined || !after_dot {
+            cur.push(ident);
+        }
+        last_end = at + ident.len();
+    }
+    flush(&mut cur, cur_start.abs_diff(cursor), &mut chains);
+    chains.sort_by_key(|(d, _)| *d);
+    let mut seen = HashSet::new();
+    chains.retain(|(_, c)| seen.insert(c.clone()));
+    chains
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn imports_of_every_form() {
+        let text = "import os\nimport a.b\nimport a.b as m\nfrom .x import y as z, w\n\
+                    from ..pkg.mod import (\n    f,\n    g,\n)\nfrom q import *\n\
+                    def h():\n    import inner\n";
+        let imps = Python.imports(text);
+        let brief: Vec<(String, usize, String, Option<String>, bool)> = imps
+            .iter()
+            .map(|i| {
+                (
+                    i.local.clone(),
+                    i.module.level,
+                    i.module.path.join("."),
+                    i.name.clone(),
+                    i.dotted,
+                )
+            })
+            .collect();
+        let s = |x: &str| x.to_string();
+        assert_eq!(
+            brief,
+            vec![
+                (s("os"), 0, s("os"), None, false),
+                (s("a"), 0, s("a.b"), None, true),
+                (s("m"), 0, s("a.b"), None, false),
+                (s("z"), 1, s("x"), Some(s("y")), false),
+                (s("w"), 1, s("x"), Some(s("w")), false),
+                (s("f"), 2, s("pkg.mod"), Some(s("f")), false),
+                (s("g"), 2, s("pkg.mod"), Some(s("g")), false),
+                (s("*"), 0, s("q"), None, false),
+                (s("inner"), 0, s("inner"), None, false),
+            ]
+        );
+        assert!(imps[7].wildcard);
+    }
+
+    #[test]
+    fn outlines_keep_signatures_and_docstrings_not_bodies() {
+        let text = "\"\"\"Module.\"\"\"\nimport os\nLIMIT = 10\n\n@cache\ndef f(a, b=1) -> int:\n    \"\"\"Add.\n\n    More.\n    \"\"\"\n    secret = a + b\n    return secret\n\n\
+                    class C(Base):\n    \"\"\"A C.\"\"\"\n    size: int = 3\n    def __init__(self, x):\n        self.x = x\n    def run(self, n):\n        \"\"\"Run n times.\n\n        Long.\"\"\"\n        return n\n    def _hidden(self):\n        pass\n";
+        let o = Python.outline(text);
+        assert!(!o.syntax_errors);
+        let names: Vec<&str> = o.definitions.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(names, ["LIMIT", "f", "C"]);
+        assert_eq!(o.definitions[0].summary, "LIMIT = 10");
+        let f = &o.definitions[1];
+        assert_eq!(f.line, 4);
+        assert_eq!(
+            f.summary,
+            "@cache\ndef f(a, b=1) -> int:\n    \"\"\"Add.\n\n    More.\n    \"\"\"\n    ..."
+        );
+        assert!(!f.summary.contains("secret"));
+        let c = &o.definitions[2];
+        assert_eq!(
+            c.summary,
+            "class C(Base):\n    \"\"\"A C.\"\"\"\n    size: int = 3\n    def __init__(self, x):\n    def run(self, n):\n        \"\"\"Run n times."
+        );
+        assert_eq!(c.members, ["size", "__init__", "run", "_hidden"]);
+        assert_eq!(o.imports.len(), 1);
+        let names: Vec<&str> = o.names().collect();
+        assert!(names.contains(&"run") && names.contains(&"LIMIT"));
+    }
+
+    #[test]
+    fn broken_code_still_outlines_what_it_can() {
+        let o = Python
+            .outline("def ok(a):\n    return a\n\ndef broken(:\n    pass\n\nclass K:\n    pass\n");
+        assert!(o.syntax_errors);
+        assert!(o.definitions.iter().any(|d| d.name == "ok"));
+        // Never panics, whatever the text.
+        for t in [
+            "",
+            "(((",
+            "def",
+            "class :",
+            "from . import",
+            "import",
+            "\u{0}\u{fffd}",
+        ] {
+            let _ = Python.outline(t);
+            let _ = Python.imports(t);
+        }
+    }
+
+    #[test]
+    fn chains_are_dotted_uses_nearest_first() {
+        let text = "x = m.f(1)\ny = obj.attr.g\nz = a.b.c(q)";
+        let cursor = text.len();
+        let chains: Vec<Vec<&str>> = chains_near(text, cursor)
+            .into_iter()
+            .map(|(_, c)| c)
+            .collect();
+        assert_eq!(
+            chains,
+            vec![
+                vec!["q"],
+                vec!["a", "b", "c"],
+                vec!["z"],
+                vec!["obj", "attr", "g"],
+                vec!["y"],
+                vec!["m", "f"],
+                vec!["x"],
+            ]
+        );
+        let broken: Vec<Vec<&str>> = chains_near("f().g", 0)
+            .into_iter()
+            .map(|(_, c)| c)
+            .collect();
+        assert_eq!(broken, vec![vec!["f"]]);
+    }
+}

@@ -1,0 +1,341 @@
+//! The serving core's verb: one completion request's way to the model and back. Supersede
+//! the older request for the same key, debounce, wait for the model, snapshot the text,
+//! resolve the workspace's adapter, generate (racing cancellation), and drop the result if
+//! the document changed meanwhile.
+//!
+//! Cancellation is checked at every hand-off and reaches the decode loop through the
+//! engine's cancel flag; the caller's future being dropped (`$/cancelRequest`, a client that
+//! hung up) cancels too. The front-end supplies the document through [`CompletionSource`]
+//! and turns the [`Outcome`] into its protocol's answer.
+
+use std::time::{Duration, Instant};
+
+use copilot_pipeline::{
+    Completer, Completion, CompletionOptions, CompletionRequest, PipelineError,
+};
+
+use crate::adapters::Resolution;
+use crate::cancel::Cancel;
+use crate::debounce::{debounce, Debounced};
+use crate::stats::Ended;
+use crate::{Level, Notice, Service};
+
+/// How the client asked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trigger {
+    /// Explicitly (a key binding): several choices may come back.
+    Invoked,
+    /// While typing: one choice.
+    Automatic,
+}
+
+/// Why a request gets no completion from its document.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Skip {
+    /// The document is not open.
+    NoDocument,
+    /// The position's line is past the end of the document.
+    OutOfRange,
+    /// The document changed after the request arrived.
+    Stale,
+}
+
+/// What the model needs from a document at the request's cursor, copied out of the
+/// front-end's document store.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Snapshot {
+    pub text: String,
+    /// Byte offset of the cursor in `text`.
+    pub cursor: usize,
+    /// The file's path as shown to the model (relative to its workspace), when known.
+    pub path: Option<String>,
+    /// The file's absolute path, when it is a file: selects its workspace (adapter).
+    pub file: Option<String>,
+}
+
+/// Settings a request runs with (the front-end resolves them from its configuration).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RequestSettings {
+    pub completion: CompletionOptions,
+    pub debounce: Duration,
+    /// Choices for an explicitly invoked request (1 at temperature 0).
+    pub choices: usize,
+    /// Show the model the file's path.
+    pub path_header: bool,
+}
+
+/// The front-end's side of a request: its document and settings, asked for at the moment
+/// they are needed (both may change while the request waits).
+pub trait CompletionSource: Send {
+    /// What the front-end keeps of its own with the snapshot (LSP positions).
+    type Extra: Send;
+    /// Whether the document is still as it was when the request arrived.
+    fn check(&self) -> Result<(), Skip>;
+    /// Copy out the document at the request's cursor, if still current.
+    fn snapshot(&self) -> Result<(Snapshot, Self::Extra), Skip>;
+    /// The settings in force now.
+    fn settings(&self) -> RequestSettings;
+}
+
+/// What the front-end turns into a response.
+#[derive(Debug)]
+pub enum Outcome<E> {
+    /// Distinct, non-empty completions at `snapshot`'s cursor (maybe none).
+    Choices {
+        snapshot: Snapshot,
+        extra: E,
+        texts: Vec<String>,
+    },
+    /// No answer worth sending: the front-end replies with an empty result.
+    Empty(Why),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Why {
+    Skipped(Skip),
+    /// A newer request, an edit or shutdown cancelled it.
+    Cancelled,
+    ModelUnavailable,
+    Failed,
+}
+
+enum RunError {
+    Cancelled,
+    Failed(String),
+}
+
+impl Service {
+    /// Complete for the request `key` (a document: a newer request for the same key
+    /// supersedes this one) that arrived as message `arrival`.
+    pub async fn complete<S: CompletionSource>(
+        &self,
+        key: String,
+        arrival: u64,
+        trigger: Trigger,
+        source: S,
+    ) -> Outcome<S::Extra> {
+        let arrived = Instant::now();
+        let mut trace = self.stats.trace();
+        let ticket = self.tasks.begin(key, arrival);
+        let cancel = ticket.cancel_handle();
+        let settings = source.settings();
+
+        if let Err(skip) = source.check() {
+            return skipped(&mut trace, skip);
+        }
+        if debounce(settings.debounce, cancel).await == Debounced::Cancelled {
+            return Outcome::Empty(Why::Cancelled);
+        }
+        let Some(completer) = self.host.ready(cancel).await else {
+            if cancel.is_cancelled() {
+                return Outcome::Empty(Why::Cancelled);
+            }
+            trace.end(Ended::Skipped);
+            return Outcome::Empty(Why::ModelUnavailable);
+        };
+        // Settings may have changed while waiting for the model.
+        let settings = source.settings();
+        let (snapshot, extra) = match source.snapshot() {
+            Ok(s) => s,
+            Err(skip) => return skipped(&mut trace, skip),
+        };
+        let opts = &settings.completion;
+        let n = match trigger {
+            // Greedy decoding gives one answer however often it is asked.
+            Trigger::Invoked if opts.temperature > 0.0 => settings.choices.max(1),
+            _ => 1,
+        };
+        let adapter = self.adapter(&completer, snapshot.file.as_deref()).await;
+        let snippets = copilot_context::to_fim(&self.gather(&completer, &snapshot, opts).await);
+        let mut texts: Vec<String> = Vec::new();
+        for i in 0..n {
+            if cancel.is_cancelled() {
+                return Outcome::Empty(Why::Cancelled);
+            }
+            let mut options = opts.clone();
+            options.seed = options.seed.wrapping_add(i as u64);
+            let req = CompletionRequest {
+                text: snapshot.text.clone(),
+                cursor: snapshot.cursor,
+                path: if settings.path_header {
+                    snapshot.path.clone()
+                } else {
+                    None
+                },
+                adapter: adapter.clone(),
+                snippets: snippets.clone(),
+                options,
+            };
+            trace.start_generating();
+            let started_ms = arrived.elapsed().as_secs_f64() * 1000.0;
+            match run(completer.clone(), req, cancel).await {
+                Ok(c) => {
+                    tracing::debug!(
+                        started_ms,
+                        answered_ms = arrived.elapsed().as_secs_f64() * 1000.0,
+                        prompt_tokens = c.stats.prompt_tokens,
+                        reused = c.stats.reused_tokens,
+                        generated = c.stats.generated_tokens,
+                        prefill_ms = c.stats.prefill_ms,
+                        decode_ms = c.stats.decode_ms,
+                        cache_hit = c.stats.cache_hit,
+                        "completion"
+                    );
+                    self.stats.record(&c.stats);
+                    if !c.text.is_empty() && !texts.contains(&c.text) {
+                        texts.push(c.text);
+                    }
+                }
+                Err(RunError::Cancelled) => return Outcome::Empty(Why::Cancelled),
+                Err(RunError::Failed(e)) => {
+                    trace.end(Ended::Failed);
+                    self.notify(Notice {
+                        level: Level::Error,
+                        kind: format!("model-failed:{e}"),
+                        message: format!("copilot-lsp: {e}"),
+                    });
+                    return Outcome::Empty(Why::Failed);
+                }
+            }
+        }
+        // Never answer for a version that is no longer the client's.
+        if let Err(skip) = source.check() {
+            return skipped(&mut trace, skip);
+        }
+        if cancel.is_cancelled() {
+            return Outcome::Empty(Why::Cancelled);
+        }
+        trace.end(Ended::Completed);
+        Outcome::Choices {
+            snapshot,
+            extra,
+            texts,
+        }
+    }
+
+    /// The context snippets for a snapshot (none for a document that is not a file).
+    pub async fn gather(
+        &self,
+        completer: &Completer,
+        snapshot: &Snapshot,
+        opts: &CompletionOptions,
+    ) -> Vec<copilot_context::ContextSnippet> {
+        let Some(file) = &snapshot.file else {
+            return Vec::new();
+        };
+        // The room the prompt builder will have (a small window scales the budgets down),
+        // so that the context chosen is the context that fits.
+        let window = completer.model().info().window;
+        let max_new = opts.max_tokens.min(window / 2).max(1);
+        let room = window.saturating_sub(max_new + 3);
+        let budget = copilot_context::PromptBudget {
+            prefix_tokens: opts.prefix_tokens.min(room),
+            suffix_tokens: opts.suffix_tokens.min(room),
+        };
+        self.context
+            .snippets(
+                std::path::Path::new(file),
+                &snapshot.text,
+                snapshot.cursor,
+                budget,
+                completer.model().clone(),
+            )
+            .await
+    }
+
+    /// The adapter of the file's workspace, loaded, by name; `None` for the base model (also
+    /// when the adapter cannot be used: never another repository's adapter).
+    async fn adapter(&self, completer: &Completer, file: Option<&str>) -> Option<String> {
+        let (root, resolution) = self.adapters.for_file(file?).await?;
+        let dir = match resolution {
+            Resolution::Base => return None,
+            Resolution::Refused(why) => {
+                self.notify(Notice {
+                    level: Level::Warning,
+                    kind: format!("adapter-refused:{root}"),
+                    message: format!("copilot-lsp: {why}"),
+                });
+                return None;
+            }
+            Resolution::Adapter(dir) => dir,
+        };
+        let name = dir.display().to_string();
+        match completer.load_adapter(&name, &dir).await {
+            Ok(()) => Some(name),
+            Err(e) => {
+                self.notify(Notice {
+                    level: Level::Warning,
+                    kind: format!("adapter-failed:{name}"),
+                    message: format!("copilot-lsp: adapter {name} not used: {e}"),
+                });
+                None
+            }
+        }
+    }
+}
+
+/// Run one generation on its own task (so a panic is caught), racing `cancel`. Dropping this
+/// future aborts the task and sets the engine's flag (the ticket's drop does), so the decode
+/// loop stops within one token.
+async fn run(
+    completer: Completer,
+    req: CompletionRequest,
+    cancel: &Cancel,
+) -> Result<Completion, RunError> {
+    let token = cancel.token();
+    let mut task = AbortOnDrop(tokio::spawn(
+        async move { completer.complete(req, token).await },
+    ));
+    tokio::select! {
+        biased;
+        () = cancel.cancelled() => Err(RunError::Cancelled),
+        joined = &mut task.0 => match joined {
+            Ok(Ok(c)) => Ok(c),
+            Ok(Err(PipelineError::Cancelled)) => Err(RunError::Cancelled),
+            Ok(Err(e)) => Err(RunError::Failed(format!("the model failed: {e}"))),
+            Err(e) if e.is_panic() => Err(RunError::Failed(format!(
+                "the model worker panicked: {}",
+                crate::panic_message(e.into_panic().as_ref())
+            ))),
+            Err(e) => Err(RunError::Failed(format!("the model worker stopped: {e}"))),
+        },
+    }
+}
+
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A request not computed because its document is gone or changed: counted, answered empty.
+fn skipped<E>(trace: &mut crate::stats::Trace<'_>, skip: Skip) -> Outcome<E> {
+    trace.end(if skip == Skip::Stale {
+        Ended::Stale
+    } else {
+        Ended::Skipped
+    });
+    Outcome::Empty(Why::Skipped(skip))
+}
+
+/// A front-end holding its own copy of everything: the HTTP API, the tests.
+#[derive(Clone, Debug)]
+pub struct Fixed {
+    pub snapshot: Snapshot,
+    pub settings: RequestSettings,
+}
+
+impl CompletionSource for Fixed {
+    type Extra = ();
+    fn check(&self) -> Result<(), Skip> {
+        Ok(())
+    }
+    fn snapshot(&self) -> Result<(Snapshot, ()), Skip> {
+        Ok((self.snapshot.clone(), ()))
+    }
+    fn settings(&self) -> RequestSettings {
+        self.settings.clone()
+    }
+}
