@@ -49,7 +49,13 @@ fn inline_completion_at_temperature_0_equals_copilot_lsp_complete() {
                 let extra: &[&str] = if postprocess { &[] } else { &["--raw"] };
                 let want = cli_complete(&model, dir.path(), "main.py", line, col, extra);
                 // A fresh server per case: the KV cache then starts empty, as in the CLI.
-                let mut lsp = start(&model, dir.path(), json!({"postprocess": postprocess}));
+                // The CLI's fixed budgets: left unset, the server sizes them to the
+                // machine's measured speed.
+                let mut lsp = start(
+                    &model,
+                    dir.path(),
+                    json!({"postprocess": postprocess, "prefixTokens": 1536, "suffixTokens": 512}),
+                );
                 lsp.open(&uri, SOURCE);
                 let (l, c) = position(SOURCE, at, Enc::Utf16);
                 let r = lsp.call(

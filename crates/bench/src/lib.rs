@@ -76,6 +76,9 @@ pub struct Latency {
     pub model_calls: usize,
     /// Requests answered from the completion cache (exact or typed through).
     pub cache_hits: usize,
+    /// CPU time the process spent per minute of the scenario (typing: a laptop's battery
+    /// and fans), in seconds; at most 60 × threads.
+    pub cpu_seconds_per_minute: f64,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -84,7 +87,35 @@ pub struct Report {
     pub raw: Option<RawFigures>,
     pub typing: Option<Latency>,
     pub cold: Option<Latency>,
+    /// Typing in a workspace file that imports two workspace modules, three other files
+    /// open: with context on, then off.
+    pub context: Option<ContextFigures>,
+    /// The first completion in a file, 3 s after it was opened.
+    pub open: Option<OpenFigures>,
     pub peak_rss_mib: f64,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct OpenFigures {
+    /// A file asked for the first time (nothing to warm: the server cannot know the cursor).
+    pub fresh_ms: f64,
+    /// The same file and place after another file took the cache, closed and reopened 3 s
+    /// before asking (warmed where its last request was).
+    pub reopened_ms: f64,
+    /// Prompt tokens of the fresh request.
+    pub prompt_tokens: f64,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ContextFigures {
+    pub on: Latency,
+    pub off: Latency,
+    /// p50 with context on over p50 with it off.
+    pub p50_ratio: f64,
+    /// The context step (gathering and ranking, as the server timed it) with context on.
+    pub step_ms_p50: f64,
+    pub step_ms_p95: f64,
+    pub steps: u64,
 }
 
 impl Report {
@@ -92,24 +123,67 @@ impl Report {
     pub fn table(&self) -> String {
         let mut s = format!("model: {}\n", self.model);
         if let Some(r) = &self.raw {
+            let l = &r.limits;
+            s += &format!(
+                "cpu     kernels {} (detected {}), {} threads | {}\n",
+                l.cpu_level,
+                l.cpu_detected,
+                l.threads,
+                l.cpu_extensions.join(" ")
+            );
             s += &format!(
                 "raw     prefill {} tokens: p50 {:.1} ms ({:.0} tok/s) | decode: {:.2} ms/token ({:.1} tok/s)\n",
                 r.prompt_tokens, r.prefill_ms_p50, r.prefill_tokens_per_s,
                 r.decode_ms_per_token_p50, r.decode_tokens_per_s
             );
+            s += &format!(
+                "limits  decode: {:.0} MB/token at {:.1} GB/s read = {:.1} tok/s, measured {:.0}% | prefill: {:.0} MFLOP/token at {:.0} GFLOP/s ({} kernel) = {:.0} tok/s, measured {:.0}%\n",
+                l.bytes_per_token / 1e6, l.read_gb_s, l.decode_limit_tokens_per_s, l.decode_share * 100.0,
+                l.prefill_flop_per_token / 1e6, l.peak_gflops, l.peak_kernel, l.prefill_limit_tokens_per_s,
+                l.prefill_share * 100.0
+            );
         }
         for (name, l) in [("typing", &self.typing), ("cold", &self.cold)] {
             if let Some(l) = l {
+                s += &format!(
+                    "{name:<7} keystroke-to-answer p50 {:.1} ms, p95 {:.1} ms over {} pauses | prompt {:.0} tokens, computed {:.0} (reuse {:.0}%) | {} empty, {} model calls, {} cache hits | {:.1} CPU-s per minute\n",
+                    l.p50_ms, l.p95_ms, l.samples, l.mean_prompt_tokens, l.mean_computed_tokens,
+                    l.reuse_ratio * 100.0, l.empty_answers, l.model_calls, l.cache_hits,
+                    l.cpu_seconds_per_minute
+                );
+            }
+        }
+        if let Some(c) = &self.context {
+            for (name, l) in [("ctx on", &c.on), ("ctx off", &c.off)] {
                 s += &format!(
                     "{name:<7} keystroke-to-answer p50 {:.1} ms, p95 {:.1} ms over {} pauses | prompt {:.0} tokens, computed {:.0} (reuse {:.0}%) | {} empty, {} model calls, {} cache hits\n",
                     l.p50_ms, l.p95_ms, l.samples, l.mean_prompt_tokens, l.mean_computed_tokens,
                     l.reuse_ratio * 100.0, l.empty_answers, l.model_calls, l.cache_hits
                 );
             }
+            s += &format!(
+                "context p50 on/off {:.2}x | context step p50 {:.2} ms, p95 {:.2} ms over {} requests\n",
+                c.p50_ratio, c.step_ms_p50, c.step_ms_p95, c.steps
+            );
+        }
+        if let Some(o) = &self.open {
+            s += &format!(
+                "open    first completion 3 s after opening: fresh file {:.1} ms | reopened (warmed) {:.1} ms | prompt {:.0} tokens\n",
+                o.fresh_ms, o.reopened_ms, o.prompt_tokens
+            );
         }
         s += &format!("peak RSS {:.0} MiB\n", self.peak_rss_mib);
         s
     }
+}
+
+/// CPU time of the whole process (every thread, user and system), in seconds.
+fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage writes the struct it is given.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
 fn peak_rss_mib() -> f64 {
@@ -128,8 +202,11 @@ pub fn run(opts: &BenchOptions) -> Result<Report> {
     let all = opts.scenarios.iter().any(|s| s == "all");
     let wants = |s: &str| all || opts.scenarios.iter().any(|x| x == s);
     for s in &opts.scenarios {
-        if !matches!(s.as_str(), "all" | "raw" | "typing" | "cold") {
-            bail!("unknown scenario `{s}` (raw, typing, cold, all)");
+        if !matches!(
+            s.as_str(),
+            "all" | "raw" | "typing" | "cold" | "context" | "open"
+        ) {
+            bail!("unknown scenario `{s}` (raw, typing, cold, open, context, all)");
         }
     }
     let spec = ModelSpec {
@@ -155,18 +232,21 @@ pub fn run(opts: &BenchOptions) -> Result<Report> {
             opts.runs,
         )?);
     }
-    if wants("typing") || wants("cold") {
+    if wants("typing") || wants("cold") || wants("open") {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()?;
         rt.block_on(async {
-            let mut client = Client::start(opts).await?;
+            let mut client = Client::start(opts, None).await?;
             if wants("typing") {
                 report.typing = Some(client.typing(opts).await?);
             }
             if wants("cold") {
                 report.cold = Some(client.cold(opts).await?);
+            }
+            if wants("open") {
+                report.open = Some(client.open_scenario().await?);
             }
             if report.model.is_empty() {
                 report.model = client.description();
@@ -174,8 +254,73 @@ pub fn run(opts: &BenchOptions) -> Result<Report> {
             client.shutdown().await
         })?;
     }
+    // Not part of `all`: it types the function twice (context on, then off).
+    if opts.scenarios.iter().any(|s| s == "context") {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        let ws = ContextWorkspace::write()?;
+        let figures = rt.block_on(async {
+            let mut client = Client::start(opts, Some(&ws.root)).await?;
+            let figures = client.context_typing(opts, &ws).await?;
+            if report.model.is_empty() {
+                report.model = client.description();
+            }
+            client.shutdown().await?;
+            Ok::<_, anyhow::Error>(figures)
+        });
+        drop(ws);
+        report.context = Some(figures?);
+    }
     report.peak_rss_mib = peak_rss_mib();
     Ok(report)
+}
+
+/// The context scenario's workspace on disk: two modules the typed file imports, three
+/// other files the user has open, and the typed file (twice: one copy per run).
+struct ContextWorkspace {
+    root: std::path::PathBuf,
+}
+
+const MODELS_PY: &str = "\"\"\"The warehouse's records.\"\"\"\n\nfrom dataclasses import dataclass, field\nfrom typing import List\n\n\n@dataclass\nclass StockItem:\n    \"\"\"One line of stock: a product, how many are left, and when to reorder.\"\"\"\n\n    sku: str\n    quantity: int = 0\n    reorder_point: int = 5\n    tags: List[str] = field(default_factory=list)\n\n    def needs_reorder(self) -> bool:\n        \"\"\"Whether the stock fell to the reorder point.\"\"\"\n        return self.quantity <= self.reorder_point\n";
+const PRICING_PY: &str = "\"\"\"Prices, discounts and restock sizes.\"\"\"\n\nfrom models import StockItem\n\n\ndef restock_quantity(item: StockItem, lead_days: int = 7) -> int:\n    \"\"\"How many units to order so that `item` lasts `lead_days` more days.\"\"\"\n    return max(item.reorder_point * 2 - item.quantity, 0) + lead_days\n\n\ndef bulk_discount(units: int) -> float:\n    \"\"\"The discount rate for an order of `units`.\"\"\"\n    return 0.1 if units >= 100 else 0.0\n";
+const TYPED_IN_WORKSPACE: &str = "def restock_all(items):\n    low = [i for i in items if i.needs_reorder()]\n    for item in low:\n        item.quantity += restock_quantity(item)\n    return low\n";
+
+impl ContextWorkspace {
+    fn write() -> Result<Self> {
+        let root =
+            std::env::temp_dir().join(format!("copilot-lsp-bench-ws-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join(".git"))?;
+        std::fs::write(root.join("models.py"), MODELS_PY)?;
+        std::fs::write(root.join("pricing.py"), PRICING_PY)?;
+        for v in 1..=3 {
+            std::fs::write(root.join(format!("open_{v}.py")), python_file(v))?;
+        }
+        let main = Self::main_text();
+        std::fs::write(root.join("main_on.py"), &main)?;
+        std::fs::write(root.join("main_off.py"), &main)?;
+        Ok(Self { root })
+    }
+
+    /// The typed file: it imports both modules.
+    fn main_text() -> String {
+        format!(
+            "from models import StockItem\nfrom pricing import bulk_discount, restock_quantity\n{}",
+            python_file(0)
+        )
+    }
+
+    fn uri(&self, name: &str) -> String {
+        format!("file://{}/{name}", self.root.display())
+    }
+}
+
+impl Drop for ContextWorkspace {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
 }
 
 /// A ~400-line Python module; `variant` changes its first line and every function's numbers,
@@ -266,7 +411,7 @@ struct Client {
 }
 
 impl Client {
-    async fn start(opts: &BenchOptions) -> Result<Self> {
+    async fn start(opts: &BenchOptions, root: Option<&std::path::Path>) -> Result<Self> {
         let (client_w, server_r) = tokio::io::duplex(1 << 22);
         let (server_w, client_r) = tokio::io::duplex(1 << 22);
         let loader = Arc::new(EngineLoader);
@@ -303,7 +448,7 @@ impl Client {
         };
         let init = json!({
             "processId": null,
-            "rootUri": null,
+            "rootUri": root.map(|r| format!("file://{}", r.display())),
             "capabilities": {"general": {"positionEncodings": ["utf-8"]},
                              "textDocument": {"inlineCompletion": {}}},
             "initializationOptions": {
@@ -359,12 +504,16 @@ impl Client {
     async fn open(&mut self, text: &str) -> Result<String> {
         self.docs += 1;
         let uri = format!("file:///bench/doc{}.py", self.docs);
+        self.open_at(&uri, text).await?;
+        Ok(uri)
+    }
+
+    async fn open_at(&mut self, uri: &str, text: &str) -> Result<()> {
         self.notify(
             "textDocument/didOpen",
             json!({"textDocument": {"uri": uri, "languageId": "python", "version": 1, "text": text}}),
         )
-        .await?;
-        Ok(uri)
+        .await
     }
 
     fn inline_params(uri: &str, line: usize, col: usize) -> Value {
@@ -403,6 +552,7 @@ impl Client {
             empty_answers: empty,
             model_calls: calls,
             cache_hits: hits,
+            cpu_seconds_per_minute: 0.0,
         })
     }
 
@@ -423,7 +573,21 @@ impl Client {
 
     async fn typing(&mut self, opts: &BenchOptions) -> Result<Latency> {
         self.warm_up().await?;
-        let mut text = python_file(0);
+        let text = python_file(0);
+        let uri = self.open(&text).await?;
+        self.type_into(opts, &uri, text, TYPED).await
+    }
+
+    /// Type `typed` into the open document `uri` (whose text is `text`) between two
+    /// classes a third of the way down, one character every `keystroke_ms`, a request at
+    /// every keystroke, timing the answers at the pauses.
+    async fn type_into(
+        &mut self,
+        opts: &BenchOptions,
+        uri: &str,
+        mut text: String,
+        typed: &str,
+    ) -> Result<Latency> {
         // Type the new function between two classes, a third of the way down.
         let lines: Vec<&str> = text.lines().collect();
         let at_line = lines.len() / 3;
@@ -431,13 +595,13 @@ impl Client {
             .find(|&l| lines[l].starts_with("@dataclass"))
             .unwrap_or(at_line);
         let mut offset: usize = lines[..at_line].iter().map(|l| l.len() + 1).sum();
-        let uri = self.open(&text).await?;
         let since = self.totals().await?;
         let (mut line, mut col) = (at_line, 0usize);
         let mut version = 1;
         let mut samples = Vec::new();
         let mut empty = 0;
-        let chars: Vec<char> = TYPED.chars().collect();
+        let chars: Vec<char> = typed.chars().collect();
+        let (cpu0, wall0) = (cpu_seconds(), Instant::now());
         for (i, ch) in chars.iter().enumerate() {
             version += 1;
             self.notify(
@@ -459,7 +623,7 @@ impl Client {
             let rx = self
                 .start_request(
                     "textDocument/inlineCompletion",
-                    Self::inline_params(&uri, line, col),
+                    Self::inline_params(uri, line, col),
                 )
                 .await?;
             let sent = Instant::now();
@@ -479,7 +643,110 @@ impl Client {
                 tokio::time::sleep(Duration::from_millis(opts.keystroke_ms)).await;
             }
         }
-        self.latency(&mut samples, since, empty).await
+        let minutes = wall0.elapsed().as_secs_f64() / 60.0;
+        let mut l = self.latency(&mut samples, since, empty).await?;
+        l.cpu_seconds_per_minute = (cpu_seconds() - cpu0) / minutes.max(1e-9);
+        Ok(l)
+    }
+
+    /// The context scenario: the same typing with context on (first: any help from the
+    /// KV cache of the earlier run goes to the run without), then off.
+    async fn context_typing(
+        &mut self,
+        opts: &BenchOptions,
+        ws: &ContextWorkspace,
+    ) -> Result<ContextFigures> {
+        self.warm_up().await?;
+        for v in 1..=3 {
+            let name = format!("open_{v}.py");
+            self.open_at(&ws.uri(&name), &python_file(v)).await?;
+        }
+        let main = ContextWorkspace::main_text();
+        let on_uri = ws.uri("main_on.py");
+        self.open_at(&on_uri, &main).await?;
+        // Let the index build (six files) and the open documents reach the gatherers.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let on = self
+            .type_into(opts, &on_uri, main.clone(), TYPED_IN_WORKSPACE)
+            .await?;
+        let stats = self.request("copilot/debugStats", Value::Null).await?;
+        let step = |k: &str| stats["result"][k].as_f64().unwrap_or(0.0);
+        let (step_ms_p50, step_ms_p95) = (step("contextMsP50"), step("contextMsP95"));
+        let steps = stats["result"]["contextSteps"].as_u64().unwrap_or(0);
+        self.notify(
+            "workspace/didChangeConfiguration",
+            json!({"settings": {"context": {"openFiles": false, "imports": false, "index": false}}}),
+        )
+        .await?;
+        let off_uri = ws.uri("main_off.py");
+        self.open_at(&off_uri, &main).await?;
+        let off = self
+            .type_into(opts, &off_uri, main, TYPED_IN_WORKSPACE)
+            .await?;
+        Ok(ContextFigures {
+            p50_ratio: if off.p50_ms > 0.0 {
+                on.p50_ms / off.p50_ms
+            } else {
+                0.0
+            },
+            on,
+            off,
+            step_ms_p50,
+            step_ms_p95,
+            steps,
+        })
+    }
+
+    /// The first completion in a file 3 s after opening it: a fresh file, and one opened
+    /// again after another file took the KV cache (the server warms it on open).
+    async fn open_scenario(&mut self) -> Result<OpenFigures> {
+        self.warm_up().await?;
+        let place = |text: &str| {
+            let lines: Vec<&str> = text.lines().collect();
+            let line = (lines.len() / 2..lines.len())
+                .find(|&l| lines[l].trim_start().starts_with("return round"))
+                .unwrap_or(lines.len() / 2);
+            (line, lines[line].find("round").unwrap_or(0))
+        };
+        let text = python_file(2000);
+        let (line, col) = place(&text);
+        // Fresh: opened, 3 s, asked.
+        let uri = self.open(&text).await?;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let params = Self::inline_params(&uri, line, col);
+        let since = self.totals().await?;
+        let t = Instant::now();
+        self.request("textDocument/inlineCompletion", params.clone())
+            .await?;
+        let fresh_ms = t.elapsed().as_secs_f64() * 1000.0;
+        let after = self.totals().await?;
+        // Another file takes the cache.
+        let other = python_file(2001);
+        let (ol, oc) = place(&other);
+        let other_uri = self.open(&other).await?;
+        self.request(
+            "textDocument/inlineCompletion",
+            Self::inline_params(&other_uri, ol, oc),
+        )
+        .await?;
+        // Closed and opened again; asked 3 s later at the same place.
+        self.notify(
+            "textDocument/didClose",
+            json!({"textDocument": {"uri": uri}}),
+        )
+        .await?;
+        self.open_at(&uri, &text).await?;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let t = Instant::now();
+        self.request("textDocument/inlineCompletion", params)
+            .await?;
+        let reopened_ms = t.elapsed().as_secs_f64() * 1000.0;
+        Ok(OpenFigures {
+            fresh_ms,
+            reopened_ms,
+            prompt_tokens: (after.prompt_tokens - since.prompt_tokens) as f64
+                / (after.model_answers - since.model_answers).max(1) as f64,
+        })
     }
 
     async fn cold(&mut self, opts: &BenchOptions) -> Result<Latency> {

@@ -64,7 +64,8 @@ pub struct BenchArgs {
     /// auto, f32, f16, bf16, q8_0, q4_0, q4k.
     #[arg(long, default_value = "auto")]
     pub dtype: String,
-    /// Scenarios to run: raw, typing, cold, all (comma-separated).
+    /// Scenarios to run: raw, typing, cold, all (comma-separated); `context` (not in `all`)
+    /// types in a workspace with context on, then off.
     #[arg(long, default_value = "all", value_delimiter = ',')]
     pub scenario: Vec<String>,
     /// Milliseconds between keystrokes while typing.

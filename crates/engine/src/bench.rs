@@ -1,12 +1,17 @@
 //! Raw engine figures: prefill and decode speed on the model thread, without prompts or
-//! post-processing. Medians over several runs; nothing here is asserted in tests.
+//! post-processing, and the limits this machine sets them (read bandwidth for decode, the
+//! matrix kernel's rate for prefill). Medians over several runs; nothing here is asserted
+//! in tests.
 
 use std::time::Instant;
 
+use rayon::prelude::*;
 use serde::Serialize;
 
+use crate::cpu::Level;
 use crate::error::Result;
 use crate::model::{KvCache, Logits};
+use crate::qmatmul::{PackedQ, QFormat};
 use crate::worker::Engine;
 
 #[derive(Clone, Debug, Serialize)]
@@ -20,6 +25,35 @@ pub struct RawFigures {
     /// Median time per decoded token (one-token forward with the cache full of the prompt).
     pub decode_ms_per_token_p50: f64,
     pub decode_tokens_per_s: f64,
+    pub limits: Limits,
+}
+
+/// What bounds the raw figures on this machine, and each figure as a share of its bound.
+#[derive(Clone, Debug, Serialize)]
+pub struct Limits {
+    /// The kernels' level (`COPILOT_LSP_CPU` caps it), what the CPU could run, and the
+    /// vector extensions it reports.
+    pub cpu_level: String,
+    pub cpu_detected: String,
+    pub cpu_extensions: Vec<String>,
+    pub threads: usize,
+    /// Reading a 64 MiB buffer with every thread at the kernels' level: best of 10 passes.
+    pub read_gb_s: f64,
+    /// What a decode step must read: every projection's weights, and the KV cache at the
+    /// decode's mean length.
+    pub bytes_per_token: f64,
+    /// `read_gb_s / bytes_per_token`, and the measured decode's share of it.
+    pub decode_limit_tokens_per_s: f64,
+    pub decode_share: f64,
+    /// The projections' format and its kernel's rate on a compute-bound product (a prefill
+    /// chunk's 256 rows times the MLP's 3,072 x 768), best of a second of runs.
+    pub peak_kernel: String,
+    pub peak_gflops: f64,
+    /// Flops per prompt token: projections, and attention at the prompt's mean length.
+    pub prefill_flop_per_token: f64,
+    /// `peak_gflops / prefill_flop_per_token`, and the measured prefill's share of it.
+    pub prefill_limit_tokens_per_s: f64,
+    pub prefill_share: f64,
 }
 
 pub fn median(xs: &mut [f64]) -> f64 {
@@ -87,20 +121,157 @@ pub fn raw(
         }
         let p = median(&mut prefill);
         let d = median(&mut decode);
+        let prefill_tokens_per_s = if p > 0.0 {
+            prompt.len() as f64 * 1000.0 / p
+        } else {
+            0.0
+        };
+        let decode_tokens_per_s = if d > 0.0 { 1000.0 / d } else { 0.0 };
+        // What bounds them.
+        let cfg = g.model.config();
+        let projections = g.model.projections();
+        let weight_bytes: usize = projections.iter().map(|w| w.bytes()).sum();
+        let params: usize = projections
+            .iter()
+            .map(|w| w.dims().map_or(0, |(n, k)| n * k))
+            .sum();
+        let kv_row = (cfg.n_layer * 2 * cfg.kv_heads() * cfg.head_dim() * 4) as f64;
+        let decode_len = prompt.len() as f64 + decode_tokens as f64 / 2.0;
+        let bytes_per_token = weight_bytes as f64 + kv_row * decode_len;
+        let attention_flop = 4.0 * (cfg.n_layer * cfg.n_embd) as f64;
+        let prefill_flop_per_token =
+            2.0 * params as f64 + attention_flop * (prompt.len() as f64 + 1.0) / 2.0;
+        // The most common format among the projections, by bytes.
+        let kind = projections
+            .iter()
+            .max_by_key(|w| w.bytes())
+            .map_or("f32".to_string(), |w| w.kind());
+        let level = crate::cpu::level();
+        let read_gb_s = read_bandwidth_gb_s(level);
+        let peak_gflops = kernel_peak_gflops(&kind, level);
+        let choice = crate::cpu::choice();
+        let share = |x: f64, limit: f64| if limit > 0.0 { x / limit } else { 0.0 };
+        let decode_limit = read_gb_s * 1e9 / bytes_per_token;
+        let prefill_limit = peak_gflops * 1e9 / prefill_flop_per_token;
         Ok(RawFigures {
             prompt_tokens: prompt.len(),
             decode_tokens,
             runs: runs.max(1),
             prefill_ms_p50: p,
-            prefill_tokens_per_s: if p > 0.0 {
-                prompt.len() as f64 * 1000.0 / p
-            } else {
-                0.0
-            },
+            prefill_tokens_per_s,
             decode_ms_per_token_p50: d,
-            decode_tokens_per_s: if d > 0.0 { 1000.0 / d } else { 0.0 },
+            decode_tokens_per_s,
+            limits: Limits {
+                cpu_level: choice.level.to_string(),
+                cpu_detected: choice.detected.to_string(),
+                cpu_extensions: crate::cpu::extensions()
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect(),
+                threads: rayon::current_num_threads(),
+                read_gb_s,
+                bytes_per_token,
+                decode_limit_tokens_per_s: decode_limit,
+                decode_share: share(decode_tokens_per_s, decode_limit),
+                peak_kernel: kind,
+                peak_gflops,
+                prefill_flop_per_token,
+                prefill_limit_tokens_per_s: prefill_limit,
+                prefill_share: share(prefill_tokens_per_s, prefill_limit),
+            },
         })
     })?
+}
+
+/// Read bandwidth with every thread: the sum of a 64 MiB buffer (twice this machine's
+/// 32 MiB L3, so sequential passes find nothing cached; small enough not to raise the
+/// benchmark's peak RSS much), best of 10 passes, in GB/s.
+pub fn read_bandwidth_gb_s(level: Level) -> f64 {
+    let n = 16 << 20;
+    let buf = vec![1f32; n];
+    let chunk = n.div_ceil(rayon::current_num_threads().max(1) * 8);
+    let mut best = 0f64;
+    for _ in 0..10 {
+        let t = Instant::now();
+        let s: f32 = buf.par_chunks(chunk).map(|c| sum(level, c)).sum();
+        let secs = t.elapsed().as_secs_f64();
+        std::hint::black_box(s);
+        best = best.max((n * 4) as f64 / secs / 1e9);
+    }
+    best
+}
+
+fn sum(level: Level, x: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if matches!(level, Level::Avx512 | Level::Avx512Vnni) {
+            // SAFETY: only at a level the CPU supports.
+            return unsafe { sum_avx512(x) };
+        }
+        if matches!(level, Level::Avx2 | Level::Avx2Vnni) {
+            // SAFETY: as above.
+            return unsafe { sum_avx2(x) };
+        }
+    }
+    let _ = level;
+    sum_portable(x)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn sum_avx2(x: &[f32]) -> f32 {
+    sum_portable(x)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn sum_avx512(x: &[f32]) -> f32 {
+    sum_portable(x)
+}
+
+/// 64 independent lanes: several vectors in flight whatever the width.
+#[inline(always)]
+fn sum_portable(x: &[f32]) -> f32 {
+    let mut acc = [0f32; 64];
+    let mut chunks = x.chunks_exact(64);
+    for c in &mut chunks {
+        for l in 0..64 {
+            acc[l] += c[l];
+        }
+    }
+    acc.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>()
+}
+
+/// The rate of the projections' kernel (`f32`, `q8_0`, `q4_0`) on 256 rows times a
+/// 3,072 x 768 weight, best of about a second of runs, in GFLOP/s; 0 for formats our
+/// kernels do not run.
+pub fn kernel_peak_gflops(kind: &str, level: Level) -> f64 {
+    let (m, n, k) = (256, 3072, 768);
+    let w: Vec<f32> = (0..n * k)
+        .map(|i| ((i * 7919) % 2001) as f32 / 1000.0 - 1.0)
+        .collect();
+    let x: Vec<f32> = (0..m * k)
+        .map(|i| ((i * 104_729) % 1999) as f32 / 999.0 - 1.0)
+        .collect();
+    let packed = match kind {
+        "q8_0" => PackedQ::quantize(QFormat::Q8_0, &w, n, k, level).ok(),
+        "q4_0" => PackedQ::quantize(QFormat::Q4_0, &w, n, k, level).ok(),
+        "f32" => None,
+        _ => return 0.0,
+    };
+    let run = || match &packed {
+        Some(p) => std::hint::black_box(p.matmul_t(&x, m)),
+        None => std::hint::black_box(crate::sgemm::matmul_t(&x, m, &w, n, k, level)),
+    };
+    run();
+    let start = Instant::now();
+    let mut best = f64::MAX;
+    while start.elapsed().as_secs_f64() < 1.0 {
+        let t = Instant::now();
+        run();
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    2.0 * (m * n * k) as f64 / best / 1e9
 }
 
 #[cfg(test)]
@@ -116,5 +287,14 @@ mod tests {
         assert_eq!(percentile(&mut xs, 50.0), 50.0);
         assert_eq!(percentile(&mut xs, 95.0), 95.0);
         assert_eq!(percentile(&mut xs, 100.0), 100.0);
+    }
+
+    #[test]
+    fn the_probes_measure_something_at_every_level() {
+        for level in crate::cpu::available() {
+            let x: Vec<f32> = (0..1000).map(|i| i as f32).collect();
+            assert_eq!(sum(level, &x), 499_500.0, "{level}");
+        }
+        assert!(kernel_peak_gflops("q4k", crate::cpu::level()) == 0.0);
     }
 }

@@ -10,14 +10,15 @@
 //! weights are immutable; the KV cache, the adapter and the pass kind come with each call.
 //! Knows nothing of tokenizers, prompts or threads.
 
-use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::quantized::GgmlDType;
 use candle_core::{DType, Device, Tensor};
 
 use crate::config::{Activation, Config};
 use crate::error::{EngineError, Result};
 use crate::kv::LayerKv;
 use crate::layers::{
-    causal_mask, linear, linear_lora, matmul_t, softmax, LayerNorm, Linear, Pass, Weights,
+    causal_mask, linear, linear_lora, matmul_t, softmax, LayerNorm, Linear, Pass, WeightMatrix,
+    Weights,
 };
 use crate::lora::{BlockLora, Lora, Module};
 use crate::model::{Architecture, Logits};
@@ -63,6 +64,21 @@ impl Attention {
             None => (k, v),
         };
         let kv_len = k.dim(2)?;
+        // On the CPU: one fused causal attention (no score tensor, no mask), `q` as
+        // `(b, t, heads, head_dim)`.
+        if pass == Pass::Inference && x.device().is_cpu() {
+            let q4 = if self.multi_query {
+                q.reshape((b, t, nh, hd))?
+            } else {
+                q.transpose(1, 2)?
+            };
+            if crate::attention::applies(&q4, &k, &v) {
+                let out = crate::attention::causal(&q4, &k, &v, self.scale as f32)?;
+                let out = out.reshape((b, t, e))?;
+                let lora = lora.and_then(|l| l.get(Module::AttnCProj));
+                return linear_lora(&self.c_proj, lora, &out);
+            }
+        }
         // Scores in f32 whatever the weights' dtype (softmax in f32, as transformers does).
         let work = DType::F32;
         let k = k.to_dtype(work)?;
@@ -176,7 +192,7 @@ pub(crate) struct BigCode {
     ln_f: LayerNorm,
     /// `[vocab, n_embd]`; the same tensor as `wte` when the embeddings are tied (quantized
     /// separately from the embedding table, which stays dense for lookups).
-    lm_head: QMatMul,
+    lm_head: WeightMatrix,
     device: Device,
     dtype: DType,
 }
@@ -194,11 +210,11 @@ impl BigCode {
         // lm_head is tied to wte and usually absent from the checkpoint.
         let head_shape = [cfg.vocab_size, cfg.n_embd];
         let lm_head = if !cfg.tie_word_embeddings && w.contains("lm_head.weight") {
-            w.matmul("lm_head.weight", &head_shape)?
+            w.matmul("lm_head.weight", &head_shape)?.into()
         } else {
             // A quantized source keeps its quantized embedding matrix for the projection.
-            match w.matmul("transformer.wte.weight", &head_shape)? {
-                QMatMul::Tensor(_) => QMatMul::Tensor(wte.clone()),
+            match w.matmul("transformer.wte.weight", &head_shape)?.into() {
+                WeightMatrix::Dense(_) => WeightMatrix::Dense(wte.clone()),
                 q => q,
             }
         };
@@ -243,14 +259,25 @@ impl Architecture for BigCode {
                 n += usize::from(l.quantize(dtype)?);
             }
         }
-        if let QMatMul::Tensor(w) = &self.lm_head {
-            if self.cfg.n_embd.is_multiple_of(dtype.block_size()) {
-                let q = QTensor::quantize(&w.to_dtype(DType::F32)?, dtype)?;
-                self.lm_head = QMatMul::from_qtensor(q)?;
-                n += 1;
-            }
-        }
+        n += usize::from(self.lm_head.quantize(dtype)?);
         Ok(n)
+    }
+
+    fn projections(&self) -> Vec<&WeightMatrix> {
+        let mut out: Vec<&WeightMatrix> = self
+            .blocks
+            .iter()
+            .flat_map(|b| {
+                [
+                    &b.attn.c_attn.w,
+                    &b.attn.c_proj.w,
+                    &b.c_fc.w,
+                    &b.mlp_c_proj.w,
+                ]
+            })
+            .collect();
+        out.push(&self.lm_head);
+        out
     }
 
     fn run(

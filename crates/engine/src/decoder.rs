@@ -8,20 +8,22 @@
 //! Block `i` (hub names under `model.layers.i`):
 //! `x += o_proj(attn(rope(q_proj(n1)), rope(k_proj(n1)), v_proj(n1)))`, `n1 = norm1(x)`;
 //! `x += mlp(norm2(x))`. q/k/v (and SwiGLU's gate/up) run as one product when their weights
-//! stack ([`Projections`]); attention is grouped-query without copying K/V
-//! ([`gqa_attention`]).
+//! stack ([`Projections`]); attention is grouped-query without copying K/V: on the CPU
+//! the fused causal kernel ([`crate::attention`]) where no sliding window hides a key the
+//! causal mask would show, [`gqa_attention`] elsewhere (training, other devices, a prefill
+//! past the window).
 //!
 //! Knows nothing of tokenizers, prompts or threads.
 
-use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::quantized::{GgmlDType, QMatMul};
 use candle_core::{DType, Device, Tensor};
 
 use crate::config::{Activation, Arch, Config, RopeScaling};
 use crate::error::{EngineError, Result};
 use crate::kv::LayerKv;
 use crate::layers::{
-    gqa_attention, linear_lora, linear_maybe_bias, matmul_t, window_mask, Embedding, Linear, Norm,
-    Pass, Projections, Rope, Weights,
+    gqa_attention, linear_lora, matmul_t, window_mask, Embedding, Linear, LinearSource, Norm, Pass,
+    Projections, Rope, WeightMatrix, Weights,
 };
 use crate::lora::{BlockLora, Lora, Module};
 use crate::model::{Architecture, Logits};
@@ -96,6 +98,17 @@ impl Attention {
             }
             _ => (k, v),
         };
+        // On the CPU: one fused causal attention (no score tensor, no mask), grouped-query
+        // as it is, when the window hides no key the causal mask would show.
+        let len = k.dim(2)?;
+        if pass == Pass::Inference && x.device().is_cpu() && window.is_none_or(|w| len <= w) {
+            let q4 = q.transpose(1, 2)?;
+            if crate::attention::applies(&q4, &k, &v) {
+                let out = crate::attention::causal(&q4, &k, &v, self.scale as f32)?;
+                let out = out.reshape((b, t, nh * hd))?;
+                return linear_lora(&self.o_proj, l(Module::OProj), &out);
+            }
+        }
         let q = (q * self.scale)?;
         let out = gqa_attention(&q, &k, &v, mask, pass)?;
         linear_lora(&self.o_proj, l(Module::OProj), &out)
@@ -165,7 +178,7 @@ impl Block {
         let (q_out, kv_out) = (cfg.n_head * hd, cfg.kv_heads() * hd);
         let eps = cfg.layer_norm_epsilon;
         let lin = |name: &str, i: usize, o: usize, bias: bool| {
-            linear_maybe_bias(w, &format!("{p}.{name}"), i, o, bias)
+            LinearSource::load(w, &format!("{p}.{name}"), i, o, bias)
         };
         let qb = cfg.qkv_bias();
         let qkv = Projections::new(vec![
@@ -175,7 +188,7 @@ impl Block {
         ])?;
         let attn = Attention {
             qkv,
-            o_proj: lin("self_attn.o_proj", q_out, e, cfg.o_bias())?,
+            o_proj: lin("self_attn.o_proj", q_out, e, cfg.o_bias())?.into_linear(),
             n_head: cfg.n_head,
             n_kv: cfg.kv_heads(),
             head_dim: hd,
@@ -189,12 +202,12 @@ impl Block {
                     lin("mlp.gate_proj", e, inner, mb)?,
                     lin("mlp.up_proj", e, inner, mb)?,
                 ])?,
-                down: lin("mlp.down_proj", inner, e, mb)?,
+                down: lin("mlp.down_proj", inner, e, mb)?.into_linear(),
             }
         } else {
             Mlp::Plain {
-                c_fc: lin("mlp.c_fc", e, inner, mb)?,
-                c_proj: lin("mlp.c_proj", inner, e, mb)?,
+                c_fc: lin("mlp.c_fc", e, inner, mb)?.into_linear(),
+                c_proj: lin("mlp.c_proj", inner, e, mb)?.into_linear(),
                 act: cfg.activation().map_err(EngineError::Other)?,
             }
         };
@@ -219,8 +232,10 @@ pub(crate) struct Decoder {
     embed: Embedding,
     blocks: Vec<Block>,
     norm: Norm,
-    /// `[vocab, n_embd]`; the embedding table's own storage when tied.
-    lm_head: QMatMul,
+    /// `[vocab, n_embd]`; the embedding table's own storage when tied and dense (a quantized
+    /// table is repacked for the product: the lookup reads the file's blocks, the head its
+    /// kernels' tiles).
+    lm_head: WeightMatrix,
     tied: bool,
     rope: Rope,
     window: Option<usize>,
@@ -250,9 +265,9 @@ impl Decoder {
             ));
         }
         let lm_head = if tied {
-            embed.as_matmul()
+            embed.as_matmul().into()
         } else {
-            w.matmul("lm_head.weight", &[cfg.vocab_size, e])?
+            w.matmul("lm_head.weight", &[cfg.vocab_size, e])?.into()
         };
         let linear = cfg
             .rope_scaling_kind()
@@ -298,15 +313,31 @@ impl Architecture for Decoder {
         let embed_quantized = self.embed.quantize(dtype)?;
         n += usize::from(embed_quantized);
         if self.tied && embed_quantized {
-            self.lm_head = self.embed.as_matmul();
-        } else if let QMatMul::Tensor(w) = &self.lm_head {
-            if self.cfg.n_embd.is_multiple_of(dtype.block_size()) {
-                let q = QTensor::quantize(&w.to_dtype(DType::F32)?, dtype)?;
-                self.lm_head = QMatMul::from_qtensor(q)?;
-                n += 1;
-            }
+            self.lm_head = self.embed.as_matmul().into();
+        } else {
+            n += usize::from(self.lm_head.quantize(dtype)?);
         }
         Ok(n)
+    }
+
+    fn projections(&self) -> Vec<&WeightMatrix> {
+        let mut out = Vec::new();
+        for b in &self.blocks {
+            out.extend(b.attn.qkv.weights());
+            out.push(&b.attn.o_proj.w);
+            match &b.mlp {
+                Mlp::SwiGlu { gate_up, down } => {
+                    out.extend(gate_up.weights());
+                    out.push(&down.w);
+                }
+                Mlp::Plain { c_fc, c_proj, .. } => {
+                    out.push(&c_fc.w);
+                    out.push(&c_proj.w);
+                }
+            }
+        }
+        out.push(&self.lm_head);
+        out
     }
 
     fn run(

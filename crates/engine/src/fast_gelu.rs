@@ -92,21 +92,38 @@ fn gelu_derivative(x: f32) -> f32 {
 }
 
 fn gelu_slice(x: &[f32], y: &mut [f32]) {
+    gelu_slice_at(crate::cpu::level(), x, y)
+}
+
+/// GELU of `x` into `y` with `level`'s vectors (the same arithmetic at every level).
+fn gelu_slice_at(level: crate::cpu::Level, x: &[f32], y: &mut [f32]) {
+    use crate::cpu::Level;
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the CPU has AVX2 and FMA (checked just above).
+        if matches!(level, Level::Avx512 | Level::Avx512Vnni) {
+            // SAFETY: only at a level the CPU supports.
+            unsafe { gelu_slice_avx512(x, y) };
+            return;
+        }
+        if matches!(level, Level::Avx2 | Level::Avx2Vnni) {
+            // SAFETY: as above.
             unsafe { gelu_slice_avx2(x, y) };
             return;
         }
     }
+    let _ = level;
     gelu_slice_portable(x, y);
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn gelu_slice_avx2(x: &[f32], y: &mut [f32]) {
+    gelu_slice_portable(x, y);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn gelu_slice_avx512(x: &[f32], y: &mut [f32]) {
     gelu_slice_portable(x, y);
 }
 
@@ -184,6 +201,23 @@ mod tests {
         let got = gelu_tanh(&x).unwrap();
         let diff = crate::testkit::max_abs_diff(&got, &want).unwrap();
         assert!(diff < 1e-5, "{diff}");
+    }
+
+    #[test]
+    fn every_level_equals_the_scalar_one() {
+        let x: Vec<f32> = (0..10_007).map(|i| (i as f32 - 5_000.0) * 2e-3).collect();
+        let mut want = vec![0f32; x.len()];
+        gelu_slice_at(crate::cpu::Level::Scalar, &x, &mut want);
+        for level in crate::cpu::available() {
+            let mut got = vec![0f32; x.len()];
+            gelu_slice_at(level, &x, &mut got);
+            for (g, w) in got.iter().zip(&want) {
+                assert!(
+                    (g - w).abs() <= 1e-6 * w.abs().max(1.0),
+                    "{level}: {g} vs {w}"
+                );
+            }
+        }
     }
 
     #[test]

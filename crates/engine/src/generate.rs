@@ -51,10 +51,17 @@ impl Default for GenerateParams {
 /// A caller's stop rule, called with the text generated so far after each token.
 pub type StopFn = Box<dyn FnMut(&str) -> bool + Send>;
 
+/// A caller's view of the text as it comes (streaming), called with the text generated so
+/// far after each token that decoding goes on from: every stop check has passed, so no later
+/// step cuts into it except a stop string that its end could begin.
+pub type TextFn = Box<dyn FnMut(&str) + Send>;
+
 pub struct GenerateRequest {
     pub prompt: Vec<u32>,
     pub params: GenerateParams,
     pub stop: Option<StopFn>,
+    /// Told the text so far after each token (streaming front-ends).
+    pub on_text: Option<TextFn>,
     pub cancel: CancelToken,
     /// Adapter name, if the engine has adapters registered (see [`crate::Engine::add_adapter`]).
     pub adapter: Option<String>,
@@ -66,6 +73,7 @@ impl GenerateRequest {
             prompt,
             params,
             stop: None,
+            on_text: None,
             cancel: CancelToken::new(),
             adapter: None,
         }
@@ -333,6 +341,9 @@ impl Generator {
             if cache.len() + 1 >= window {
                 gen.stop_reason = StopReason::Window;
                 break;
+            }
+            if let Some(on_text) = req.on_text.as_mut() {
+                on_text(&gen.text);
             }
             logits = self
                 .model

@@ -1,11 +1,11 @@
 //! llama.cpp's GGUF files as a second input format, for every architecture the engine runs:
 //! `starcoder` (GPTBigCode), `llama` (DeepSeek-Coder, CodeLlama), `qwen2` (Qwen2.5-Coder)
 //! and `starcoder2`. Tensor names are mapped to the hub's; quantized matrices stay quantized
-//! (candle's `QMatMul`), the embedding table too (looked up row by row), vectors are
-//! dequantized to f32. llama.cpp's converter permutes Llama's q/k rows for its interleaved
-//! RoPE; the reader puts them back in the hub's order, so one model implementation and the
-//! same PEFT adapters serve both formats. A writer makes such files from a hub checkpoint
-//! (tests, and users converting locally).
+//! (q8_0 and q4_0 repacked for the engine's kernels by [`crate::matmul`]), the embedding
+//! table too (looked up row by row), vectors are dequantized to f32. llama.cpp's converter
+//! permutes Llama's q/k rows for its interleaved RoPE; the reader puts them back in the hub's
+//! order, so one model implementation and the same PEFT adapters serve both formats. A writer
+//! makes such files from a hub checkpoint (tests, and users converting locally).
 //!
 //! The tokenizer travels inside the file as llama.cpp stores it (`tokenizer.ggml.*`: a GPT-2
 //! byte-level BPE's tokens, types, merges and pre-tokenizer name): a `.gguf` downloaded alone

@@ -1,7 +1,7 @@
 //! Building blocks every architecture shares: where weights come from ([`Weights`]), layer
-//! norm and RMSNorm, linear layers (dense or quantized, with the CPU's few-row kernel and the
-//! training path's frozen-weight product), several projections of one input fused into one
-//! product, their LoRA deltas, embeddings that may stay quantized, rotary positions (with
+//! norm and RMSNorm, linear layers (dense or quantized; [`WeightMatrix`] picks the kernel),
+//! several projections of one input stacked into one product (as loaded, before
+//! repacking), their LoRA deltas, embeddings that may stay quantized, rotary positions (with
 //! linear scaling), grouped-query attention, softmax and the causal mask (with a sliding
 //! window).
 //!
@@ -14,6 +14,7 @@ use candle_core::{DType, Device, Tensor, D};
 use candle_nn::VarBuilder;
 
 use crate::error::Result;
+pub use crate::matmul::WeightMatrix;
 
 /// How to run the forward pass.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,10 +95,10 @@ impl LayerNorm {
     }
 }
 
-/// A linear layer `y = x Wᵀ + b`, W `[out, in]`, dense or quantized (candle's `QMatMul`
+/// A linear layer `y = x Wᵀ + b`, W `[out, in]`, dense or quantized ([`WeightMatrix`]
 /// holds either, so the forward pass is the same code).
 pub(crate) struct Linear {
-    pub(crate) w: QMatMul,
+    pub(crate) w: WeightMatrix,
     /// None for the projections of architectures without biases (Llama, Qwen2's o_proj).
     pub(crate) b: Option<Tensor>,
     pub(crate) in_dim: usize,
@@ -115,31 +116,17 @@ impl Linear {
     /// Quantize the weight in place; layers whose input size is not a multiple of the
     /// format's block stay dense. Returns whether it was quantized.
     pub(crate) fn quantize(&mut self, dtype: GgmlDType) -> Result<bool> {
-        let QMatMul::Tensor(w) = &self.w else {
-            return Ok(false);
-        };
         if !self.in_dim.is_multiple_of(dtype.block_size()) {
             return Ok(false);
         }
-        let q = QTensor::quantize(&w.to_dtype(DType::F32)?, dtype)?;
-        self.w = QMatMul::from_qtensor(q)?;
-        Ok(true)
+        self.w.quantize(dtype)
     }
 }
 
-/// `x Wᵀ`: a few rows on the CPU through [`crate::skinny`] (one read of the weights); when
-/// training, with no gradient for the frozen base weight ([`crate::train_ops`]); the rest
-/// through candle.
-pub(crate) fn matmul_t(w: &QMatMul, x: &Tensor) -> Result<Tensor> {
-    if let QMatMul::Tensor(w) = w {
-        if crate::skinny::applies(x, w) {
-            return Ok(crate::skinny::matmul_t(x, w)?);
-        }
-        if x.track_op() && !w.track_op() {
-            return Ok(crate::train_ops::matmul_t_frozen(x, w)?);
-        }
-    }
-    Ok(x.apply(w)?)
+/// `x Wᵀ` through [`crate::matmul`], which picks the kernel (few rows, many rows, quantized,
+/// training, another device).
+pub(crate) fn matmul_t(w: &WeightMatrix, x: &Tensor) -> Result<Tensor> {
+    w.forward(x)
 }
 
 pub(crate) fn linear(
@@ -149,7 +136,8 @@ pub(crate) fn linear(
     out_dim: usize,
 ) -> Result<Linear> {
     Ok(Linear {
-        w: w.matmul(&format!("{prefix}.weight"), &[out_dim, in_dim])?,
+        w: w.matmul(&format!("{prefix}.weight"), &[out_dim, in_dim])?
+            .into(),
         b: Some(w.dense(&format!("{prefix}.bias"), &[out_dim])?),
         in_dim,
     })
@@ -168,6 +156,7 @@ pub(crate) fn linear_lora(layer: &Linear, lora: Option<&LoraPair>, x: &Tensor) -
 
 pub(crate) fn softmax(x: &Tensor, pass: Pass) -> Result<Tensor> {
     Ok(match pass {
+        Pass::Inference if crate::softmax::applies(x) => crate::softmax::softmax_last_dim(x)?,
         Pass::Inference => candle_nn::ops::softmax_last_dim(&x.contiguous()?)?,
         Pass::Differentiable => crate::train_ops::softmax_last_dim(x)?,
     })
@@ -314,23 +303,42 @@ fn stack_rows(parts: &[QMatMul]) -> Result<Option<QMatMul>> {
     }
 }
 
-/// A linear layer with an optional bias.
-pub(crate) fn linear_maybe_bias(
-    w: &dyn Weights,
-    prefix: &str,
-    in_dim: usize,
-    out_dim: usize,
-    bias: bool,
-) -> Result<Linear> {
-    Ok(Linear {
-        w: w.matmul(&format!("{prefix}.weight"), &[out_dim, in_dim])?,
-        b: if bias {
-            Some(w.dense(&format!("{prefix}.bias"), &[out_dim])?)
-        } else {
-            None
-        },
-        in_dim,
-    })
+/// A linear layer as loaded, before its weight goes to its kernel's layout
+/// ([`WeightMatrix`] repacks q8_0 and q4_0): [`Projections`] stacks these, as the file
+/// stores them, into one matrix.
+pub(crate) struct LinearSource {
+    pub(crate) w: QMatMul,
+    pub(crate) b: Option<Tensor>,
+    pub(crate) in_dim: usize,
+}
+
+impl LinearSource {
+    /// `prefix.weight` and, when `bias`, `prefix.bias`.
+    pub(crate) fn load(
+        w: &dyn Weights,
+        prefix: &str,
+        in_dim: usize,
+        out_dim: usize,
+        bias: bool,
+    ) -> Result<Self> {
+        Ok(Self {
+            w: w.matmul(&format!("{prefix}.weight"), &[out_dim, in_dim])?,
+            b: if bias {
+                Some(w.dense(&format!("{prefix}.bias"), &[out_dim])?)
+            } else {
+                None
+            },
+            in_dim,
+        })
+    }
+
+    pub(crate) fn into_linear(self) -> Linear {
+        Linear {
+            w: self.w.into(),
+            b: self.b,
+            in_dim: self.in_dim,
+        }
+    }
 }
 
 /// Several projections of the same input (q, k, v; gate and up), computed as one product
@@ -343,11 +351,13 @@ pub(crate) enum Projections {
 }
 
 impl Projections {
-    pub(crate) fn new(parts: Vec<Linear>) -> Result<Self> {
+    pub(crate) fn new(parts: Vec<LinearSource>) -> Result<Self> {
         let sizes: Vec<usize> = parts.iter().map(|l| qmatmul_dims(&l.w)[0]).collect();
         let weights: Vec<QMatMul> = parts.iter().map(|l| l.w.clone()).collect();
         let Some(w) = stack_rows(&weights)? else {
-            return Ok(Self::Separate(parts));
+            return Ok(Self::Separate(
+                parts.into_iter().map(LinearSource::into_linear).collect(),
+            ));
         };
         let b = if parts.iter().all(|l| l.b.is_none()) {
             None
@@ -367,7 +377,7 @@ impl Projections {
         };
         let in_dim = parts[0].in_dim;
         Ok(Self::Fused {
-            linear: Linear { w, b, in_dim },
+            linear: LinearSource { w, b, in_dim }.into_linear(),
             sizes,
         })
     }
@@ -395,6 +405,14 @@ impl Projections {
                 }
                 Ok(out)
             }
+        }
+    }
+
+    /// The weights it multiplies by: one when fused.
+    pub(crate) fn weights(&self) -> Vec<&WeightMatrix> {
+        match self {
+            Self::Fused { linear, .. } => vec![&linear.w],
+            Self::Separate(parts) => parts.iter().map(|l| &l.w).collect(),
         }
     }
 

@@ -3,10 +3,12 @@
 //! loading (hub directories and GGUF), KV cache, sampling and the one thread that owns the
 //! model. Knows nothing of prompts' meaning, LSP or editors.
 
+pub mod attention;
 pub mod bench;
 pub mod bigcode;
 pub mod cancel;
 pub mod config;
+pub mod cpu;
 pub mod decoder;
 pub mod error;
 pub mod fast_gelu;
@@ -17,9 +19,13 @@ pub mod layers;
 pub mod llama;
 pub mod load;
 pub mod lora;
+pub mod matmul;
 pub mod model;
+pub mod qmatmul;
 pub mod qwen2;
+pub mod sgemm;
 pub mod skinny;
+pub mod softmax;
 pub mod spec;
 pub mod starcoder2;
 pub mod testkit;
@@ -32,7 +38,9 @@ use std::sync::Arc;
 pub use cancel::CancelToken;
 pub use config::{Arch, Config};
 pub use error::{EngineError, Result};
-pub use generate::{GenerateParams, GenerateRequest, Generation, Generator, StopFn, StopReason};
+pub use generate::{
+    GenerateParams, GenerateRequest, Generation, Generator, StopFn, StopReason, TextFn,
+};
 pub use load::{Fetch, ModelFiles};
 pub use model::{BlockLora, KvCache, Logits, Lora, Model, Module, Pass};
 pub use spec::{DTypeSpec, DeviceSpec, ModelSpec, DEFAULT_MODEL};

@@ -20,6 +20,7 @@ use crate::config::{Arch, Config};
 use crate::error::{EngineError, Result};
 pub use crate::kv::KvCache;
 use crate::kv::LayerKv;
+use crate::layers::WeightMatrix;
 pub use crate::layers::{LoraPair, Pass, Weights};
 pub use crate::lora::{BlockLora, Lora, Module};
 
@@ -41,6 +42,8 @@ pub(crate) trait Architecture: Send + Sync {
     /// Quantize every projection (and the output head) that fits the format's blocks;
     /// returns how many were quantized.
     fn quantize(&mut self, dtype: GgmlDType) -> Result<usize>;
+    /// Every projection's weight (blocks, then the output head): what a decode step reads.
+    fn projections(&self) -> Vec<&WeightMatrix>;
     /// Run `input` `(batch, t)` at positions `past..past + t`, appending keys and values to
     /// `kv` (one entry per block) when given. f32 logits: `(batch, vocab)` for
     /// [`Logits::Last`], `(batch, t, vocab)` for [`Logits::All`].
@@ -97,6 +100,11 @@ impl Model {
     /// dense. Returns the number of matrices quantized.
     pub fn quantize(&mut self, dtype: GgmlDType) -> Result<usize> {
         self.net.quantize(dtype)
+    }
+
+    /// Every projection's weight (blocks, then the output head): what a decode step reads.
+    pub fn projections(&self) -> Vec<&WeightMatrix> {
+        self.net.projections()
     }
 
     pub fn device(&self) -> &Device {

@@ -14,6 +14,8 @@
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use crate::cpu::Level;
+
 /// Row counts from 1 up to this go through [`matmul_t`]: measured on the tiny_starcoder_py
 /// shape after 1,800 cached positions (`examples/step_cost.rs`), candle's gemm catches up
 /// at about 16 new tokens.
@@ -73,9 +75,24 @@ impl CustomOp2 for SkinnyMatmul {
     }
 }
 
-/// `y (rows, n) = x (rows, k) · w (n, k)ᵀ`, row-major slices.
+/// `y (rows, n) = x (rows, k) · w (n, k)ᵀ`, row-major slices, at this process's level.
 pub fn matmul_t_slices(x: &[f32], rows: usize, w: &[f32], n: usize, k: usize) -> Vec<f32> {
-    let dots = dots_kernel();
+    matmul_t_slices_at(crate::cpu::level(), x, rows, w, n, k)
+}
+
+/// [`matmul_t_slices`] with `level`'s kernel (which the CPU must support).
+pub fn matmul_t_slices_at(
+    level: Level,
+    x: &[f32],
+    rows: usize,
+    w: &[f32],
+    n: usize,
+    k: usize,
+) -> Vec<f32> {
+    assert!(level.supported(), "{level} is not supported by this CPU");
+    assert_eq!(x.len(), rows * k);
+    assert_eq!(w.len(), n * k);
+    let dots = dots_kernel(level);
     // Computed transposed (n, rows) so that tasks own whole weight rows, then transposed back
     // (one row is its own transpose).
     let mut yt = vec![0f32; n * rows];
@@ -85,7 +102,9 @@ pub fn matmul_t_slices(x: &[f32], rows: usize, w: &[f32], n: usize, k: usize) ->
             let first = task * ROWS_PER_TASK;
             for (r, out_row) in out.chunks_mut(rows).enumerate() {
                 let w_row = &w[(first + r) * k..(first + r + 1) * k];
-                dots(w_row, x, k, out_row);
+                // SAFETY: the level is supported (asserted above); `x` holds `rows` rows of
+                // `k` and `out_row` one value per row.
+                unsafe { dots(w_row, x, k, out_row) };
             }
         });
     if rows == 1 {
@@ -101,22 +120,22 @@ pub fn matmul_t_slices(x: &[f32], rows: usize, w: &[f32], n: usize, k: usize) ->
 }
 
 /// `out[i] = w · x_i` for every row `x_i` of `x`.
-type Dots = fn(&[f32], &[f32], usize, &mut [f32]);
+type Dots = unsafe fn(&[f32], &[f32], usize, &mut [f32]);
 
-/// The dot-product kernel for this CPU, chosen once per product rather than per weight row.
-fn dots_kernel() -> Dots {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: only chosen when the CPU has AVX2 and FMA (checked just above).
-            return |w, x, k, out| unsafe { avx2::dots(w, x, k, out) };
-        }
+/// The dot-product kernel for `level`, chosen once per product rather than per weight row.
+fn dots_kernel(level: Level) -> Dots {
+    match level {
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2 | Level::Avx2Vnni => avx2::dots,
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512 | Level::Avx512Vnni => avx512::dots,
+        #[cfg(target_arch = "aarch64")]
+        Level::Neon | Level::NeonDot => neon::dots,
+        _ => dots_portable,
     }
-    dots_portable
 }
 
-fn dots_portable(w: &[f32], x: &[f32], k: usize, out: &mut [f32]) {
+unsafe fn dots_portable(w: &[f32], x: &[f32], k: usize, out: &mut [f32]) {
     for (i, o) in out.iter_mut().enumerate() {
         *o = dot_portable(w, &x[i * k..(i + 1) * k]);
     }
@@ -199,6 +218,120 @@ mod avx2 {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    /// As the AVX2 kernel, on 512-bit vectors: up to four rows of `x` per pass over `w`.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub(super) unsafe fn dots(w: &[f32], x: &[f32], k: usize, out: &mut [f32]) {
+        let rows = out.len();
+        let mut i = 0;
+        while i < rows {
+            let take = (rows - i).min(4);
+            let xp = |r: usize| x.as_ptr().add((i + r) * k);
+            let o = &mut out[i..i + take];
+            match take {
+                4 => block::<4>(w, [xp(0), xp(1), xp(2), xp(3)], k, o),
+                3 => block::<3>(w, [xp(0), xp(1), xp(2)], k, o),
+                2 => block::<2>(w, [xp(0), xp(1)], k, o),
+                _ => block::<1>(w, [xp(0)], k, o),
+            }
+            i += take;
+        }
+    }
+
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    unsafe fn block<const R: usize>(w: &[f32], xs: [*const f32; R], k: usize, out: &mut [f32]) {
+        let wp = w.as_ptr();
+        let full = k / 32 * 32;
+        let mut a0 = [_mm512_setzero_ps(); R];
+        let mut a1 = [_mm512_setzero_ps(); R];
+        let mut c = 0;
+        while c < full {
+            let w0 = _mm512_loadu_ps(wp.add(c));
+            let w1 = _mm512_loadu_ps(wp.add(c + 16));
+            for r in 0..R {
+                a0[r] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(xs[r].add(c)), a0[r]);
+                a1[r] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(xs[r].add(c + 16)), a1[r]);
+            }
+            c += 32;
+        }
+        // One masked step for the last 1 to 31 values.
+        let rest = k - full;
+        if rest > 0 {
+            let m0 = ((1u32 << rest.min(16)) - 1) as u16;
+            let m1 = ((1u64 << rest.saturating_sub(16)) - 1) as u16;
+            let w0 = _mm512_maskz_loadu_ps(m0, wp.add(c));
+            let w1 = _mm512_maskz_loadu_ps(m1, wp.add(c + 16));
+            for r in 0..R {
+                a0[r] = _mm512_fmadd_ps(w0, _mm512_maskz_loadu_ps(m0, xs[r].add(c)), a0[r]);
+                a1[r] = _mm512_fmadd_ps(w1, _mm512_maskz_loadu_ps(m1, xs[r].add(c + 16)), a1[r]);
+            }
+        }
+        for r in 0..R {
+            out[r] = _mm512_reduce_add_ps(_mm512_add_ps(a0[r], a1[r]));
+        }
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+mod neon {
+    use std::arch::aarch64::*;
+
+    /// Up to four rows of `x` per pass over `w`, four 4-wide accumulators per row.
+    #[target_feature(enable = "neon")]
+    pub(super) unsafe fn dots(w: &[f32], x: &[f32], k: usize, out: &mut [f32]) {
+        let rows = out.len();
+        let mut i = 0;
+        while i < rows {
+            let take = (rows - i).min(4);
+            let xp = |r: usize| x.as_ptr().add((i + r) * k);
+            let o = &mut out[i..i + take];
+            match take {
+                4 => block::<4>(w, [xp(0), xp(1), xp(2), xp(3)], k, o),
+                3 => block::<3>(w, [xp(0), xp(1), xp(2)], k, o),
+                2 => block::<2>(w, [xp(0), xp(1)], k, o),
+                _ => block::<1>(w, [xp(0)], k, o),
+            }
+            i += take;
+        }
+    }
+
+    #[target_feature(enable = "neon")]
+    unsafe fn block<const R: usize>(w: &[f32], xs: [*const f32; R], k: usize, out: &mut [f32]) {
+        let wp = w.as_ptr();
+        let full = k / 16 * 16;
+        let mut acc = [[vdupq_n_f32(0.0); 4]; R];
+        let mut c = 0;
+        while c < full {
+            let wv = [
+                vld1q_f32(wp.add(c)),
+                vld1q_f32(wp.add(c + 4)),
+                vld1q_f32(wp.add(c + 8)),
+                vld1q_f32(wp.add(c + 12)),
+            ];
+            for r in 0..R {
+                for q in 0..4 {
+                    acc[r][q] = vfmaq_f32(acc[r][q], wv[q], vld1q_f32(xs[r].add(c + 4 * q)));
+                }
+            }
+            c += 16;
+        }
+        for r in 0..R {
+            let v = vaddq_f32(
+                vaddq_f32(acc[r][0], acc[r][1]),
+                vaddq_f32(acc[r][2], acc[r][3]),
+            );
+            let mut s = vaddvq_f32(v);
+            for cc in full..k {
+                s += *wp.add(cc) * *xs[r].add(cc);
+            }
+            out[r] = s;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,6 +358,29 @@ mod tests {
         let many = Tensor::zeros((1, MAX_ROWS + 1, 8), candle_core::DType::F32, &dev).unwrap();
         let w = Tensor::zeros((4, 8), candle_core::DType::F32, &dev).unwrap();
         assert!(!applies(&many, &w));
+    }
+
+    #[test]
+    fn every_level_equals_the_portable_kernel() {
+        let dev = Device::Cpu;
+        for (n, k) in [(33, 5), (40, 47), (65, 768), (3, 1000)] {
+            let w = Tensor::randn(0f32, 1.0, (n, k), &dev).unwrap();
+            let w: Vec<f32> = w.flatten_all().unwrap().to_vec1().unwrap();
+            for rows in 1..=MAX_ROWS {
+                let x = Tensor::randn(0f32, 1.0, (rows, k), &dev).unwrap();
+                let x: Vec<f32> = x.flatten_all().unwrap().to_vec1().unwrap();
+                let want = matmul_t_slices_at(Level::Scalar, &x, rows, &w, n, k);
+                for level in crate::cpu::available() {
+                    let got = matmul_t_slices_at(level, &x, rows, &w, n, k);
+                    for (g, e) in got.iter().zip(&want) {
+                        assert!(
+                            (g - e).abs() < 1e-4 * (k as f32).sqrt(),
+                            "{n}x{k} {rows} {level}: {g} vs {e}"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub mod template;
 
 pub use budget::{Budget, CharCounter, TokenCounter, DEFAULT_PREFIX_TOKENS, DEFAULT_SUFFIX_TOKENS};
 pub use context::CursorContext;
+pub use post::settled::settled;
 pub use post::{postprocess, postprocess_traced, should_stop, PostOptions};
 pub use prompt::{
     build_prompt, choose_layout, header_for_path, Layout, LayoutChoice, Piece, Prompt, PromptInput,

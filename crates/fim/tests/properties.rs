@@ -3,8 +3,8 @@
 //! their budget and keep user text as text.
 
 use copilot_fim::{
-    build_prompt, postprocess, should_stop, Budget, CharCounter, CursorContext, Layout, Piece,
-    PostOptions, PromptInput, Shape, Snippet, STARCODER,
+    build_prompt, postprocess, settled, should_stop, Budget, CharCounter, CursorContext, Layout,
+    Piece, PostOptions, PromptInput, Shape, Snippet, STARCODER,
 };
 use proptest::prelude::*;
 
@@ -51,6 +51,30 @@ fn code() -> impl Strategy<Value = String> {
         "b",
     ];
     prop::collection::vec(prop::sample::select(fragments), 0..40).prop_map(|v| v.concat())
+}
+
+/// Code made of a few lines, so that repeated lines, lines equal to the code below the
+/// cursor, blank runs and dedents are common.
+fn code_lines() -> impl Strategy<Value = String> {
+    let lines = vec![
+        "x = 1",
+        "    x = 1",
+        "    return x",
+        "        y(x)",
+        "\ty = 2",
+        "  z = [",
+        "  ]",
+        "}",
+        ")",
+        "def g():",
+        "    pass",
+        "",
+        "   ",
+        "foo(a)",
+        "a, b)",
+        "\r",
+    ];
+    prop::collection::vec(prop::sample::select(lines), 0..12).prop_map(|v| v.join("\n"))
 }
 
 fn shapes() -> impl Strategy<Value = Option<Shape>> {
@@ -106,6 +130,23 @@ proptest! {
                 prop_assert_eq!(postprocess(partial, &ctx, &opts), full.clone(), "stopped after {:?}", partial);
                 break;
             }
+        }
+    }
+
+    #[test]
+    fn settled_text_is_the_start_of_every_continuation(
+        raw in prop_oneof![code(), code_lines()],
+        prefix in prop_oneof![code(), code_lines(), Just("def f(x):\n    ".to_string()), Just("if (x) {".to_string())],
+        suffix in prop_oneof![code(), code_lines()],
+        shape in shapes(),
+    ) {
+        let ctx = CursorContext { prefix: &prefix, suffix: &suffix };
+        let shape = shape.unwrap_or_else(|| copilot_fim::shape(&ctx));
+        let full = postprocess(&raw, &ctx, &PostOptions { shape: Some(shape) });
+        for (i, _) in raw.char_indices().chain([(raw.len(), ' ')]) {
+            let partial = &raw[..i];
+            let sent = settled(&ctx, shape, partial);
+            prop_assert!(full.starts_with(&sent), "sent {:?} after {:?}, the answer is {:?}", sent, partial, full);
         }
     }
 

@@ -340,6 +340,9 @@ impl Adapter {
         }
         let raw = candle_core::safetensors::load(&w_path, &Device::Cpu)
             .map_err(|e| bad(format!("{WEIGHTS_FILE}: {e}")))?;
+        // By name, so an error names the same tensor every time (the map's order is random).
+        let mut raw: Vec<(String, Tensor)> = raw.into_iter().collect();
+        raw.sort_by(|a, b| a.0.cmp(&b.0));
         let mut halves: HashMap<(usize, Module), (Option<Tensor>, Option<Tensor>)> = HashMap::new();
         for (k, t) in raw {
             let (layer, module, which) = parse_key(&k, cfg.arch()).ok_or_else(|| {

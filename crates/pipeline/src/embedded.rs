@@ -22,6 +22,9 @@ use crate::{LoadEvent, PipelineError};
 /// the fine-tuning crate.
 pub type AdapterReader = fn(&Path, &Model) -> Result<Lora, String>;
 
+/// Prompt tokens of the speed measurement at load.
+pub const CALIBRATION_TOKENS: usize = 256;
+
 /// Texts up to this many bytes have their counts remembered.
 const MEMO_MAX_TEXT: usize = 512;
 /// Remembered counts before the memo starts over.
@@ -41,6 +44,8 @@ pub struct Embedded {
     /// two keystrokes only the cursor's line changes (a 480-line file took ~40 ms of
     /// tokenizer calls per request before, more than the model's step).
     counts: Arc<Mutex<HashMap<Box<str>, u32>>>,
+    /// Measured at load.
+    speed: Option<crate::Speed>,
 }
 
 impl std::fmt::Debug for Embedded {
@@ -62,10 +67,68 @@ impl Embedded {
                 what: what.to_string(),
             }),
         })?;
-        on_event(LoadEvent::Ready {
-            description: engine.description().to_string(),
+        on_event(LoadEvent::Loading {
+            what: "measuring its speed".into(),
         });
-        Ok(Self::new(engine))
+        let mut model = Self::new(engine);
+        model.speed = model.measure_speed(CALIBRATION_TOKENS);
+        if let Some(s) = model.speed {
+            tracing::info!(
+                prefill_tokens_per_s = s.prefill_tokens_per_s.round(),
+                decode_ms_per_token = s.decode_ms_per_token,
+                "measured the model's speed"
+            );
+        }
+        on_event(LoadEvent::Ready {
+            description: model.engine.description().to_string(),
+        });
+        Ok(model)
+    }
+
+    /// Prefill a synthetic prompt of about `tokens` tokens from an empty cache, then decode
+    /// 8 greedy tokens; blocking (at load, before any request).
+    fn measure_speed(&self, tokens: usize) -> Option<crate::Speed> {
+        let tok = self.engine.tokenizer();
+        let mut ids = Vec::new();
+        let mut i = 0;
+        while ids.len() < tokens && i < 10_000 {
+            let line =
+                format!("def step_{i}(value, scale={i}):\n    return value * scale + {i}\n\n");
+            ids.extend(tok.encode_text(&line).ok()?);
+            i += 1;
+        }
+        ids.truncate(tokens.min(self.info.window / 2).max(1));
+        // A first small pass: buffers allocated, kernels and pages warm.
+        let warm = GenerateRequest::new(
+            ids[..ids.len().min(16)].to_vec(),
+            GenerateParams {
+                max_new_tokens: 1,
+                ..GenerateParams::default()
+            },
+        );
+        self.engine.generate_blocking(warm).ok()?;
+        // Then from an empty cache: the prompt starts differently.
+        ids[0] = self.engine.tokenizer().specials().eos;
+        let g = self
+            .engine
+            .generate_blocking(GenerateRequest::new(
+                ids,
+                GenerateParams {
+                    max_new_tokens: 8,
+                    temperature: 0.0,
+                    ..GenerateParams::default()
+                },
+            ))
+            .ok()?;
+        let computed = g.prompt_tokens - g.reused_tokens;
+        (g.prefill_ms > 0.0).then(|| crate::Speed {
+            prefill_tokens_per_s: computed as f64 * 1000.0 / g.prefill_ms,
+            decode_ms_per_token: if g.tokens.is_empty() {
+                0.0
+            } else {
+                g.decode_ms / g.tokens.len() as f64
+            },
+        })
     }
 
     pub fn new(engine: Engine) -> Self {
@@ -88,6 +151,7 @@ impl Embedded {
             read_adapter: None,
             adapters: Arc::default(),
             counts: Arc::default(),
+            speed: None,
         }
     }
 
@@ -152,6 +216,7 @@ impl Embedded {
         req.cancel = job.cancel;
         req.adapter = job.adapter;
         req.stop = job.stop;
+        req.on_text = job.on_text;
         Ok(req)
     }
 }
@@ -203,6 +268,30 @@ impl LanguageModel for Embedded {
         let req = self.request(job);
         let engine = self.engine.clone();
         Box::pin(async move { Ok(generated(engine.generate(req?).await?)) })
+    }
+
+    fn speed(&self) -> Option<crate::Speed> {
+        self.speed
+    }
+
+    fn warm(&self, job: Job) -> BoxFuture<Result<(), PipelineError>> {
+        // The same ids the request will have (cut for its `max_new_tokens`), prefilled only.
+        let req = self.request(job).map(|mut r| {
+            r.params.max_new_tokens = 0;
+            r
+        });
+        let engine = self.engine.clone();
+        Box::pin(async move {
+            let g = engine.generate(req?).await?;
+            tracing::debug!(
+                prompt = g.prompt_tokens,
+                reused = g.reused_tokens,
+                ms = g.prefill_ms,
+                stopped = ?g.stop_reason,
+                "warmed"
+            );
+            Ok(())
+        })
     }
 
     fn generate_blocking(&self, job: Job) -> Result<Generated, PipelineError> {

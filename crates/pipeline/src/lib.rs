@@ -27,7 +27,7 @@ use copilot_fim::{
 
 pub use copilot_engine::{CancelToken, DTypeSpec, DeviceSpec, ModelSpec, StopReason};
 pub use embedded::Embedded;
-pub use model::{BoxFuture, Generated, Job, LanguageModel, ModelInfo, Sampling};
+pub use model::{BoxFuture, Generated, Job, LanguageModel, ModelInfo, Sampling, TextFn};
 
 /// Which FIM layout to use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -90,13 +90,103 @@ pub struct CompletionOptions {
 
 impl CompletionOptions {
     /// A key for everything in the options that shapes the answer.
-    fn variant(&self, adapter: &Option<String>, snippets: &[copilot_fim::Snippet]) -> u64 {
+    fn variant(
+        &self,
+        adapter: &Option<String>,
+        snippets: &[copilot_fim::Snippet],
+        stop: &[String],
+    ) -> u64 {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         format!("{self:?}").hash(&mut h);
         adapter.hash(&mut h);
         snippets.hash(&mut h);
+        stop.hash(&mut h);
         h.finish()
     }
+}
+
+/// Where a streaming front-end takes a completion's text as it becomes final: called with
+/// each new piece. The pieces of a completion that succeeds add up to its `text`; one that
+/// is cancelled or fails may have sent a start of it.
+#[derive(Clone)]
+pub struct TextSink(Arc<dyn Fn(&str) + Send + Sync>);
+
+impl TextSink {
+    pub fn new(f: impl Fn(&str) + Send + Sync + 'static) -> Self {
+        Self(Arc::new(f))
+    }
+}
+
+impl std::fmt::Debug for TextSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TextSink")
+    }
+}
+
+/// What a front-end may add to a request beyond the document and the settings: its own stop
+/// strings (the OpenAI and llama-server `stop` field) and a sink for streaming.
+#[derive(Clone, Debug, Default)]
+pub struct Extras {
+    /// The raw output is cut before the first of these (before post-processing).
+    pub stop: Vec<String>,
+    pub on_text: Option<TextSink>,
+}
+
+/// What a stream has sent of one completion, shared by the decode loop's callback and the
+/// pipeline that sends the rest at the end.
+#[derive(Clone)]
+struct Sent {
+    sink: TextSink,
+    text: Arc<Mutex<String>>,
+}
+
+impl Sent {
+    fn new(sink: TextSink) -> Self {
+        Self {
+            sink,
+            text: Arc::default(),
+        }
+    }
+
+    /// Send what `now` (a prefix of the answer) adds to what was sent.
+    fn extend_to(&self, now: &str) {
+        let mut sent = self.text.lock().expect("sent lock");
+        if now.len() > sent.len() && now.starts_with(sent.as_str()) {
+            (self.sink.0)(&now[sent.len()..]);
+            sent.clear();
+            sent.push_str(now);
+        }
+    }
+
+    /// The answer is `text`: send the rest of it.
+    fn finish(&self, text: &str) {
+        let sent = self.text.lock().expect("sent lock").clone();
+        if !text.starts_with(&sent) {
+            // `settled` promises a prefix of the answer; seeing this is a bug there.
+            tracing::error!(
+                sent,
+                answer = text,
+                "streamed text is not a prefix of the answer"
+            );
+            return;
+        }
+        self.extend_to(text);
+    }
+}
+
+/// The end of `text` that could begin one of the `stop` strings (held back from a stream:
+/// the next token may complete it, and the answer is cut before it).
+fn stop_prefix_len(text: &str, stop: &[String]) -> usize {
+    stop.iter()
+        .filter(|s| !s.is_empty())
+        .flat_map(|s| {
+            s.char_indices()
+                .skip(1)
+                .map(|(i, _)| i)
+                .filter(|&i| text.ends_with(&s[..i]))
+        })
+        .max()
+        .unwrap_or(0)
 }
 
 impl Default for CompletionOptions {
@@ -233,6 +323,8 @@ pub struct Completer {
     ahead: Arc<Mutex<Option<CancelToken>>>,
     /// Whether the one warning about a model without FIM tokens was given.
     warned_no_fim: Arc<AtomicBool>,
+    /// The model's speed, as it measured itself at load, refined by every generation.
+    speed: Arc<Mutex<Option<Speed>>>,
 }
 
 impl std::fmt::Debug for Completer {
@@ -240,6 +332,56 @@ impl std::fmt::Debug for Completer {
         f.debug_struct("Completer")
             .field("model", &self.model.info().description)
             .finish_non_exhaustive()
+    }
+}
+
+/// The model's measured speed on this machine.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Speed {
+    /// Prompt tokens computed per second (from an empty or mostly unrelated cache).
+    pub prefill_tokens_per_s: f64,
+    pub decode_ms_per_token: f64,
+}
+
+impl Speed {
+    /// Fold in what one generation showed (prefills under 64 computed tokens and decodes
+    /// under 4 tokens say little and are left out).
+    fn observe(old: Option<Speed>, g: &Generated) -> Option<Speed> {
+        let computed = g.prompt_tokens.saturating_sub(g.reused_tokens);
+        let prefill =
+            (computed >= 64 && g.prefill_ms > 0.0).then(|| computed as f64 * 1000.0 / g.prefill_ms);
+        let decode = (g.generated_tokens >= 4).then(|| g.decode_ms / g.generated_tokens as f64);
+        let mix = |old: f64, new: Option<f64>| new.map_or(old, |n| 0.7 * old + 0.3 * n);
+        match old {
+            Some(o) => Some(Speed {
+                prefill_tokens_per_s: mix(o.prefill_tokens_per_s, prefill),
+                decode_ms_per_token: mix(o.decode_ms_per_token, decode),
+            }),
+            None => Some(Speed {
+                prefill_tokens_per_s: prefill?,
+                decode_ms_per_token: decode.unwrap_or(0.0),
+            }),
+        }
+    }
+
+    /// Prompt budgets (prefix, suffix) for which a cold completion with `opts` takes
+    /// about `target`: what prefill can compute in the time decoding leaves, split 3:1 as
+    /// the defaults are, never above `opts`' own budgets nor below 256 tokens in all.
+    pub fn budgets(&self, opts: &CompletionOptions, target: Duration) -> (usize, usize) {
+        let decode_ms = (opts.max_tokens as f64 * self.decode_ms_per_token).min(
+            opts.time_budget
+                .map_or(f64::MAX, |b| b.as_secs_f64() * 1000.0)
+                + 10.0 * self.decode_ms_per_token,
+        );
+        let prefill_ms = (target.as_secs_f64() * 1000.0 - decode_ms).max(0.0);
+        let total = (prefill_ms / 1000.0 * self.prefill_tokens_per_s) as usize;
+        let want = opts.prefix_tokens + opts.suffix_tokens;
+        if total >= want {
+            return (opts.prefix_tokens, opts.suffix_tokens);
+        }
+        let total = total.max(256);
+        let prefix = total * opts.prefix_tokens / want.max(1);
+        (prefix, total - prefix)
     }
 }
 
@@ -271,12 +413,23 @@ impl Completer {
     /// Around any model behind the generation seam.
     pub fn new(model: Arc<dyn LanguageModel>) -> Self {
         Self {
-            model,
             engine: None,
             cache: Arc::new(Mutex::new(CompletionCache::new(CACHE_ENTRIES))),
             ahead: Arc::default(),
             warned_no_fim: Arc::default(),
+            speed: Arc::new(Mutex::new(model.speed())),
+            model,
         }
+    }
+
+    /// The model's measured speed, once known.
+    pub fn speed(&self) -> Option<Speed> {
+        *self.speed.lock().expect("speed lock")
+    }
+
+    fn observe(&self, g: &Generated) {
+        let mut s = self.speed.lock().expect("speed lock");
+        *s = Speed::observe(*s, g);
     }
 
     pub fn model(&self) -> &Arc<dyn LanguageModel> {
@@ -371,8 +524,31 @@ impl Completer {
         }
     }
 
-    fn job(&self, p: &Prepared, req: &CompletionRequest, cancel: CancelToken) -> Job {
+    fn job(
+        &self,
+        p: &Prepared,
+        req: &CompletionRequest,
+        cancel: CancelToken,
+        stop_strings: &[String],
+        sent: Option<&Sent>,
+    ) -> Job {
         let opts = &req.options;
+        // What a stream may send of the raw text so far: with post-processing, the lines
+        // that no later output can change (`copilot_fim::settled`: whole lines, and single
+        // lines only once final); without, the raw text but for an end that could begin a
+        // stop string.
+        let on_text = sent.map(|sent| {
+            let (sent, p, post) = (sent.clone(), p.clone(), opts.postprocess);
+            let stops = stop_strings.to_vec();
+            Box::new(move |raw: &str| {
+                let raw = &raw[..raw.len() - stop_prefix_len(raw, &stops)];
+                if post {
+                    sent.extend_to(&copilot_fim::settled(&p.context(), p.shape, raw));
+                } else {
+                    sent.extend_to(raw);
+                }
+            }) as TextFn
+        });
         let stop: Option<copilot_engine::StopFn> = opts.postprocess.then(|| {
             // Stop decoding as soon as post-processing would cut anyway.
             let p = p.clone();
@@ -389,10 +565,11 @@ impl Completer {
                 top_p: opts.top_p,
                 top_k: opts.top_k,
                 seed: opts.seed,
-                stop_strings: Vec::new(),
+                stop_strings: stop_strings.to_vec(),
                 soft_budget: opts.time_budget,
             },
             stop,
+            on_text,
             cancel,
             adapter: req.adapter.clone(),
         }
@@ -445,16 +622,36 @@ impl Completer {
         req: CompletionRequest,
         cancel: CancelToken,
     ) -> Result<Completion, PipelineError> {
+        self.complete_with(req, cancel, Extras::default()).await
+    }
+
+    /// [`Completer::complete`] with a front-end's stop strings, streaming the text to
+    /// `extras.on_text` as it becomes final (a cache hit sends it whole).
+    pub async fn complete_with(
+        &self,
+        req: CompletionRequest,
+        cancel: CancelToken,
+        extras: Extras,
+    ) -> Result<Completion, PipelineError> {
         self.cancel_ahead();
-        if let Some(hit) = self.cached(&req) {
+        let sent = extras.on_text.map(Sent::new);
+        if let Some(hit) = self.cached(&req, &extras.stop) {
+            if let Some(sent) = &sent {
+                sent.finish(&hit.text);
+            }
             return Ok(hit);
         }
         let p = self.prepare(&req);
-        let gen = self.model.generate(self.job(&p, &req, cancel)).await?;
+        let job = self.job(&p, &req, cancel, &extras.stop, sent.as_ref());
+        let gen = self.model.generate(job).await?;
+        self.observe(&gen);
         let out = self.finish(&p, &req.options, gen)?;
-        self.remember(&req, &p, &out);
+        if let Some(sent) = &sent {
+            sent.finish(&out.text);
+        }
+        self.remember(&req, &p, &out, &extras.stop);
         if req.options.cache && !out.text.is_empty() {
-            self.compute_ahead(&req, &p, &out.text);
+            self.compute_ahead(&req, &p, &out.text, &extras.stop);
         }
         Ok(out)
     }
@@ -465,13 +662,13 @@ impl Completer {
         }
     }
 
-    fn cached(&self, req: &CompletionRequest) -> Option<Completion> {
+    fn cached(&self, req: &CompletionRequest, stop: &[String]) -> Option<Completion> {
         if !req.options.cache {
             return None;
         }
         let cursor = floor_char_boundary(&req.text, req.cursor);
         let (prefix, suffix) = req.text.split_at(cursor);
-        let variant = req.options.variant(&req.adapter, &req.snippets);
+        let variant = req.options.variant(&req.adapter, &req.snippets, stop);
         let hit = self
             .cache
             .lock()
@@ -488,11 +685,11 @@ impl Completer {
         })
     }
 
-    fn remember(&self, req: &CompletionRequest, p: &Prepared, out: &Completion) {
+    fn remember(&self, req: &CompletionRequest, p: &Prepared, out: &Completion, stop: &[String]) {
         if req.options.cache && !out.text.is_empty() {
             let ctx = p.context();
             self.cache.lock().expect("cache lock").insert(
-                req.options.variant(&req.adapter, &req.snippets),
+                req.options.variant(&req.adapter, &req.snippets, stop),
                 ctx.prefix,
                 ctx.suffix,
                 &out.text,
@@ -502,7 +699,7 @@ impl Completer {
 
     /// Compute, on the model thread when it is idle, the completion after accepting `shown`,
     /// and keep it in the cache. Needs a tokio runtime (the server's); skipped without one.
-    fn compute_ahead(&self, req: &CompletionRequest, p: &Prepared, shown: &str) {
+    fn compute_ahead(&self, req: &CompletionRequest, p: &Prepared, shown: &str, stop: &[String]) {
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             return;
         };
@@ -513,12 +710,41 @@ impl Completer {
         let cancel = CancelToken::new();
         *self.ahead.lock().expect("ahead lock") = Some(cancel.clone());
         let this = self.clone();
+        let stop = stop.to_vec();
         rt.spawn(async move {
             let p = this.prepare(&next);
-            let gen = this.model.generate(this.job(&p, &next, cancel)).await;
+            let gen = this
+                .model
+                .generate(this.job(&p, &next, cancel, &stop, None))
+                .await;
             if let Ok(out) = gen.and_then(|g| this.finish(&p, &next.options, g)) {
-                this.remember(&next, &p, &out);
+                this.remember(&next, &p, &out, &stop);
                 tracing::debug!(chars = out.text.len(), "computed ahead");
+            }
+        });
+    }
+
+    /// Warm the model for a request that will probably come (see
+    /// [`LanguageModel::warm`]): in the background, at low priority (it takes the slot of the
+    /// computation ahead, so any real request cancels it). Needs a tokio runtime.
+    pub fn warm(&self, req: CompletionRequest) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let cancel = CancelToken::new();
+        if let Some(old) = self
+            .ahead
+            .lock()
+            .expect("ahead lock")
+            .replace(cancel.clone())
+        {
+            old.cancel();
+        }
+        let this = self.clone();
+        rt.spawn(async move {
+            let p = this.prepare(&req);
+            if let Err(e) = this.model.warm(this.job(&p, &req, cancel, &[], None)).await {
+                tracing::debug!("warming failed: {e}");
             }
         });
     }
@@ -531,7 +757,9 @@ impl Completer {
         cancel: CancelToken,
     ) -> Result<Completion, PipelineError> {
         let p = self.prepare(&req);
-        let gen = self.model.generate_blocking(self.job(&p, &req, cancel))?;
+        let gen = self
+            .model
+            .generate_blocking(self.job(&p, &req, cancel, &[], None))?;
         self.finish(&p, &req.options, gen)
     }
 }

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use copilot_fim::{Prompt, Snippet};
 
-pub use copilot_engine::{CancelToken, StopFn, StopReason};
+pub use copilot_engine::{CancelToken, StopFn, StopReason, TextFn};
 
 use crate::PipelineError;
 
@@ -59,6 +59,10 @@ pub struct Job {
     pub sampling: Sampling,
     /// The early-stop rule, called with the text so far after each token.
     pub stop: Option<StopFn>,
+    /// Told the raw text so far after each token that decoding goes on from (streaming);
+    /// an engine that cannot stream never calls it, and the pipeline sends the whole
+    /// answer at the end.
+    pub on_text: Option<TextFn>,
     /// Set when the requester gives up: the engine stops within one token.
     pub cancel: CancelToken,
     /// The adapter to apply, by the name it was loaded under (`None`: the base model).
@@ -116,6 +120,21 @@ pub trait LanguageModel: Send + Sync + 'static {
             .build()
             .map_err(|e| PipelineError::Engine(format!("cannot start a runtime: {e}")))?;
         rt.block_on(self.generate(job))
+    }
+
+    /// Compute the prompt's keys and values ahead of a request that will probably come (a
+    /// document opened or focused, a large paste), so that request finds them cached. No
+    /// token is generated. Stops within a prefill chunk once `job.cancel` is set. Engines
+    /// without a cache of their own to warm do nothing.
+    fn warm(&self, job: Job) -> BoxFuture<Result<(), PipelineError>> {
+        let _ = job;
+        Box::pin(async { Ok(()) })
+    }
+
+    /// The speed the model measured at load, if it did (the pipeline refines it from every
+    /// generation either way).
+    fn speed(&self) -> Option<crate::Speed> {
+        None
     }
 
     /// Load the PEFT adapter in `dir` under `name` (once; later calls return at once).

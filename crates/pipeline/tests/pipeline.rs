@@ -239,3 +239,65 @@ fn typing_through_a_suggestion_is_served_from_the_cache() {
     assert!(!fresh.stats.cache_hit);
     assert_eq!(fresh.text, first.text);
 }
+
+#[test]
+fn streamed_pieces_add_up_to_the_answer() {
+    use std::sync::{Arc, Mutex};
+
+    use copilot_pipeline::{Extras, TextSink};
+
+    let dir = tempfile::tempdir().unwrap();
+    testkit::write_tiny_checkpoint(dir.path(), true, 5).unwrap();
+    let c = load(dir.path());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let complete = |req: CompletionRequest, stop: Vec<String>| {
+        let pieces = Arc::new(Mutex::new(Vec::<String>::new()));
+        let log = pieces.clone();
+        let sink = TextSink::new(move |t: &str| log.lock().unwrap().push(t.to_string()));
+        let streamed = rt
+            .block_on(c.complete_with(
+                req.clone(),
+                CancelToken::new(),
+                Extras {
+                    stop: stop.clone(),
+                    on_text: Some(sink),
+                },
+            ))
+            .unwrap();
+        let plain = rt
+            .block_on(c.complete_with(
+                req,
+                CancelToken::new(),
+                Extras {
+                    stop,
+                    on_text: None,
+                },
+            ))
+            .unwrap();
+        let pieces = pieces.lock().unwrap().clone();
+        (streamed, plain, pieces)
+    };
+    let text = "def add(a, b):\n    return \n";
+    for fim in [FimChoice::Psm, FimChoice::Spm, FimChoice::Off] {
+        for postprocess in [false, true] {
+            let mut req = request(text, 26, fim);
+            req.options.postprocess = postprocess;
+            req.options.max_tokens = 24;
+            req.options.cache = false;
+            let (out, plain, pieces) = complete(req.clone(), Vec::new());
+            assert_eq!(pieces.concat(), out.text, "postprocess={postprocess}");
+            assert_eq!(out.text, plain.text);
+            if !postprocess {
+                // The raw text streams as it comes, not in one piece at the end.
+                assert!(pieces.len() > 1, "{fim:?}: {pieces:?} {out:?}");
+                // A stop string cuts the raw text before it, in the stream too.
+                let chars: Vec<char> = out.text.chars().collect();
+                let stop: String = chars[chars.len() / 2..chars.len() / 2 + 2].iter().collect();
+                let (cut, plain, pieces) = complete(req, vec![stop.clone()]);
+                assert_eq!(cut.text, out.text[..out.text.find(&stop).unwrap()]);
+                assert_eq!(pieces.concat(), cut.text);
+                assert_eq!(plain.text, cut.text);
+            }
+        }
+    }
+}

@@ -96,6 +96,7 @@ where
             .custom_method("copilot/debugDocument", server::CopilotLsp::debug_document)
             .custom_method("copilot/debugStats", server::CopilotLsp::debug_stats)
             .custom_method("copilot/debugContext", server::CopilotLsp::debug_context)
+            .custom_method("textDocument/didFocus", server::CopilotLsp::did_focus)
             .custom_method(input::MALFORMED, server::CopilotLsp::malformed)
             .finish();
     let service = gate::Gate::new(service, session.clone());

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use copilot_service::{CompletionSource, RequestSettings, Service, Skip, Snapshot};
+use copilot_service::{CompletionSource, Hint, RequestSettings, Service, Skip, Snapshot};
 use tower_lsp_server::ls_types::{Position, Uri};
 
 use crate::notify::Notifier;
@@ -55,6 +55,10 @@ impl CompletionSource for Source<'_> {
     fn settings(&self) -> RequestSettings {
         self.session.settings().request()
     }
+
+    fn hint(&self) -> Hint {
+        self.session.hint(&self.uri, self.pos).unwrap_or_default()
+    }
 }
 
 impl Scheduler {
@@ -67,6 +71,7 @@ impl Scheduler {
         trigger: Trigger,
     ) -> Outcome {
         let key = uri.as_str().to_string();
+        self.session.remember_cursor(&uri, pos);
         let source = Source {
             session: &self.session,
             uri,
@@ -85,5 +90,26 @@ impl Scheduler {
             },
             copilot_service::Outcome::Empty(why) => Outcome::Empty(why),
         }
+    }
+}
+
+impl Scheduler {
+    /// Warm the model for `uri` at `pos` (or where the last request in it was), in the
+    /// background: a document opened or focused, a large paste.
+    pub fn warm(&self, uri: Uri, pos: Option<Position>) {
+        let Some(pos) = pos.or_else(|| self.session.last_cursor(&uri)) else {
+            tracing::debug!(uri = uri.as_str(), "no cursor known: not warmed");
+            return;
+        };
+        let this = self.clone();
+        tokio::spawn(async move {
+            let source = Source {
+                session: &this.session,
+                uri,
+                pos,
+                arrival: u64::MAX,
+            };
+            this.service.warm(source).await;
+        });
     }
 }

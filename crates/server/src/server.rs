@@ -75,6 +75,12 @@ impl CopilotLsp {
         handlers::debug::context(&self.scheduler, params).await
     }
 
+    /// Copilot's `textDocument/didFocus {textDocument: {uri}}`: the user switched to this
+    /// document.
+    pub async fn did_focus(&self, params: handlers::text_document::DocumentFocus) {
+        handlers::text_document::warm_opened(&self.scheduler, params.text_document.uri);
+    }
+
     pub async fn debug_stats(&self) -> Result<Value> {
         handlers::debug::stats(&self.scheduler).await
     }
@@ -120,9 +126,14 @@ impl LanguageServer for CopilotLsp {
 
     // Document notifications are applied in arrival order by the gate (`gate.rs`); by the
     // time the framework runs these, there is nothing left to do.
-    async fn did_open(&self, _: DidOpenTextDocumentParams) {}
+    // ...except warming the model for the document (in the background).
+    async fn did_open(&self, params: DidOpenTextDocumentParams) {
+        handlers::text_document::warm_opened(&self.scheduler, params.text_document.uri);
+    }
 
-    async fn did_change(&self, _: DidChangeTextDocumentParams) {}
+    async fn did_change(&self, params: DidChangeTextDocumentParams) {
+        handlers::text_document::warm_after_paste(&self.scheduler, &params);
+    }
 
     async fn did_close(&self, _: DidCloseTextDocumentParams) {}
 

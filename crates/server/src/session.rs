@@ -43,6 +43,9 @@ pub struct Session {
     pub service: Arc<Service>,
     /// Document events for the context gatherers (see `context_feed.rs`).
     pub feed: Arc<ContextFeed>,
+    /// Where the last completion request in each document was (to warm it when it is
+    /// opened or focused again).
+    cursors: Mutex<HashMap<Uri, Position>>,
     /// Arrival counter, stamped on messages by the gate.
     seq: AtomicU64,
     initialized: AtomicBool,
@@ -65,6 +68,7 @@ impl Session {
             roots: RwLock::default(),
             service,
             feed: Arc::default(),
+            cursors: Mutex::default(),
             seq: AtomicU64::new(0),
             initialized: AtomicBool::new(false),
             shutdown: AtomicBool::new(false),
@@ -253,6 +257,56 @@ impl Session {
                 version: doc.version(),
             },
         ))
+    }
+
+    /// The position right after `text` inserted at `start` (the document holds it now),
+    /// and the document's version.
+    pub fn after_insert(&self, uri: &Uri, start: Position, text: &str) -> Option<(Position, i32)> {
+        let enc = self.encoding();
+        let docs = lock(&self.docs);
+        let doc = docs.get(uri)?;
+        let at = doc.char_at_clamped(start, enc) + text.chars().count();
+        let at = at.min(doc.rope().len_chars());
+        Some((doc.position_of(at, enc), doc.version()))
+    }
+
+    pub fn version(&self, uri: &Uri) -> Option<i32> {
+        lock(&self.docs).get(uri).map(Document::version)
+    }
+
+    pub fn remember_cursor(&self, uri: &Uri, pos: Position) {
+        let mut c = lock(&self.cursors);
+        if c.len() >= 1024 && !c.contains_key(uri) {
+            c.clear();
+        }
+        c.insert(uri.clone(), pos);
+    }
+
+    pub fn last_cursor(&self, uri: &Uri) -> Option<Position> {
+        lock(&self.cursors).get(uri).copied()
+    }
+
+    /// What the place at `pos` says for the adaptive debounce, read from the rope without
+    /// copying the text (only the cursor's line and the document's end are looked at).
+    pub fn hint(&self, uri: &Uri, pos: Position) -> Option<copilot_service::Hint> {
+        let enc = self.encoding();
+        let docs = lock(&self.docs);
+        let doc = docs.get(uri)?;
+        let at = doc.char_at(pos, enc)?;
+        let rope = doc.rope();
+        let before = at.checked_sub(1).map(|i| rope.char(i));
+        let line = rope.char_to_line(at);
+        let line_end = rope.line_to_char(line) + rope.line(line).len_chars();
+        let blank = |c: char| c.is_whitespace();
+        let rest_of_line_blank = rope.slice(at..line_end).chars().all(blank);
+        // The end of the document: blank from here on (looked at up to 4 KiB of it).
+        let tail = rope.slice(at..);
+        let at_doc_end = tail.len_chars() <= 4096 && tail.chars().all(blank);
+        Some(copilot_service::Hint {
+            after_non_word: before.is_none_or(|c| !(c.is_alphanumeric() || c == '_')),
+            at_line_end: rest_of_line_blank,
+            at_doc_end,
+        })
     }
 
     /// The path shown to the model: relative to the workspace root that holds the file, else

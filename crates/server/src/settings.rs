@@ -182,7 +182,8 @@ impl Options {
 pub struct Settings {
     pub model: ModelSpec,
     pub completion: CompletionOptions,
-    pub debounce: Duration,
+    /// A fixed debounce (`debounceMs`); `None`: adaptive.
+    pub debounce: Option<Duration>,
     /// None: serve `textDocument/completion` only to clients without inline completion.
     pub completion_fallback: Option<bool>,
     pub choices: usize,
@@ -190,6 +191,8 @@ pub struct Settings {
     /// Workspace folder or git remote URL -> adapter directory.
     pub adapters: std::collections::BTreeMap<String, String>,
     pub context: copilot_context::ContextSettings,
+    /// Neither `prefixTokens` nor `suffixTokens` was given: the budgets fit the machine.
+    pub auto_budget: bool,
 }
 
 impl Settings {
@@ -200,6 +203,7 @@ impl Settings {
             debounce: self.debounce,
             choices: self.choices,
             path_header: self.path_header,
+            auto_budget: self.auto_budget,
         }
     }
 
@@ -209,7 +213,6 @@ impl Settings {
     }
 }
 
-pub const DEFAULT_DEBOUNCE_MS: u64 = 50;
 pub const DEFAULT_CHOICES: usize = 3;
 
 impl Settings {
@@ -383,7 +386,7 @@ impl Settings {
                 c.time_budget = Some(Duration::from_millis(ms));
             }
         }
-        let mut debounce = Duration::from_millis(DEFAULT_DEBOUNCE_MS);
+        let mut debounce = None;
         if let Some(ms) = opts.debounce_ms {
             if check(
                 &mut errors,
@@ -392,7 +395,7 @@ impl Settings {
                 "must be at most 10000",
                 ms.to_string(),
             ) {
-                debounce = Duration::from_millis(ms);
+                debounce = Some(Duration::from_millis(ms));
             }
         }
         let mut choices = DEFAULT_CHOICES;
@@ -445,6 +448,7 @@ impl Settings {
                 path_header: opts.path_header.unwrap_or(false),
                 adapters: opts.adapters.clone().unwrap_or_default(),
                 context,
+                auto_budget: opts.prefix_tokens.is_none() && opts.suffix_tokens.is_none(),
             },
             Problems {
                 errors,
@@ -485,7 +489,7 @@ mod tests {
         assert!(p.is_empty());
         assert_eq!(s.model.model, DEFAULT_MODEL);
         assert_eq!(s.completion, CompletionOptions::default());
-        assert_eq!(s.debounce, Duration::from_millis(50));
+        assert_eq!(s.debounce, None, "adaptive unless debounceMs says");
         assert_eq!(s.completion_fallback, None);
     }
 
@@ -516,7 +520,7 @@ mod tests {
         assert!(!c.postprocess);
         assert!(!c.cache);
         assert_eq!(c.time_budget, Some(Duration::from_millis(250)));
-        assert_eq!(s.debounce, Duration::ZERO);
+        assert_eq!(s.debounce, Some(Duration::ZERO));
         assert_eq!(s.completion_fallback, Some(true));
         assert_eq!(s.choices, 2);
         assert!(s.path_header);
@@ -536,7 +540,7 @@ mod tests {
         assert_eq!(s.completion.fim, FimChoice::Auto);
         assert_eq!(s.model.device, DeviceSpec::Auto);
         assert_eq!(s.model.model, DEFAULT_MODEL);
-        assert_eq!(s.debounce, Duration::from_millis(50));
+        assert_eq!(s.debounce, Some(Duration::from_millis(50)));
         let all = p.errors.join("\n");
         for key in [
             "temperature",

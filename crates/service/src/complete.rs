@@ -16,9 +16,9 @@ use copilot_pipeline::{
 
 use crate::adapters::Resolution;
 use crate::cancel::Cancel;
-use crate::debounce::{debounce, Debounced};
+use crate::debounce::{debounce, Debounced, Hint};
 use crate::stats::Ended;
-use crate::{Level, Notice, Service};
+use crate::{Level, ModelState, Notice, Service};
 
 /// How the client asked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,12 +57,19 @@ pub struct Snapshot {
 #[derive(Clone, Debug, PartialEq)]
 pub struct RequestSettings {
     pub completion: CompletionOptions,
-    pub debounce: Duration,
+    /// A fixed debounce; `None`: adaptive (`debounce::Adaptive`), none when invoked.
+    pub debounce: Option<Duration>,
     /// Choices for an explicitly invoked request (1 at temperature 0).
     pub choices: usize,
     /// Show the model the file's path.
     pub path_header: bool,
+    /// The user set no prompt budgets: size them so a cold completion takes about
+    /// [`COLD_TARGET`] on this machine (see `pipeline::Speed::budgets`).
+    pub auto_budget: bool,
 }
+
+/// What a cold completion should take at most, when the budgets are the machine's.
+pub const COLD_TARGET: Duration = Duration::from_millis(1500);
 
 /// The front-end's side of a request: its document and settings, asked for at the moment
 /// they are needed (both may change while the request waits).
@@ -75,6 +82,10 @@ pub trait CompletionSource: Send {
     fn snapshot(&self) -> Result<(Snapshot, Self::Extra), Skip>;
     /// The settings in force now.
     fn settings(&self) -> RequestSettings;
+    /// What the cursor's place says, for the adaptive debounce (cheap: no text copied).
+    fn hint(&self) -> Hint {
+        Hint::default()
+    }
 }
 
 /// What the front-end turns into a response.
@@ -123,7 +134,14 @@ impl Service {
         if let Err(skip) = source.check() {
             return skipped(&mut trace, skip);
         }
-        if debounce(settings.debounce, cancel).await == Debounced::Cancelled {
+        let delay = match (settings.debounce, trigger) {
+            (Some(fixed), _) => fixed,
+            (None, Trigger::Invoked) => Duration::ZERO,
+            (None, Trigger::Automatic) => self
+                .debouncer
+                .delay(tokio::time::Instant::now(), source.hint()),
+        };
+        if debounce(delay, cancel).await == Debounced::Cancelled {
             return Outcome::Empty(Why::Cancelled);
         }
         let Some(completer) = self.host.ready(cancel).await else {
@@ -139,14 +157,20 @@ impl Service {
             Ok(s) => s,
             Err(skip) => return skipped(&mut trace, skip),
         };
-        let opts = &settings.completion;
+        let budgeted = self.budgeted(&completer, &settings);
+        let opts = &budgeted;
         let n = match trigger {
             // Greedy decoding gives one answer however often it is asked.
             Trigger::Invoked if opts.temperature > 0.0 => settings.choices.max(1),
             _ => 1,
         };
         let adapter = self.adapter(&completer, snapshot.file.as_deref()).await;
+        let gathering = Instant::now();
         let snippets = copilot_context::to_fim(&self.gather(&completer, &snapshot, opts).await);
+        if snapshot.file.is_some() {
+            self.stats
+                .record_context(gathering.elapsed().as_secs_f64() * 1000.0);
+        }
         let mut texts: Vec<String> = Vec::new();
         for i in 0..n {
             if cancel.is_cancelled() {
@@ -182,6 +206,11 @@ impl Service {
                         "completion"
                     );
                     self.stats.record(&c.stats);
+                    if !c.stats.cache_hit {
+                        self.debouncer.observe(Duration::from_secs_f64(
+                            (c.stats.prefill_ms + c.stats.decode_ms) / 1000.0,
+                        ));
+                    }
                     if !c.text.is_empty() && !texts.contains(&c.text) {
                         texts.push(c.text);
                     }
@@ -211,6 +240,59 @@ impl Service {
             extra,
             texts,
         }
+    }
+
+    /// The completion options with budgets that fit the machine, when the user set none.
+    fn budgeted(&self, completer: &Completer, settings: &RequestSettings) -> CompletionOptions {
+        let mut opts = settings.completion.clone();
+        if settings.auto_budget {
+            if let Some(speed) = completer.speed() {
+                let (p, s) = speed.budgets(&opts, COLD_TARGET);
+                // Said when it changes by a tenth or more, not at every drift of the speed.
+                let mut last = self.budget_said.lock().unwrap_or_else(|e| e.into_inner());
+                if last.is_none_or(|(lp, _)| p.abs_diff(lp) * 10 > lp.max(1)) {
+                    *last = Some((p, s));
+                    tracing::info!(
+                        prefix_tokens = p,
+                        suffix_tokens = s,
+                        prefill_tokens_per_s = speed.prefill_tokens_per_s.round(),
+                        "prompt budgets sized for a cold completion near {} ms",
+                        COLD_TARGET.as_millis()
+                    );
+                }
+                opts.prefix_tokens = p;
+                opts.suffix_tokens = s;
+            }
+        }
+        opts
+    }
+
+    /// Warm the model for a request that will probably come at `source`'s cursor (a
+    /// document opened or focused, a large paste): the same prompt the request would have,
+    /// prefilled at low priority. Nothing happens before the model is ready.
+    pub async fn warm<S: CompletionSource>(&self, source: S) {
+        let ModelState::Ready(completer) = self.host.state() else {
+            return;
+        };
+        let settings = source.settings();
+        let Ok((snapshot, _)) = source.snapshot() else {
+            return;
+        };
+        let opts = self.budgeted(&completer, &settings);
+        let adapter = self.adapter(&completer, snapshot.file.as_deref()).await;
+        let snippets = copilot_context::to_fim(&self.gather(&completer, &snapshot, &opts).await);
+        completer.warm(CompletionRequest {
+            text: snapshot.text,
+            cursor: snapshot.cursor,
+            path: if settings.path_header {
+                snapshot.path
+            } else {
+                None
+            },
+            adapter,
+            snippets,
+            options: opts,
+        });
     }
 
     /// The context snippets for a snapshot (none for a document that is not a file).

@@ -29,9 +29,10 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 pub use complete::{
-    CompletionSource, Fixed, Outcome, RequestSettings, Skip, Snapshot, Trigger, Why,
+    CompletionSource, Fixed, Outcome, RequestSettings, Skip, Snapshot, Trigger, Why, COLD_TARGET,
 };
 pub use context::IndexReport;
+pub use debounce::Hint;
 pub use host::{LoadReport, ModelHost, ModelState};
 pub use loader::{EngineLoader, EngineSpec, Loader};
 pub use stats::{Stats, StatsSnapshot};
@@ -63,6 +64,10 @@ pub struct Service {
     pub adapters: adapters::Adapters,
     /// Each workspace's context (open files, imports, index).
     pub context: context::Contexts,
+    /// The typing rhythm and answer times, for the adaptive debounce.
+    pub debouncer: debounce::Adaptive,
+    /// The machine-fitted budgets last logged.
+    budget_said: std::sync::Mutex<Option<(usize, usize)>>,
     notices: mpsc::UnboundedSender<Notice>,
     /// Kinds of notice already given: each reaches the user (and the log's warning level)
     /// once.
@@ -79,6 +84,8 @@ impl Service {
             stats: Stats::default(),
             adapters: adapters::Adapters::default(),
             context: context::Contexts::default(),
+            debouncer: debounce::Adaptive::default(),
+            budget_said: Default::default(),
             notices: tx,
             noticed: Default::default(),
         });

@@ -31,10 +31,44 @@ pub struct Stats {
     prompt_tokens: AtomicU64,
     reused_tokens: AtomicU64,
     cache_hits: AtomicU64,
+    /// The last context steps' durations (gathering and ranking), in ms.
+    context_ms: std::sync::Mutex<Recent>,
+}
+
+/// The most recent durations, bounded.
+#[derive(Debug, Default)]
+struct Recent {
+    values: Vec<f32>,
+    next: usize,
+}
+
+/// Durations kept for the percentiles.
+const RECENT: usize = 4096;
+
+impl Recent {
+    fn push(&mut self, v: f32) {
+        if self.values.len() < RECENT {
+            self.values.push(v);
+        } else {
+            self.values[self.next] = v;
+        }
+        self.next = (self.next + 1) % RECENT;
+    }
+
+    /// The `q`-th percentile (0 when empty).
+    fn percentile(&self, q: f64) -> f64 {
+        if self.values.is_empty() {
+            return 0.0;
+        }
+        let mut v = self.values.clone();
+        v.sort_by(f32::total_cmp);
+        let i = ((q / 100.0) * (v.len() - 1) as f64).round() as usize;
+        f64::from(v[i.min(v.len() - 1)])
+    }
 }
 
 /// The counters at one moment.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StatsSnapshot {
     pub requests: u64,
@@ -50,6 +84,10 @@ pub struct StatsSnapshot {
     pub prompt_tokens: u64,
     pub reused_tokens: u64,
     pub cache_hits: u64,
+    /// The context step over the recent requests (gathering and ranking snippets).
+    pub context_ms_p50: f64,
+    pub context_ms_p95: f64,
+    pub context_steps: u64,
 }
 
 /// How a request ended.
@@ -74,6 +112,7 @@ impl Stats {
 
     pub fn snapshot(&self) -> StatsSnapshot {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let recent = self.context_ms.lock().unwrap_or_else(|e| e.into_inner());
         StatsSnapshot {
             requests: g(&self.requests),
             cancelled_waiting: g(&self.cancelled_waiting),
@@ -88,7 +127,18 @@ impl Stats {
             prompt_tokens: g(&self.prompt_tokens),
             reused_tokens: g(&self.reused_tokens),
             cache_hits: g(&self.cache_hits),
+            context_ms_p50: recent.percentile(50.0),
+            context_ms_p95: recent.percentile(95.0),
+            context_steps: recent.values.len() as u64,
         }
+    }
+
+    /// Time one context step took.
+    pub fn record_context(&self, ms: f64) {
+        self.context_ms
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(ms as f32);
     }
 
     /// Count one answered generation's figures.

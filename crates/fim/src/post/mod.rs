@@ -28,6 +28,8 @@
 //! steps 1 to 4 on the text generated so far and says stop only once their cut can no
 //! longer move.
 //!
+//! [`settled::settled`] says which part of a partial output streaming may already send.
+//!
 //! Knows nothing of LSP, the engine or editors; `--raw` and `postprocess: false` are the
 //! callers' business (they skip this module).
 
@@ -36,6 +38,7 @@ pub mod line_endings;
 pub mod overlap;
 pub mod repetition;
 pub mod scope;
+pub mod settled;
 pub mod special;
 pub mod whitespace;
 
