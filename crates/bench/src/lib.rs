@@ -6,9 +6,21 @@
 //!   in-memory pipes; a completion is requested on every keystroke, as editors do, and the
 //!   latency that counts is the one at each pause.
 //! - `cold`: a new file each time, so the whole window is computed from scratch.
+//! - `events`: what the outcome event log costs on a completion's path: registering an
+//!   answer's suggestion (and sending its `shown` line to the writer thread) and an accept,
+//!   timed one by one, against the same with events off. The typing and cold scenarios log
+//!   events too (to a temporary data directory), as a user's server does; `--events off`
+//!   runs them without.
+//! - `remote` (with `--engine`): our overhead over a remote engine's own timings
+//!   (`remote.rs`).
+//!
+//! - `soak` ([`soak`]): 100,000 mixed messages through the real binary over stdio; resources,
+//!   latency, lost and duplicated answers (`--scenario soak`, not part of `all`).
 //!
 //! Like the `tests/` harness this crate is a *client*: it speaks LSP JSON to the server. The
 //! product's invariant (only `copilot-server` knows LSP) is about the code that serves.
+
+pub mod soak;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -22,6 +34,8 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, oneshot};
+
+pub mod remote;
 
 #[derive(Clone, Debug)]
 pub struct BenchOptions {
@@ -40,6 +54,12 @@ pub struct BenchOptions {
     pub raw_prompt_tokens: usize,
     pub raw_decode_tokens: usize,
     pub runs: usize,
+    /// Log outcome events in the typing and cold scenarios (as users' servers do).
+    pub events: bool,
+    /// A remote engine: the `remote` scenario instead of the embedded ones.
+    pub remote: Option<copilot_remote::RemoteSpec>,
+    /// With a remote engine: the same cursors through the embedded engine too.
+    pub compare_embedded: bool,
 }
 
 impl Default for BenchOptions {
@@ -58,6 +78,9 @@ impl Default for BenchOptions {
             raw_prompt_tokens: 1000,
             raw_decode_tokens: 32,
             runs: 5,
+            events: true,
+            remote: None,
+            compare_embedded: false,
         }
     }
 }
@@ -87,6 +110,8 @@ pub struct Report {
     pub raw: Option<RawFigures>,
     pub typing: Option<Latency>,
     pub cold: Option<Latency>,
+    pub events: Option<EventCost>,
+    pub remote: Option<remote::RemoteFigures>,
     /// Typing in a workspace file that imports two workspace modules, three other files
     /// open: with context on, then off.
     pub context: Option<ContextFigures>,
@@ -116,6 +141,25 @@ pub struct ContextFigures {
     pub step_ms_p50: f64,
     pub step_ms_p95: f64,
     pub steps: u64,
+}
+
+/// What logging outcome events costs on a completion's path (microseconds per call).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct EventCost {
+    pub samples: usize,
+    /// Registering one answer's suggestion (`Outcomes::offer`, then `sent`: its `shown` line
+    /// queued).
+    pub offer_us_p50: f64,
+    pub offer_us_p95: f64,
+    /// The same call with events off: the floor.
+    pub off_us_p50: f64,
+    pub off_us_p95: f64,
+    /// Recording an accept (the command's handler; the context is cut on the writer).
+    pub accept_us_p50: f64,
+    pub accept_us_p95: f64,
+    /// What the writer thread wrote.
+    pub lines: usize,
+    pub bytes: u64,
 }
 
 impl Report {
@@ -153,6 +197,13 @@ impl Report {
                 );
             }
         }
+        if let Some(e) = &self.events {
+            s += &format!(
+                "events  per answer: p50 {:.1} us, p95 {:.1} us (off: p50 {:.1} us, p95 {:.1} us) | per accept p50 {:.1} us, p95 {:.1} us | {} samples, {} lines, {} bytes written\n",
+                e.offer_us_p50, e.offer_us_p95, e.off_us_p50, e.off_us_p95,
+                e.accept_us_p50, e.accept_us_p95, e.samples, e.lines, e.bytes
+            );
+        }
         if let Some(c) = &self.context {
             for (name, l) in [("ctx on", &c.on), ("ctx off", &c.off)] {
                 s += &format!(
@@ -171,6 +222,22 @@ impl Report {
                 "open    first completion 3 s after opening: fresh file {:.1} ms | reopened (warmed) {:.1} ms | prompt {:.0} tokens\n",
                 o.fresh_ms, o.reopened_ms, o.prompt_tokens
             );
+        }
+        if let Some(r) = &self.remote {
+            s += &format!(
+                "remote  overhead over the server's own timings p50 {:.2} ms, p95 {:.2} ms over {} warm completions | wall p50 {:.1} ms, server p50 {:.1} ms, prompt building p50 {:.2} ms | prompt {:.0} tokens ({:.0} cached), {:.1} generated\n",
+                r.overhead_p50_ms, r.overhead_p95_ms, r.samples, r.wall_p50_ms, r.server_p50_ms,
+                r.prepare_p50_ms, r.mean_prompt_tokens, r.mean_cached_tokens, r.mean_generated_tokens
+            );
+            if let (Some(p50), Some(p95), Some(g)) = (
+                r.embedded_wall_p50_ms,
+                r.embedded_wall_p95_ms,
+                r.embedded_mean_generated_tokens,
+            ) {
+                s += &format!(
+                    "embedded (same cursors) wall p50 {p50:.1} ms, p95 {p95:.1} ms | {g:.1} generated\n"
+                );
+            }
         }
         s += &format!("peak RSS {:.0} MiB\n", self.peak_rss_mib);
         s
@@ -204,10 +271,25 @@ pub fn run(opts: &BenchOptions) -> Result<Report> {
     for s in &opts.scenarios {
         if !matches!(
             s.as_str(),
-            "all" | "raw" | "typing" | "cold" | "context" | "open"
+            "all" | "raw" | "typing" | "cold" | "context" | "open" | "events" | "remote"
         ) {
-            bail!("unknown scenario `{s}` (raw, typing, cold, open, context, all)");
+            bail!("unknown scenario `{s}` (raw, typing, cold, open, events, context, remote, all)");
         }
+    }
+    if let Some(spec) = &opts.remote {
+        if !(all || opts.scenarios.iter().all(|s| s == "remote")) {
+            bail!("a remote engine runs the `remote` scenario only");
+        }
+        let figures = remote::run(spec.clone(), opts)?;
+        return Ok(Report {
+            model: figures.engine.clone(),
+            remote: Some(figures),
+            peak_rss_mib: peak_rss_mib(),
+            ..Report::default()
+        });
+    }
+    if wants("remote") && !all {
+        bail!("the `remote` scenario needs a remote engine (--engine, --endpoint)");
     }
     let spec = ModelSpec {
         model: opts.model.clone(),
@@ -253,6 +335,9 @@ pub fn run(opts: &BenchOptions) -> Result<Report> {
             }
             client.shutdown().await
         })?;
+    }
+    if wants("events") {
+        report.events = Some(events::cost(opts.runs.max(1) * 400)?);
     }
     // Not part of `all`: it types the function twice (context on, then off).
     if opts.scenarios.iter().any(|s| s == "context") {
@@ -402,6 +487,8 @@ type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Value>>>>;
 
 /// A minimal LSP client over in-memory pipes to an in-process server.
 struct Client {
+    /// The server's data directory (its event log), removed with the client.
+    _data: tempfile::TempDir,
     tx: mpsc::UnboundedSender<String>,
     pending: Pending,
     next_id: u64,
@@ -415,10 +502,15 @@ impl Client {
         let (client_w, server_r) = tokio::io::duplex(1 << 22);
         let (server_w, client_r) = tokio::io::duplex(1 << 22);
         let loader = Arc::new(EngineLoader);
+        // Events go where they would for a user, but into a folder of our own.
+        let data = tempfile::tempdir().context("a temporary data directory")?;
         let server = tokio::spawn(copilot_server::serve(
             server_r,
             server_w,
-            ServeOptions::default(),
+            ServeOptions {
+                data_dir: Some(data.path().to_path_buf()),
+                ..ServeOptions::default()
+            },
             loader,
         ));
         let pending: Pending = Arc::default();
@@ -439,6 +531,7 @@ impl Client {
             description.clone(),
         ));
         let mut c = Self {
+            _data: data,
             tx,
             pending,
             next_id: 0,
@@ -448,7 +541,8 @@ impl Client {
         };
         let init = json!({
             "processId": null,
-            "rootUri": root.map(|r| format!("file://{}", r.display())),
+            // The documents' folder: their events are logged (the log is per folder).
+            "rootUri": root.map_or_else(|| "file:///bench".to_string(), |r| format!("file://{}", r.display())),
             "capabilities": {"general": {"positionEncodings": ["utf-8"]},
                              "textDocument": {"inlineCompletion": {}}},
             "initializationOptions": {
@@ -456,6 +550,7 @@ impl Client {
                 "temperature": 0.0, "maxTokens": opts.max_tokens,
                 "debounceMs": opts.debounce_ms, "fimMode": opts.fim_mode,
                 "prefixTokens": opts.prefix_tokens, "suffixTokens": opts.suffix_tokens,
+                "events": opts.events,
             }
         });
         c.request("initialize", init).await?;
@@ -788,6 +883,120 @@ impl Client {
             bail!("server exited with {code}");
         }
         Ok(())
+    }
+}
+
+mod events {
+    //! The `events` scenario: `Outcomes::offer` + `sent` and `Outcomes::accepted` timed call by call
+    //! on a ~400-line file, with the writer thread running, events on and off.
+
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use anyhow::{Context, Result};
+    use copilot_engine::bench::percentile;
+    use copilot_pipeline::{BoxFuture, Generated, Job, LanguageModel, ModelInfo, PipelineError};
+    use copilot_service::outcomes::{Offer, Outcomes, Timing};
+    use copilot_service::{Snapshot, Trigger};
+
+    use super::EventCost;
+
+    /// Counts tokens as a byte-level tokenizer roughly would; never generates.
+    struct Approx(ModelInfo);
+
+    impl LanguageModel for Approx {
+        fn info(&self) -> &ModelInfo {
+            &self.0
+        }
+        fn count_tokens(&self, text: &str) -> usize {
+            text.len() / 4 + 1
+        }
+        fn generate(&self, _: Job) -> BoxFuture<Result<Generated, PipelineError>> {
+            Box::pin(async { Err(PipelineError::Unsupported("generation")) })
+        }
+    }
+
+    pub fn cost(samples: usize) -> Result<EventCost> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        let data = tempfile::tempdir().context("a temporary data directory")?;
+        let text = super::python_file(7);
+        let cursor = text.find("return round").unwrap_or(text.len() / 2) + "return ".len();
+        let snapshot = Snapshot {
+            text,
+            cursor,
+            path: Some("inventory.py".into()),
+            file: Some("/bench/inventory.py".into()),
+        };
+        let counter: Arc<dyn LanguageModel> = Arc::new(Approx(ModelInfo {
+            description: "approx".into(),
+            window: 8192,
+            fim: true,
+        }));
+        let suggestion = vec!["round(self.quantity * unit_price * (1 + 7 / 100), 2)".to_string()];
+        let log =
+            copilot_events::Log::new(Some(data.path().to_path_buf()), |m| tracing::warn!("{m}"));
+        let outcomes = Outcomes::new(log, Timing::default());
+        let roots = vec!["/bench".to_string()];
+        let (mut on, mut off, mut accept) = (Vec::new(), Vec::new(), Vec::new());
+        rt.block_on(async {
+            for i in 0..samples * 2 {
+                let enabled = i % 2 == 0;
+                outcomes.configure(enabled, &roots);
+                let offer = Offer {
+                    key: "file:///bench/inventory.py",
+                    snapshot: &snapshot,
+                    model: "approx",
+                    adapter: None,
+                    latency_ms: 100.0,
+                    trigger: Trigger::Automatic,
+                    budget: (1536, 512),
+                    counter: counter.clone(),
+                };
+                let t = Instant::now();
+                let ids = outcomes.offer(&offer, &suggestion);
+                outcomes.sent(&ids);
+                let us = t.elapsed().as_secs_f64() * 1e6;
+                if enabled {
+                    on.push(us);
+                    if i % 8 == 0 {
+                        if let Some(id) = ids[0].as_deref() {
+                            let t = Instant::now();
+                            let _ = outcomes.accepted(id, None);
+                            accept.push(t.elapsed().as_secs_f64() * 1e6);
+                        }
+                    }
+                } else {
+                    off.push(us);
+                }
+                // Answers come no faster than keystrokes; let the writer keep up.
+                if i % 64 == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+        });
+        drop(rt);
+        outcomes.log().flush(Duration::from_secs(30));
+        let mut lines = 0;
+        let mut bytes = 0;
+        for f in copilot_events::paths::all_files(data.path())? {
+            let s = std::fs::read_to_string(&f)?;
+            lines += s.lines().count();
+            bytes += s.len() as u64;
+        }
+        Ok(EventCost {
+            samples,
+            offer_us_p50: percentile(&mut on, 50.0),
+            offer_us_p95: percentile(&mut on, 95.0),
+            off_us_p50: percentile(&mut off, 50.0),
+            off_us_p95: percentile(&mut off, 95.0),
+            accept_us_p50: percentile(&mut accept, 50.0),
+            accept_us_p95: percentile(&mut accept, 95.0),
+            lines,
+            bytes,
+        })
     }
 }
 

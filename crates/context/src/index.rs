@@ -321,6 +321,12 @@ pub fn chunk_ranges(path: &Path, text: &str) -> Vec<(Range<usize>, usize)> {
 
 /// Cut `text` into chunks and count their terms.
 pub fn prepare_text(path: &Path, stamp: u64, text: &str) -> PreparedFile {
+    // The file's name counts as a term of each of its chunks: `import pkg.util as u` asks
+    // for `util` (as code search engines match paths too).
+    let mut name_terms = Vec::new();
+    if let Some(stem) = path.file_stem().and_then(|s| s.to_str()) {
+        terms(stem, |h| name_terms.push(h));
+    }
     let chunks = chunk_ranges(path, text)
         .into_iter()
         .map(|(r, line)| {
@@ -330,6 +336,10 @@ pub fn prepare_text(path: &Path, stamp: u64, text: &str) -> PreparedFile {
                 *counts.entry(h).or_insert(0) += 1;
                 count += 1;
             });
+            for &h in &name_terms {
+                *counts.entry(h).or_insert(0) += 1;
+                count += 1;
+            }
             PreparedChunk {
                 start: r.start as u32,
                 len: (r.end - r.start) as u32,

@@ -42,6 +42,7 @@
 
 pub mod imports;
 pub mod index;
+pub mod offline;
 pub mod open;
 pub mod rank;
 pub mod tokens;
@@ -65,9 +66,9 @@ pub enum ContextError {
     File { path: PathBuf, message: String },
 }
 
-/// Default context budget in tokens. Measured (BENCHMARKS.md, "Context"): cross-file
-/// identifier recall on click, requests and rich rises little past it, and it is a
-/// quarter of the default 1,536-token prefix budget.
+/// Default context budget in tokens: a quarter of the default 1,536-token prefix budget
+/// (the most the issue allows). Not yet backed by a recall-versus-budget measurement
+/// (BENCHMARKS.md, "Context").
 pub const DEFAULT_MAX_TOKENS: usize = 384;
 /// Default cap on indexed files.
 pub const DEFAULT_MAX_INDEX_FILES: usize = 5000;
@@ -319,6 +320,7 @@ pub struct Workspace {
     imports: imports::Imports,
     memo: Mutex<HashMap<PathBuf, Memo>>,
     generations: Mutex<Generations>,
+    excluded: RwLock<HashSet<PathBuf>>,
     said: SaidOnce,
 }
 
@@ -389,6 +391,7 @@ impl Workspace {
             imports: imports::Imports::new(),
             memo: Mutex::default(),
             generations: Mutex::default(),
+            excluded: RwLock::default(),
             said: SaidOnce::default(),
         }
     }
@@ -533,6 +536,22 @@ impl Workspace {
         Ok(stats)
     }
 
+    /// Never gather from these files (fine-tuning leaves its held-out files out so that
+    /// no training example shows them).
+    pub fn exclude(&self, paths: impl IntoIterator<Item = PathBuf>) {
+        self.excluded.write().expect("excluded lock").extend(paths);
+        self.bump(None);
+    }
+
+    pub fn is_excluded(&self, path: &Path) -> bool {
+        self.excluded.read().expect("excluded lock").contains(path)
+    }
+
+    /// Forget the choice remembered for `doc` (the next request chooses afresh).
+    pub fn forget_choice(&self, doc: &Path) {
+        self.memo.lock().expect("memo lock").remove(doc);
+    }
+
     /// Files and chunks indexed.
     pub fn index_size(&self) -> (usize, usize) {
         let idx = self.index.read().expect("index lock");
@@ -619,6 +638,14 @@ impl Workspace {
         let (wa, wb) = window_range(text, cursor, budget, counter);
         let covered = rank::covered_lines(&text[wa..wb]);
         let comment = copilot_fim::prompt::comment_marker(&doc.to_string_lossy());
+        {
+            let excluded = self.excluded.read().expect("excluded lock");
+            if !excluded.is_empty() {
+                for l in &mut lists {
+                    l.retain(|c| !excluded.contains(&c.path));
+                }
+            }
+        }
         let mut result = rank::combine(
             lists,
             &covered,
@@ -668,18 +695,15 @@ impl Workspace {
         tokens::terms(near, |h| q.push(h));
         q.sort_unstable();
         q.dedup();
-        let open: HashSet<PathBuf> = self
-            .open
-            .read()
-            .expect("open lock")
-            .paths()
-            .cloned()
-            .collect();
+        let excluded = self.excluded.read().expect("excluded lock");
         let idx = self.index.read().expect("index lock");
-        // The current document and open ones are left out: their live text is in the
-        // window or in the open-files source, the index only knows what was saved.
+        // The current document is left out: its live text is in the window. Open files are
+        // not: the open-files source finds them by the lines' shared identifiers, the index
+        // by BM25 over terms, and leaving them out here hid what only the index found (on
+        // flask, `all` recalled less than `open` alone). Their chunks are read back only while
+        // the saved file is unchanged; what both sources pick is dropped as a duplicate.
         let hits = idx.search(&q, INDEX_HITS, INDEX_HITS_PER_FILE, &|p| {
-            p == doc || open.contains(p)
+            p == doc || excluded.contains(p)
         });
         hits.into_iter()
             .filter_map(|h| {

@@ -36,7 +36,7 @@ pub struct Args {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Serve LSP over stdio (what editors run).
+    /// Serve LSP over stdio (what editors run), or HTTP with --http ADDR.
     Serve(ServeArgs),
     /// Complete at FILE:LINE:COL (1-based, column in characters) and print the completion.
     Complete(CompleteArgs),
@@ -52,6 +52,10 @@ pub enum Command {
     Merge(crate::train_cli::MergeArgs),
     /// Measure completion quality on held-out files: base model and adapters side by side.
     Eval(crate::train_cli::EvalArgs),
+    /// What became of a workspace's suggestions: shown, accepted, kept (the event log).
+    Stats(crate::stats_cli::StatsArgs),
+    /// Where a workspace's event log is, or delete it (--clear).
+    Events(crate::events_cli::EventsArgs),
 }
 
 #[derive(ClapArgs, Debug)]
@@ -64,10 +68,20 @@ pub struct BenchArgs {
     /// auto, f32, f16, bf16, q8_0, q4_0, q4k.
     #[arg(long, default_value = "auto")]
     pub dtype: String,
-    /// Scenarios to run: raw, typing, cold, all (comma-separated); `context` (not in `all`)
-    /// types in a workspace with context on, then off.
+    /// Scenarios to run: raw, typing, cold, open, events, all (comma-separated); `context`
+    /// (not in `all`) types in a workspace with context on, then off; `remote` with
+    /// `--engine`; `soak` alone (not in `all`): mixed messages through this binary over stdio.
     #[arg(long, default_value = "all", value_delimiter = ',')]
     pub scenario: Vec<String>,
+    /// Soak: messages to send.
+    #[arg(long, default_value_t = 100_000)]
+    pub messages: usize,
+    /// Soak: documents open.
+    #[arg(long, default_value_t = 200)]
+    pub documents: usize,
+    /// Soak: requests outstanding at most.
+    #[arg(long, default_value_t = 32)]
+    pub outstanding: usize,
     /// Milliseconds between keystrokes while typing.
     #[arg(long, default_value_t = 60)]
     pub keystroke_ms: u64,
@@ -94,6 +108,15 @@ pub struct BenchArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Log outcome events in the typing and cold scenarios (on, as users run; off to compare).
+    #[arg(long, default_value = "on", value_parser = ["on", "off"])]
+    pub events: String,
+    /// A remote engine (`--engine llama.cpp --endpoint URL`): the `remote` scenario.
+    #[command(flatten)]
+    pub remote: RemoteFlags,
+    /// With a remote engine: run the same cursors through the embedded engine (`--model`).
+    #[arg(long)]
+    pub compare_embedded: bool,
 }
 
 #[derive(ClapArgs, Debug, Clone)]
@@ -141,6 +164,25 @@ pub struct ServeArgs {
     pub device: Option<String>,
     #[arg(long)]
     pub dtype: Option<String>,
+    /// Serve HTTP on this address instead of LSP on stdio: OpenAI's /v1/completions,
+    /// llama-server's /infill (llama.vim, llama.vscode), /health, /v1/models, /stats.
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<std::net::SocketAddr>,
+    /// Bearer token HTTP clients must send (`Authorization: Bearer KEY`); required when
+    /// --http is not a loopback address.
+    #[arg(
+        long,
+        env = "COPILOT_LSP_API_KEY",
+        value_name = "KEY",
+        hide_env_values = true
+    )]
+    pub api_key: Option<String>,
+    /// An adapter HTTP requests may name (`"adapter": NAME`), repeatable.
+    #[arg(long = "adapter", value_name = "NAME=DIR")]
+    pub adapters: Vec<String>,
+    /// Largest HTTP request body, in bytes.
+    #[arg(long, default_value_t = copilot_http::DEFAULT_BODY_LIMIT, value_name = "BYTES")]
+    pub body_limit: usize,
 }
 
 #[derive(ClapArgs, Debug)]
@@ -170,9 +212,99 @@ pub struct CompleteArgs {
     /// Print the model's output without post-processing.
     #[arg(long)]
     pub raw: bool,
-    /// Print a JSON object with the completion and timings.
+    /// Print a JSON object with the completion, timings and the context snippets.
     #[arg(long)]
     pub json: bool,
+    /// The workspace whose files give context (default: FILE's nearest enclosing git root,
+    /// else FILE's folder). Other open files: none (the CLI has only FILE open).
+    #[arg(long, value_name = "DIR")]
+    pub workspace: Option<PathBuf>,
+    #[command(flatten)]
+    pub context: ContextArgs,
+    #[command(flatten)]
+    pub remote: RemoteFlags,
+}
+
+/// Context from the rest of the repository (shared by `complete` and `eval`).
+#[derive(ClapArgs, Debug, Clone)]
+pub struct ContextArgs {
+    /// Context sources: none, open, imports, index, all (or a comma-separated list).
+    #[arg(long = "context", default_value = "all")]
+    pub sources: copilot_context::Sources,
+    /// Tokens the context snippets may take (at most a quarter of the prefix budget).
+    #[arg(long, default_value_t = copilot_context::DEFAULT_MAX_TOKENS)]
+    pub context_tokens: usize,
+    /// Files indexed at most.
+    #[arg(long, default_value_t = copilot_context::DEFAULT_MAX_INDEX_FILES)]
+    pub max_index_files: usize,
+}
+
+impl ContextArgs {
+    pub fn settings(&self) -> copilot_context::ContextSettings {
+        copilot_context::ContextSettings {
+            max_tokens: self.context_tokens,
+            max_index_files: self.max_index_files,
+            ..Default::default()
+        }
+        .with_sources(self.sources)
+    }
+}
+
+/// Which engine runs the model: ours, or a server's (`--engine llama.cpp --endpoint URL`).
+#[derive(ClapArgs, Debug, Clone, Default)]
+pub struct RemoteFlags {
+    /// embedded (our model, the default), llama.cpp, ollama or openai.
+    #[arg(long)]
+    pub engine: Option<String>,
+    /// The remote engine's base URL (default: the engine's usual local port).
+    #[arg(long)]
+    pub endpoint: Option<String>,
+    /// The model name the remote server expects.
+    #[arg(long)]
+    pub remote_model: Option<String>,
+    /// FIM format of remote prompts: auto, starcoder, starcoder2, codellama, deepseek, qwen
+    /// or codestral.
+    #[arg(long)]
+    pub template: Option<String>,
+    /// The environment variable holding the remote server's bearer token.
+    #[arg(long)]
+    pub api_key_env: Option<String>,
+    /// The remote model's tokenizer: tokenizer.json, a .gguf file, or a hub id.
+    #[arg(long)]
+    pub tokenizer: Option<String>,
+}
+
+impl RemoteFlags {
+    /// The remote engine asked for, or `None` for the embedded one.
+    pub fn spec(&self) -> Result<Option<copilot_remote::RemoteSpec>> {
+        let (spec, problems) = copilot_remote::RemoteArgs {
+            engine: self.engine.as_deref(),
+            endpoint: self.endpoint.as_deref(),
+            model: self.remote_model.as_deref(),
+            api_key_env: self.api_key_env.as_deref(),
+            template: self.template.as_deref(),
+            tokenizer: self.tokenizer.as_deref(),
+        }
+        .resolve();
+        if let Some(p) = problems.first() {
+            bail!("invalid --{}: {}", flag(p.key), p.message);
+        }
+        Ok(spec)
+    }
+}
+
+/// The flag spelling of a settings key (`remoteModel` -> `remote-model`).
+fn flag(key: &str) -> String {
+    let mut out = String::new();
+    for c in key.chars() {
+        if c.is_ascii_uppercase() {
+            out.push('-');
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 #[derive(ClapArgs, Debug)]
@@ -224,14 +356,35 @@ pub fn init_logging(args: &Args) -> Result<()> {
                 .with_writer(std::sync::Mutex::new(file))
                 .init();
         }
-        None => builder.with_writer(std::io::stderr).init(),
+        None => {
+            let colour = use_colour(
+                std::io::IsTerminal::is_terminal(&std::io::stderr()),
+                std::env::var_os("NO_COLOR"),
+            );
+            builder
+                .with_ansi(colour)
+                .with_writer(std::io::stderr)
+                .init()
+        }
     }
     Ok(())
+}
+
+/// Colour in the logs only for a person at a terminal: editors show a server's stderr raw in
+/// their log panes. `NO_COLOR` (set and not empty) turns it off everywhere (no-color.org).
+pub fn use_colour(stderr_is_terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
 pub fn run(args: Args) -> Result<u8> {
     match args.command {
         None => serve(ServeArgs::default(), args.threads),
+        Some(Command::Serve(s)) if s.http.is_some() => {
+            if args.stdio {
+                bail!("--http and --stdio: serve one protocol per process");
+            }
+            serve_http(s, args.threads).map(|()| 0)
+        }
         Some(Command::Serve(s)) => serve(s, args.threads),
         Some(Command::Complete(c)) => complete(c, args.threads).map(|()| 0),
         Some(Command::GenCheckpoint(g)) => gen_checkpoint(g).map(|()| 0),
@@ -240,19 +393,57 @@ pub fn run(args: Args) -> Result<u8> {
         Some(Command::Finetune(a)) => crate::train_cli::finetune(a, args.threads).map(|()| 0),
         Some(Command::Merge(a)) => crate::train_cli::merge(a, args.threads).map(|()| 0),
         Some(Command::Eval(a)) => crate::train_cli::eval(a, args.threads).map(|()| 0),
+        Some(Command::Stats(a)) => crate::stats_cli::stats(a).map(|()| 0),
+        Some(Command::Events(a)) => crate::events_cli::events(a).map(|()| 0),
+    }
+}
+
+fn serve_options(s: &ServeArgs, threads: Option<usize>) -> copilot_server::ServeOptions {
+    copilot_server::ServeOptions {
+        model: s.model.clone(),
+        revision: s.revision.clone(),
+        offline: s.offline,
+        device: s.device.clone(),
+        dtype: s.dtype.clone(),
+        threads,
+        data_dir: None,
     }
 }
 
 fn serve(s: ServeArgs, threads: Option<usize>) -> Result<u8> {
-    let code = copilot_server::run_stdio(copilot_server::ServeOptions {
-        model: s.model,
-        revision: s.revision,
-        offline: s.offline,
-        device: s.device,
-        dtype: s.dtype,
-        threads,
-    })?;
+    let code = copilot_server::run_stdio(serve_options(&s, threads))?;
     Ok(u8::try_from(code).unwrap_or(1))
+}
+
+/// `serve --http ADDR`: the flags resolved as the LSP server resolves them (the same model,
+/// the same completion defaults), then the HTTP front-end.
+fn serve_http(s: ServeArgs, threads: Option<usize>) -> Result<()> {
+    let settings = copilot_server::Settings::from_cli(&serve_options(&s, threads))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let adapters = s
+        .adapters
+        .iter()
+        .map(|a| match a.split_once('=') {
+            Some((name, dir)) if !name.trim().is_empty() && !dir.is_empty() => {
+                Ok((name.trim().to_string(), PathBuf::from(dir)))
+            }
+            _ => bail!("--adapter wants NAME=DIR, got `{a}`"),
+        })
+        .collect::<Result<_>>()?;
+    let config = copilot_http::Config {
+        addr: s.http.context("--http")?,
+        api_key: s.api_key,
+        body_limit: s.body_limit,
+        model_id: settings.model.model.clone(),
+        defaults: settings.completion.clone(),
+        adapters,
+    };
+    copilot_http::run(
+        config,
+        settings.engine(),
+        std::sync::Arc::new(copilot_server::EngineLoader),
+    )?;
+    Ok(())
 }
 
 /// Split `FILE:LINE:COL` from the right, so paths may contain colons.
@@ -336,15 +527,23 @@ fn complete(c: CompleteArgs, threads: Option<usize>) -> Result<()> {
     };
     let text = String::from_utf8(bytes).with_context(|| format!("{file} is not valid UTF-8"))?;
     let cursor = byte_offset(&text, line, col).with_context(|| file.clone())?;
-    let completer = Completer::load(&c.model.spec(threads), &|e| tracing::info!(?e, "load"))
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let req = CompletionRequest {
+    let completer = match c.remote.spec()? {
+        Some(spec) => Completer::new(std::sync::Arc::new(
+            copilot_remote::Remote::connect_blocking(spec, &|e| tracing::info!(?e, "load"))
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
+        )),
+        None => Completer::load(&c.model.spec(threads), &|e| tracing::info!(?e, "load"))
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
+    };
+    let doc = std::path::absolute(if file == "-" { "stdin" } else { &file })?;
+    let context = gather_context(&c, &doc, &text, cursor, &completer)?;
+    let mut req = CompletionRequest {
         text,
         cursor,
         // No path header: it would differ between the CLI (a file path) and editors (a URI).
         path: None,
         adapter: None,
-        snippets: Vec::new(),
+        snippets: copilot_context::to_fim(&context),
         options: CompletionOptions {
             temperature: c.temperature,
             top_p: c.top_p,
@@ -359,6 +558,21 @@ fn complete(c: CompleteArgs, threads: Option<usize>) -> Result<()> {
             cache: false,
         },
     };
+    // The snippets the prompt really holds, in prompt order.
+    let kept = completer.prepare(&req).prompt.snippets;
+    let in_prompt: Vec<serde_json::Value> = kept
+        .iter()
+        .map(|&i| {
+            let s = &context[i];
+            serde_json::json!({
+                "source": s.source.as_str(),
+                "path": s.path,
+                "text": s.text,
+                "tokens": s.tokens,
+            })
+        })
+        .collect();
+    req.options.cache = false;
     let out = completer
         .complete_blocking(req, CancelToken::new())
         .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -383,6 +597,7 @@ fn complete(c: CompleteArgs, threads: Option<usize>) -> Result<()> {
             "stop_reason": s.stop_reason,
             "layout": s.layout,
             "model": completer.description(),
+            "context": in_prompt,
         });
         writeln!(stdout, "{v}")?;
     } else {
@@ -392,7 +607,71 @@ fn complete(c: CompleteArgs, threads: Option<usize>) -> Result<()> {
     Ok(())
 }
 
+/// Context snippets for the cursor: the workspace indexed (when the index is asked for),
+/// then ranked for the cursor with the model's tokenizer.
+fn gather_context(
+    c: &CompleteArgs,
+    doc: &std::path::Path,
+    text: &str,
+    cursor: usize,
+    completer: &Completer,
+) -> Result<Vec<copilot_context::ContextSnippet>> {
+    let settings = c.context.settings();
+    if !settings.sources().any() {
+        return Ok(Vec::new());
+    }
+    let root = match &c.workspace {
+        Some(d) => d.clone(),
+        None => copilot_context::workspace_root_for(doc),
+    };
+    let ws = copilot_context::Workspace::new(root, settings.clone());
+    if settings.index {
+        let stats = ws
+            .build_index(
+                &|p| tracing::debug!(done = p.done, total = p.total, "indexing"),
+                &std::sync::atomic::AtomicBool::new(false),
+            )
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        tracing::info!(
+            files = stats.files,
+            chunks = stats.chunks,
+            ms = stats.elapsed_ms as u64,
+            "indexed"
+        );
+    }
+    let budget = copilot_context::PromptBudget {
+        prefix_tokens: c.prefix_tokens,
+        suffix_tokens: c.suffix_tokens,
+    };
+    let counter = completer.token_counter();
+    let snippets = ws.snippets(doc, text, cursor, budget, &counter);
+    for s in &snippets {
+        tracing::debug!(source = s.source.as_str(), path = %s.path, tokens = s.tokens, "context snippet");
+    }
+    Ok(snippets)
+}
+
 fn bench(b: BenchArgs) -> Result<()> {
+    if b.scenario.iter().any(|s| s == "soak") {
+        if b.scenario.len() > 1 {
+            bail!("--scenario soak runs alone");
+        }
+        let report = copilot_bench::soak::run(&copilot_bench::soak::SoakOptions {
+            server: std::env::current_exe().context("cannot find this binary")?,
+            model: b.model,
+            messages: b.messages,
+            documents: b.documents,
+            outstanding: b.outstanding,
+            seed: 1,
+        })?;
+        let mut stdout = std::io::stdout().lock();
+        if b.json {
+            writeln!(stdout, "{}", serde_json::to_string_pretty(&report)?)?;
+        } else {
+            write!(stdout, "{}", report.table())?;
+        }
+        return Ok(());
+    }
     let report = copilot_bench::run(&copilot_bench::BenchOptions {
         model: b.model,
         device: b.device,
@@ -407,6 +686,9 @@ fn bench(b: BenchArgs) -> Result<()> {
         raw_prompt_tokens: b.raw_prompt_tokens,
         raw_decode_tokens: b.raw_decode_tokens,
         runs: b.runs,
+        events: b.events == "on",
+        remote: b.remote.spec()?,
+        compare_embedded: b.compare_embedded,
     })?;
     let mut stdout = std::io::stdout().lock();
     if b.json {
@@ -481,6 +763,45 @@ fn to_gguf(g: ToGgufArgs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn remote_flags_name_themselves_in_errors() {
+        let flags = RemoteFlags {
+            engine: Some("ollama".into()),
+            ..RemoteFlags::default()
+        };
+        let e = flags.spec().unwrap_err().to_string();
+        assert!(e.starts_with("invalid --remote-model:"), "{e}");
+        assert!(RemoteFlags::default().spec().unwrap().is_none());
+        let flags = RemoteFlags {
+            engine: Some("llama.cpp".into()),
+            endpoint: Some("http://127.0.0.1:9".into()),
+            ..RemoteFlags::default()
+        };
+        assert_eq!(
+            flags.spec().unwrap().unwrap().endpoint,
+            "http://127.0.0.1:9"
+        );
+    }
+
+    #[test]
+    fn colour_only_at_a_terminal_and_never_with_no_color() {
+        let set = |v: &str| Some(std::ffi::OsString::from(v));
+        let cases = [
+            (true, None, true),
+            (false, None, false),
+            (true, set("1"), false),
+            (true, set(""), true),
+            (false, set("1"), false),
+        ];
+        for (tty, no_color, want) in cases {
+            assert_eq!(
+                use_colour(tty, no_color.clone()),
+                want,
+                "{tty} {no_color:?}"
+            );
+        }
+    }
 
     #[test]
     fn locations_split_from_the_right() {

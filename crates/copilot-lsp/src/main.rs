@@ -3,6 +3,8 @@
 
 mod alloc;
 mod cli;
+mod events_cli;
+mod stats_cli;
 mod train_cli;
 
 use std::process::ExitCode;
@@ -10,6 +12,12 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // Library errors (candle's) capture a backtrace when `RUST_BACKTRACE` is set and print it
+    // in their message, which then lands in the editor's message box. Panics keep theirs;
+    // `RUST_LIB_BACKTRACE=1` brings the others back. Set before any thread starts.
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        std::env::set_var("RUST_LIB_BACKTRACE", "0");
+    }
     let args = cli::Args::parse();
     if let Err(e) = cli::init_logging(&args) {
         eprintln!("copilot-lsp: {e:#}");

@@ -136,9 +136,21 @@ pub struct FinetuneArgs {
     /// Held-out sequences scored for the loss report (0: skip).
     #[arg(long, default_value_t = 32)]
     pub eval_sequences: usize,
+    /// Also train on the completions you accepted and kept in this repository (the event
+    /// log the server writes, `copilot-lsp stats`): fill-in-the-middle examples, never from
+    /// held-out files.
+    #[arg(long)]
+    pub events: bool,
+    /// How many times each kept completion counts (in expectation; 0.5: every other one).
+    #[arg(long, default_value_t = 1.0, requires = "events")]
+    pub events_weight: f64,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Context in the examples' prompts, gathered as the server does (held-out files are
+    /// never a source); `--context none` trains without it.
+    #[command(flatten)]
+    pub context: crate::cli::ContextArgs,
 }
 
 pub fn finetune(a: FinetuneArgs, threads: Option<usize>) -> Result<()> {
@@ -154,6 +166,13 @@ pub fn finetune(a: FinetuneArgs, threads: Option<usize>) -> Result<()> {
             spm_rate: a.spm_rate,
             with_path: true,
             seed: a.data.seed,
+            // As the server prompts: context on unless `--context none`, within a quarter
+            // of a sequence.
+            context_tokens: if a.context.sources.any() {
+                a.context.context_tokens.min(a.seq_len / 4)
+            } else {
+                0
+            },
         },
         train: TrainOptions {
             target: Target {
@@ -177,6 +196,14 @@ pub fn finetune(a: FinetuneArgs, threads: Option<usize>) -> Result<()> {
             ..Default::default()
         },
         eval_sequences: a.eval_sequences,
+        events: if a.events {
+            Some(copilot_finetune::events::EventOptions {
+                data_dir: crate::stats_cli::data_dir()?,
+                weight: a.events_weight,
+            })
+        } else {
+            None
+        },
     };
     let mut bar: Option<Bar> = None;
     let report = job::run(&o, &mut |p| {
@@ -217,6 +244,19 @@ pub fn finetune(a: FinetuneArgs, threads: Option<usize>) -> Result<()> {
             s.tokens_per_s,
             fmt_duration(s.elapsed_s)
         );
+        if let Some(e) = &report.events {
+            outln!(
+                "{} examples from {} kept completions of the event log ({} suggestions; left \
+                 out: {} held-out, {} duplicates, {} filtered, {} unusable)",
+                e.examples,
+                e.used,
+                e.suggestions,
+                e.held_out,
+                e.duplicates,
+                e.filtered,
+                e.unusable
+            );
+        }
         if let (Some(b), Some(l)) = (report.heldout_loss_base, report.heldout_loss_adapter) {
             outln!("held-out loss: base {b:.4}, adapter {l:.4} (nats/token)");
         }
@@ -334,6 +374,13 @@ pub struct EvalArgs {
     /// Print JSON (with every sample's outcome) instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Context for the completions; "open files" are the other files of the held-out
+    /// file's folder. Cross-file identifier recall is measured whenever it is not none.
+    #[command(flatten)]
+    pub context: crate::cli::ContextArgs,
+    /// Measure the context's recall only (no completions).
+    #[arg(long)]
+    pub recall_only: bool,
 }
 
 pub fn eval(a: EvalArgs, threads: Option<usize>) -> Result<()> {
@@ -359,12 +406,50 @@ pub fn eval(a: EvalArgs, threads: Option<usize>) -> Result<()> {
         },
         ..Default::default()
     };
-    let tasks = copilot_eval::sample_tasks(&files, &o);
+    let mut tasks = copilot_eval::sample_tasks(&files, &o);
     if tasks.is_empty() {
         bail!("no line to complete in the {} held-out files", files.len());
     }
     let completer = Completer::load(&spec(&a.model, threads), &|e| tracing::info!(?e, "load"))
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let settings = a.context.settings();
+    let mut recall = None;
+    if settings.sources().any() {
+        let repo = std::path::absolute(&a.repo)?;
+        let ws = copilot_context::Workspace::new(&repo, settings.clone());
+        let stats = ws
+            .build_index(&|_| {}, &std::sync::atomic::AtomicBool::new(false))
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        tracing::info!(
+            files = stats.files,
+            chunks = stats.chunks,
+            "repository indexed"
+        );
+        let budget = copilot_context::PromptBudget {
+            prefix_tokens: o.completion.prefix_tokens,
+            suffix_tokens: o.completion.suffix_tokens,
+        };
+        let counter = completer.token_counter();
+        let mut g = copilot_eval::context::Gatherer::new(&ws, &repo, budget);
+        let (all_files, _) = copilot_finetune::data::collect(&repo, &a.data.options())?;
+        let defined = copilot_eval::context::definitions(&all_files);
+        recall = Some(copilot_eval::context::cross_file_recall(
+            &mut g, &tasks, &defined, &settings, &counter,
+        ));
+        for t in &mut tasks {
+            let doc = repo.join(&t.rel);
+            let snippets = g.snippets(
+                &doc,
+                &t.text,
+                t.cursor,
+                settings.sources(),
+                &settings,
+                &counter,
+            );
+            t.snippets = copilot_context::to_fim(&snippets);
+        }
+        g.finish();
+    }
     let engine = completer
         .engine()
         .context("evaluation needs the embedded engine")?;
@@ -379,17 +464,23 @@ pub fn eval(a: EvalArgs, threads: Option<usize>) -> Result<()> {
         engine.add_adapter(name.clone(), lora)?;
         variants.push(Some(name));
     }
-    let rows = copilot_eval::evaluate(&completer, &tasks, &variants, &o, a.json, &mut |i, n| {
-        if i % 20 == 0 || i == n {
-            tracing::info!(done = i, total = n, "evaluating");
-        }
-    })?;
+    let rows = if a.recall_only {
+        Vec::new()
+    } else {
+        copilot_eval::evaluate(&completer, &tasks, &variants, &o, a.json, &mut |i, n| {
+            if i % 20 == 0 || i == n {
+                tracing::info!(done = i, total = n, "evaluating");
+            }
+        })?
+    };
     let report = copilot_eval::Report {
         repo: a.repo.clone(),
         model: completer.description().to_string(),
         cursor: a.cursor,
         files: files.len(),
         samples: tasks.len(),
+        context: context_name(settings.sources()),
+        recall,
         rows,
     };
     if a.json {
@@ -398,4 +489,24 @@ pub fn eval(a: EvalArgs, threads: Option<usize>) -> Result<()> {
         print!("{}", copilot_eval::table(&report));
     }
     Ok(())
+}
+
+/// `none`, `all`, or the sources' names joined by commas.
+fn context_name(s: copilot_context::Sources) -> String {
+    if s == copilot_context::Sources::ALL {
+        return "all".into();
+    }
+    let names: Vec<&str> = [
+        (s.open_files, "open"),
+        (s.imports, "imports"),
+        (s.index, "index"),
+    ]
+    .into_iter()
+    .filter_map(|(on, n)| on.then_some(n))
+    .collect();
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names.join(",")
+    }
 }

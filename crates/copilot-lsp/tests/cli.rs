@@ -287,3 +287,55 @@ fn every_family_completes_from_its_directory_and_its_gguf() {
         assert_eq!(a["prompt_tokens"], b["prompt_tokens"], "{shape}");
     }
 }
+
+#[test]
+fn complete_lists_the_context_it_put_in_the_prompt() {
+    let model = tiny_model();
+    let ws = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(ws.path().join("pkg")).unwrap();
+    write(
+        ws.path(),
+        "pkg/util.py",
+        b"def helper_fn(x):\n    \"\"\"Help.\"\"\"\n    return x * 2\n",
+    );
+    let f = write(
+        ws.path(),
+        "app.py",
+        b"from pkg.util import helper_fn\n\ny = helper_fn(\n",
+    );
+    let loc = format!("{}:3:15", f.display());
+    let m = model.path().to_str().unwrap();
+    let w = ws.path().to_str().unwrap();
+    let base = [
+        "complete",
+        &loc,
+        "--model",
+        m,
+        "--temperature",
+        "0",
+        "--max-tokens",
+        "2",
+        "--json",
+        "--workspace",
+        w,
+    ];
+    let v = run_json(&base);
+    let context = v["context"].as_array().unwrap();
+    assert!(!context.is_empty(), "{v}");
+    let first = context.last().unwrap();
+    assert_eq!(
+        first["source"], "imports",
+        "the most relevant sits last, nearest the code"
+    );
+    assert_eq!(first["path"], "pkg/util.py");
+    assert_eq!(
+        first["text"],
+        "def helper_fn(x):\n    \"\"\"Help.\"\"\"\n    ..."
+    );
+    assert!(first["tokens"].as_u64().unwrap() > 0);
+    let mut none = base.to_vec();
+    none.extend(["--context", "none"]);
+    let v = run_json(&none);
+    assert_eq!(v["context"], serde_json::json!([]));
+    assert!(v["prompt_tokens"].as_u64() < run_json(&base)["prompt_tokens"].as_u64());
+}

@@ -307,7 +307,9 @@ impl Generator {
                 break;
             }
             gen.tokens.push(next);
-            gen.text.push_str(&utf8.push(tokenizer.token_bytes(next)));
+            // Bytes that are not UTF-8 are dropped, never turned into U+FFFD.
+            gen.text
+                .push_str(&utf8.push_valid(tokenizer.token_bytes(next)));
             if let Some((at, _)) = p
                 .stop_strings
                 .iter()
@@ -349,9 +351,8 @@ impl Generator {
                 .model
                 .forward_cached(&[next], cache, Logits::Last, lora)?;
         }
-        if gen.stop_reason != StopReason::StopString && gen.stop_reason != StopReason::Budget {
-            gen.text.push_str(&utf8.finish());
-        }
+        // A character still unfinished when decoding stopped is not text: dropped (it used to
+        // become U+FFFD in the completion).
         gen.decode_ms = t0.elapsed().as_secs_f64() * 1000.0;
         Ok(())
     }

@@ -12,6 +12,7 @@ pub mod cpu;
 pub mod decoder;
 pub mod error;
 pub mod fast_gelu;
+pub mod fuzzing;
 pub mod generate;
 pub mod gguf;
 pub mod kv;

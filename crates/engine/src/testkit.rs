@@ -143,7 +143,7 @@ pub fn byte_level_tokenizer_json_with(specials: &[&str]) -> Value {
 }
 
 /// Number of entries (model vocabulary plus added tokens) of a tokenizer JSON.
-fn tokenizer_len(tok: &Value) -> usize {
+pub fn tokenizer_len(tok: &Value) -> usize {
     let vocab = tok["model"]["vocab"].as_object().map_or(0, |v| v.len());
     let max_added = tok["added_tokens"]
         .as_array()

@@ -454,6 +454,31 @@ impl Utf8Decoder {
         }
     }
 
+    /// Like [`Utf8Decoder::push`], but bytes that are not UTF-8 are dropped instead of
+    /// becoming U+FFFD. (A model's output is code to insert into the user's file: invalid
+    /// bytes are the model going astray, and U+FFFD must not reach the file.)
+    pub fn push_valid(&mut self, bytes: &[u8]) -> String {
+        self.pending.extend_from_slice(bytes);
+        let mut out = String::new();
+        loop {
+            let (valid, bad) = match std::str::from_utf8(&self.pending) {
+                Ok(_) => (self.pending.len(), None),
+                Err(e) => (e.valid_up_to(), e.error_len()),
+            };
+            out.push_str(std::str::from_utf8(&self.pending[..valid]).unwrap_or_default());
+            match bad {
+                Some(len) => {
+                    self.pending.drain(..valid + len);
+                }
+                None => {
+                    // All valid, or an incomplete sequence at the end: wait for more bytes.
+                    self.pending.drain(..valid);
+                    return out;
+                }
+            }
+        }
+    }
+
     /// Flush what is left (an unfinished character becomes U+FFFD).
     pub fn finish(&mut self) -> String {
         let s = String::from_utf8_lossy(&self.pending).into_owned();
@@ -487,6 +512,18 @@ mod tests {
         assert_eq!(d.push(&[b'a', 0xFF, b'b']), "a\u{FFFD}b");
         assert_eq!(d.push(&[0xE2, 0x82]), "");
         assert_eq!(d.finish(), "\u{FFFD}");
+    }
+
+    #[test]
+    fn push_valid_drops_invalid_bytes_and_holds_back_split_characters() {
+        let mut d = Utf8Decoder::new();
+        assert_eq!(d.push_valid("é".as_bytes()), "é");
+        assert_eq!(d.push_valid(&[b'a', 0xF0, 0x9F]), "a");
+        assert_eq!(d.push_valid(&[0x98, 0x80, b'b']), "😀b");
+        // A lead byte followed by another character: the lead byte is dropped (pico wrote
+        // such bytes next to emoji).
+        assert_eq!(d.push_valid(&[b'c', 0xF0, 0x9F]), "c");
+        assert_eq!(d.push_valid(&[0xD0, 0xBB, b'x', 0xFF, b'y']), "лxy");
     }
 
     #[test]

@@ -17,7 +17,12 @@
 //! saw, but FIM training splits documents at random *characters*, so in FIM layouts (the
 //! default whenever there is code after the cursor) such prefixes are in distribution.
 //!
+//! With context (`context.rs`), each line's prompt also holds snippets from the rest of the
+//! repository, gathered as the server gathers them.
+//!
 //! Knows the pipeline and the adapter format; knows nothing of LSP or the command line.
+
+pub mod context;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -93,6 +98,9 @@ pub struct Task {
     pub typed: String,
     /// The removed text, trailing whitespace trimmed.
     pub target: String,
+    /// Context from the rest of the repository for this line (empty without context).
+    #[serde(skip)]
+    pub snippets: Vec<copilot_fim::Snippet>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -174,6 +182,7 @@ pub fn sample_tasks(files: &[SourceFile], o: &EvalOptions) -> Vec<Task> {
                 cursor: cut,
                 typed: f.text[start..cut].to_string(),
                 target: f.text[cut..end].trim_end().to_string(),
+                snippets: Vec::new(),
             });
         }
     }
@@ -306,6 +315,11 @@ pub struct Report {
     pub cursor: CursorMode,
     pub files: usize,
     pub samples: usize,
+    /// The context sources the completions used (`none`, `all`, ...).
+    pub context: String,
+    /// Cross-file identifier recall of the context (when measured).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recall: Option<context::RecallReport>,
     pub rows: Vec<Scores>,
 }
 
@@ -334,7 +348,7 @@ pub fn evaluate(
                 cursor: t.cursor,
                 path: Some(t.rel.clone()),
                 adapter: v.clone(),
-                snippets: Vec::new(),
+                snippets: t.snippets.clone(),
                 options: o.completion.clone(),
             };
             let started = Instant::now();
@@ -417,13 +431,17 @@ pub fn heldout_files(
 /// The report as a plain-text table.
 pub fn table(r: &Report) -> String {
     let mut s = format!(
-        "{} held-out files of {}, {} lines (cursor: {}), model {}\n",
+        "{} held-out files of {}, {} lines (cursor: {}, context: {}), model {}\n",
         r.files,
         r.repo.display(),
         r.samples,
         r.cursor.as_str(),
+        r.context,
         r.model
     );
+    if let Some(recall) = &r.recall {
+        s += &context::recall_table(recall);
+    }
     let w = r
         .rows
         .iter()

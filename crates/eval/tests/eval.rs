@@ -85,6 +85,8 @@ fn base_and_adapter_are_scored_side_by_side() {
     assert!((vs.edit_distance_change - change).abs() < 1e-9);
     assert!(vs.better + vs.worse <= 3);
     let report = Report {
+        context: "none".into(),
+        recall: None,
         repo: "pkg".into(),
         model: "tiny".into(),
         cursor: Default::default(),

@@ -18,6 +18,7 @@
 
 pub mod budget;
 pub mod context;
+pub mod fuzzing;
 pub mod post;
 pub mod prompt;
 pub mod shape;

@@ -155,6 +155,9 @@ pub struct Prompt {
     /// Indices in `input.snippets` of the snippets included, in prompt order (the most
     /// relevant last, nearest the code).
     pub snippets: Vec<usize>,
+    /// Indices in `pieces` of the snippets' text pieces (context the caller supplied, like
+    /// the header: fine-tuning reads them but never learns them).
+    pub snippet_pieces: Vec<usize>,
     /// The part of the prefix that was kept (code only, no header or snippets).
     pub prefix: String,
     /// The part of the suffix that was kept (empty for left-to-right).
@@ -302,9 +305,15 @@ pub fn build_prompt(
     }
     // Repository context first: stable between keystrokes in every layout.
     let mut section: Vec<String> = Vec::new();
+    let mut snippet_at: Vec<usize> = Vec::new();
+    // Which entries of `section` are snippets (after the header, when there is one).
+    let mut section_snippets = 0..0;
     if repo {
         for s in snippets {
             pieces.push(sp(Special::FileSep));
+            if !s.is_empty() {
+                snippet_at.push(pieces.len());
+            }
             push_text(&mut pieces, s);
         }
         if let Some((h, _)) = header {
@@ -314,7 +323,9 @@ pub fn build_prompt(
         }
     } else {
         section.extend(header.map(|(t, _)| t));
+        let start = section.len();
         section.extend(snippets);
+        section_snippets = start..section.len();
     }
     let comment_header = !repo && input.path.is_some() && header_used > 0;
     section.push(prefix.to_string());
@@ -330,7 +341,10 @@ pub fn build_prompt(
         if comment_header {
             header_at = Some(pieces.len());
         }
-        for t in std::mem::take(&mut section) {
+        for (i, t) in std::mem::take(&mut section).into_iter().enumerate() {
+            if section_snippets.contains(&i) && !t.is_empty() {
+                snippet_at.push(pieces.len());
+            }
             push_text(pieces, t);
         }
     };
@@ -369,6 +383,7 @@ pub fn build_prompt(
         layout,
         header: header_at,
         snippets: kept_snippets,
+        snippet_pieces: snippet_at,
         prefix: prefix.to_string(),
         suffix: suffix.to_string(),
         counted_tokens: specials

@@ -2,10 +2,11 @@
 //! endings aside), is idempotent and agrees with the early-stop rule; prompts stay within
 //! their budget and keep user text as text.
 
-use copilot_fim::{
-    build_prompt, postprocess, settled, should_stop, Budget, CharCounter, CursorContext, Layout,
-    Piece, PostOptions, PromptInput, Shape, Snippet, STARCODER,
-};
+//!
+//! The properties themselves live in `copilot_fim::fuzzing`, shared with the fuzz target.
+
+use copilot_fim::fuzzing::{postprocess_properties, prompt_properties};
+use copilot_fim::{postprocess, settled, Budget, CursorContext, Layout, PostOptions, Shape};
 use proptest::prelude::*;
 
 /// Code-like text: the fragments the rules react to, in any order.
@@ -81,56 +82,17 @@ fn shapes() -> impl Strategy<Value = Option<Shape>> {
     prop::option::of(prop_oneof![Just(Shape::SingleLine), Just(Shape::MultiLine)])
 }
 
-/// Non-whitespace characters, in order.
-fn visible(s: &str) -> String {
-    s.chars().filter(|c| !c.is_whitespace()).collect()
-}
-
-fn check(raw: &str, prefix: &str, suffix: &str, shape: Option<Shape>) -> Result<(), TestCaseError> {
-    let ctx = CursorContext { prefix, suffix };
-    let opts = PostOptions { shape };
-    let out = postprocess(raw, &ctx, &opts);
-    prop_assert!(
-        visible(raw).starts_with(&visible(&out)),
-        "output {out:?} is not taken from raw {raw:?}"
-    );
-    prop_assert_eq!(
-        postprocess(&out, &ctx, &opts),
-        out.clone(),
-        "not idempotent"
-    );
-    if !ctx.is_crlf() {
-        prop_assert!(!out.contains('\r'));
-    }
-    Ok(())
-}
-
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
     #[test]
     fn arbitrary_utf8(raw in any::<String>(), prefix in any::<String>(), suffix in any::<String>(), shape in shapes()) {
-        check(&raw, &prefix, &suffix, shape)?;
+        postprocess_properties(&raw, &prefix, &suffix, shape);
     }
 
     #[test]
-    fn code_like_text(raw in code(), prefix in code(), suffix in code(), shape in shapes()) {
-        check(&raw, &prefix, &suffix, shape)?;
-    }
-
-    #[test]
-    fn early_stop_never_stops_before_the_cut(raw in code(), prefix in code(), suffix in code(), shape in shapes()) {
-        let ctx = CursorContext { prefix: &prefix, suffix: &suffix };
-        let opts = PostOptions { shape };
-        let shape = shape.unwrap_or_else(|| copilot_fim::shape(&ctx));
-        let full = postprocess(&raw, &ctx, &opts);
-        for (i, _) in raw.char_indices() {
-            let partial = &raw[..i];
-            if should_stop(&ctx, shape, partial) {
-                prop_assert_eq!(postprocess(partial, &ctx, &opts), full.clone(), "stopped after {:?}", partial);
-                break;
-            }
-        }
+    fn code_like_text_and_the_early_stop_rule(raw in code(), prefix in code(), suffix in code(), shape in shapes()) {
+        postprocess_properties(&raw, &prefix, &suffix, shape);
     }
 
     #[test]
@@ -162,24 +124,7 @@ proptest! {
         max_new_tokens in 0usize..100,
         layout in prop_oneof![Just(Layout::Psm), Just(Layout::Spm), Just(Layout::LeftToRight)],
     ) {
-        let snippets = [Snippet { path: "other.py".into(), text: snippet }];
-        let input = PromptInput { prefix: &prefix, suffix: &suffix, path: path.as_deref(), snippets: &snippets };
         let budget = Budget { prefix_tokens, suffix_tokens, window, max_new_tokens };
-        let p = build_prompt(&input, &STARCODER, layout, &budget, &CharCounter);
-        let total: usize = p.pieces.iter().map(|x| match x {
-            Piece::Special(_) => 1,
-            Piece::Text(t) => t.chars().count(),
-        }).sum();
-        prop_assert_eq!(total, p.counted_tokens);
-        let specials = layout.special_tokens();
-        if window >= max_new_tokens + specials {
-            prop_assert!(total <= window - max_new_tokens, "{} > {} - {}", total, window, max_new_tokens);
-        }
-        prop_assert!(prefix.ends_with(&p.prefix));
-        prop_assert!(suffix.starts_with(&p.suffix));
-        prop_assert!(p.prefix.chars().count() <= prefix_tokens);
-        prop_assert!(p.suffix.chars().count() <= suffix_tokens);
-        prop_assert_eq!(p.pieces.iter().filter(|x| matches!(x, Piece::Special(_))).count(), specials);
-        prop_assert!(p.pieces.iter().all(|x| x != &Piece::Text(String::new())));
+        prompt_properties(&prefix, &suffix, path.as_deref(), &snippet, budget, layout);
     }
 }

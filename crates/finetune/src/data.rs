@@ -41,6 +41,11 @@ const SKIPPED_DIRS: &[&str] = &[
     ".git",
 ];
 
+/// Whether a folder name is one of [`SKIPPED_DIRS`] (vendored code, build output).
+pub fn is_skipped_dir(name: &str) -> bool {
+    SKIPPED_DIRS.contains(&name)
+}
+
 /// Markers of generated code, looked for (case-insensitively) in a file's first lines.
 const GENERATED_MARKERS: &[&str] = &[
     "@generated",

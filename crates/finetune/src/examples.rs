@@ -11,10 +11,14 @@
 //! teaches the model to *write* `# path:` wherever a file might start (seen on `requests`:
 //! the adapter began half its completions with it).
 //!
+//! With context (`build_with_context`), each example's prompt also holds the snippets the
+//! context crate gathers for its cursor, as the server's prompts do; like the header they
+//! are read, never learned.
+//!
 //! No I/O, no model: text and a tokenizer in, token ids out.
 
 use copilot_engine::Tokenizer;
-use copilot_fim::{Budget, Layout, Piece, Prompt, PromptInput, Template, TokenCounter};
+use copilot_fim::{Budget, Layout, Piece, Prompt, PromptInput, Snippet, Template, TokenCounter};
 use rand::{Rng, SeedableRng};
 
 use crate::data::SourceFile;
@@ -31,6 +35,9 @@ pub struct ExampleOptions {
     /// Show the file's path to the model as the server does.
     pub with_path: bool,
     pub seed: u64,
+    /// Tokens of each sequence left for context snippets (0 without context): chunks are
+    /// cut that much smaller.
+    pub context_tokens: usize,
 }
 
 impl Default for ExampleOptions {
@@ -41,6 +48,7 @@ impl Default for ExampleOptions {
             spm_rate: 0.5,
             with_path: true,
             seed: 42,
+            context_tokens: 0,
         }
     }
 }
@@ -97,7 +105,7 @@ const NO_TRIM: usize = 1 << 28;
 
 /// Byte length as the token count: an upper bound for byte-level BPE, and free. Only used
 /// against [`NO_TRIM`] budgets.
-struct ByteCounter;
+pub(crate) struct ByteCounter;
 
 impl TokenCounter for ByteCounter {
     fn count(&self, text: &str) -> usize {
@@ -113,7 +121,7 @@ pub struct Example {
 }
 
 impl Example {
-    fn push(&mut self, ids: impl IntoIterator<Item = u32>, learn: bool) {
+    pub(crate) fn push(&mut self, ids: impl IntoIterator<Item = u32>, learn: bool) {
         for id in ids {
             self.ids.push(id);
             self.learn.push(learn);
@@ -134,15 +142,18 @@ fn special_id(tok: &Tokenizer, s: &str) -> Result<u32> {
 }
 
 /// Ids of a prompt's pieces, specials spliced in, text encoded piece by piece (as the
-/// pipeline does); the prompt's path header is read but not learned.
-fn prompt_ids(tok: &Tokenizer, prompt: &Prompt, out: &mut Example) -> Result<()> {
+/// pipeline does); the prompt's path header and snippets are read but not learned.
+pub(crate) fn prompt_ids(tok: &Tokenizer, prompt: &Prompt, out: &mut Example) -> Result<()> {
     for (i, p) in prompt.pieces.iter().enumerate() {
         match p {
             Piece::Special(s) => {
                 let text = prompt.template.string(*s).unwrap_or(s.as_str());
                 out.push([special_id(tok, text)?], true)
             }
-            Piece::Text(t) => out.push(tok.encode_text(t)?, prompt.header != Some(i)),
+            Piece::Text(t) => out.push(
+                tok.encode_text(t)?,
+                prompt.header != Some(i) && !prompt.snippet_pieces.contains(&i),
+            ),
         }
     }
     Ok(())
@@ -200,6 +211,18 @@ pub fn example(
     chunk: &str,
     path: Option<&str>,
     layout: Layout,
+    cut: (usize, usize),
+) -> Result<Example> {
+    example_with(tok, chunk, path, &[], layout, cut)
+}
+
+/// [`example`] with context snippets before the code (read, not learned).
+pub fn example_with(
+    tok: &Tokenizer,
+    chunk: &str,
+    path: Option<&str>,
+    snippets: &[Snippet],
+    layout: Layout,
     (a, b): (usize, usize),
 ) -> Result<Example> {
     let (template, layout) = match template_of(tok) {
@@ -219,7 +242,7 @@ pub fn example(
                 prefix: chunk,
                 suffix: "",
                 path,
-                snippets: &[],
+                snippets,
             };
             let prompt = copilot_fim::build_prompt(&input, template, layout, &budget, &ByteCounter);
             prompt_ids(tok, &prompt, &mut ex)?;
@@ -230,7 +253,7 @@ pub fn example(
                 prefix: &chunk[..a],
                 suffix: &chunk[b..],
                 path,
-                snippets: &[],
+                snippets,
             };
             let prompt = copilot_fim::build_prompt(&input, template, layout, &budget, &ByteCounter);
             prompt_ids(tok, &prompt, &mut ex)?;
@@ -243,6 +266,33 @@ pub fn example(
 
 /// Make the examples of `files` and pack them into sequences.
 pub fn build(tok: &Tokenizer, files: &[SourceFile], opts: &ExampleOptions) -> Result<Packed> {
+    build_with(tok, files, Vec::new(), opts)
+}
+
+/// [`build`], with `extra` examples (the event log's) packed after the files' ones
+/// (training shuffles the sequences).
+pub fn build_with(
+    tok: &Tokenizer,
+    files: &[SourceFile],
+    extra: Vec<Example>,
+    opts: &ExampleOptions,
+) -> Result<Packed> {
+    build_with_context(tok, files, extra, opts, &mut |_, _, _| Vec::new())
+}
+
+/// Context for an example: given the file, the text the editor would hold (the file with
+/// the example's middle removed) and the cursor's byte offset in it, the snippets.
+pub type ContextFn<'a> = dyn FnMut(&SourceFile, &str, usize) -> Vec<Snippet> + 'a;
+
+/// [`build_with`], each file example's prompt holding the snippets `context` gives for
+/// its cursor.
+pub fn build_with_context(
+    tok: &Tokenizer,
+    files: &[SourceFile],
+    extra: Vec<Example>,
+    opts: &ExampleOptions,
+    context: &mut ContextFn,
+) -> Result<Packed> {
     if opts.seq_len < 16 {
         return Err(FinetuneError::Options(format!(
             "sequence length {} is too short",
@@ -259,10 +309,18 @@ pub fn build(tok: &Tokenizer, files: &[SourceFile], opts: &ExampleOptions) -> Re
     let mut stream = Example::default();
     let mut counts = (0, 0, 0);
     // Room for the special tokens and a path header inside one sequence.
-    let chunk_tokens = opts.seq_len.saturating_sub(32).max(opts.seq_len * 3 / 4);
+    // Context takes its room out of the chunk, down to half the sequence.
+    let floor = opts.seq_len * 3 / 4 - opts.context_tokens.min(opts.seq_len / 4);
+    let chunk_tokens = opts
+        .seq_len
+        .saturating_sub(32 + opts.context_tokens)
+        .max(floor);
     for f in files {
         let path = opts.with_path.then_some(f.rel.as_str());
+        let mut offset = 0;
         for c in chunk(tok, &f.text, chunk_tokens)? {
+            let chunk_start = offset;
+            offset += c.len();
             let drawn = if rng.random_bool(opts.fim_rate) {
                 if rng.random_bool(opts.spm_rate) {
                     Layout::Spm
@@ -283,10 +341,29 @@ pub fn build(tok: &Tokenizer, files: &[SourceFile], opts: &ExampleOptions) -> Re
                 Layout::LeftToRight => (0, 0),
                 _ => split_points(&c, &mut rng),
             };
-            let ex = example(tok, &c, path, layout, cut)?;
+            // The editor's view: the file without the part the model is to write.
+            let snippets = if opts.context_tokens > 0 {
+                let (a, b) = match layout {
+                    Layout::LeftToRight => (0, c.len()),
+                    _ => cut,
+                };
+                let text = format!(
+                    "{}{}",
+                    &f.text[..chunk_start + a],
+                    &f.text[chunk_start + b..]
+                );
+                context(f, &text, chunk_start + a)
+            } else {
+                Vec::new()
+            };
+            let ex = example_with(tok, &c, path, &snippets, layout, cut)?;
             stream.ids.extend(ex.ids);
             stream.learn.extend(ex.learn);
         }
+    }
+    for ex in extra {
+        stream.ids.extend(ex.ids);
+        stream.learn.extend(ex.learn);
     }
     let mut packed = pack(&stream, opts.seq_len, tok.specials().eos);
     packed.counts = counts;
@@ -420,6 +497,71 @@ mod tests {
         assert!(p.target_tokens() < all - p.sequences.len());
         let last = p.sequences.len() - 1;
         assert!(!p.learns(last, p.seq_len - 1) || p.valid[last] == p.seq_len + 1);
+    }
+
+    #[test]
+    fn context_snippets_are_read_but_not_learned() {
+        let tok = tokenizer();
+        let text = "def f(x):\n    return helper(x)\n";
+        let snippet = Snippet {
+            path: "pkg/util.py".into(),
+            text: "def helper(x):\n    ...".into(),
+        };
+        let rendered = tok
+            .encode_text(&copilot_fim::prompt::render_snippet(&snippet, "#"))
+            .unwrap();
+        for (layout, cut) in [
+            (Layout::LeftToRight, (0, 0)),
+            (Layout::Psm, (4, 10)),
+            (Layout::Spm, (4, 10)),
+        ] {
+            let with = example_with(
+                &tok,
+                text,
+                Some("m.py"),
+                std::slice::from_ref(&snippet),
+                layout,
+                cut,
+            )
+            .unwrap();
+            let plain = example(&tok, text, Some("m.py"), layout, cut).unwrap();
+            assert_eq!(
+                with.ids.len(),
+                plain.ids.len() + rendered.len(),
+                "{layout:?}"
+            );
+            let start = with
+                .ids
+                .windows(rendered.len())
+                .position(|w| w == rendered.as_slice())
+                .unwrap();
+            for i in start..start + rendered.len() {
+                assert!(!with.learn[i], "{layout:?} {i}");
+            }
+            // Everything learned without the snippet is learned with it.
+            let learned = |e: &Example| e.learn.iter().filter(|&&l| l).count();
+            assert_eq!(learned(&with), learned(&plain), "{layout:?}");
+        }
+        // Context is asked for with the editor's view: the middle removed, cursor at it.
+        let files = [SourceFile {
+            rel: "m.py".into(),
+            text: text.repeat(4),
+        }];
+        let opts = ExampleOptions {
+            seq_len: 64,
+            fim_rate: 1.0,
+            context_tokens: 8,
+            ..Default::default()
+        };
+        let mut asked = Vec::new();
+        build_with_context(&tok, &files, Vec::new(), &opts, &mut |f, view, cursor| {
+            assert!(view.len() < f.text.len() || view == f.text);
+            assert!(cursor <= view.len());
+            asked.push(cursor);
+            vec![snippet.clone()]
+        })
+        .unwrap();
+        assert!(!asked.is_empty());
     }
 
     #[test]

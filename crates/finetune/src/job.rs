@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use crate::data::{self, DataOptions, HELDOUT_FILE, TRAIN_FILE};
 use crate::error::{io_err, FinetuneError, Result};
+use crate::events::{self, EventOptions, EventReport};
 use crate::examples::{self, ExampleOptions};
 use crate::memory;
 use crate::train::{self, TrainOptions, TrainProgress, TrainSummary};
@@ -26,6 +27,8 @@ pub struct JobOptions {
     pub train: TrainOptions,
     /// Held-out sequences scored for the loss report (0: skip).
     pub eval_sequences: usize,
+    /// Also train on the completions this workspace's user kept (the event log).
+    pub events: Option<EventOptions>,
 }
 
 /// What the job reports.
@@ -37,8 +40,10 @@ pub struct JobReport {
     pub dropped_files: usize,
     pub sequences: usize,
     pub seq_len: usize,
-    /// Examples by layout: left-to-right, PSM, SPM.
+    /// Examples by layout: left-to-right, PSM, SPM (the files').
     pub examples: (usize, usize, usize),
+    /// What the event log gave (with `--events`).
+    pub events: Option<EventReport>,
     pub target_tokens_per_epoch: usize,
     pub summary: TrainSummary,
     /// Mean loss (nats/token) on held-out sequences, base model and adapter.
@@ -73,7 +78,20 @@ pub fn run(
     let (model, tok) = load_model(&o.model)?;
     let mut ex = o.examples.clone();
     ex.seq_len = ex.seq_len.min(model.config().n_positions);
-    let packed = examples::build(&tok, &corpus.train, &ex)?;
+    let (extra, event_report) = match &o.events {
+        Some(ev) => {
+            let (kept, mut r) = events::kept(&ev.data_dir, &o.repo)?;
+            let extra = events::examples(&tok, &kept, &corpus, &o.data, &ex, ev.weight, &mut r)?;
+            tracing::info!(report = ?r, "examples from the event log");
+            (extra, Some(r))
+        }
+        None => (Vec::new(), None),
+    };
+    let packed = if ex.context_tokens > 0 {
+        with_context(&o.repo, &corpus, &tok, extra, &ex)?
+    } else {
+        examples::build_with(&tok, &corpus.train, extra, &ex)?
+    };
     tracing::info!(
         sequences = packed.sequences.len(),
         tokens = packed.target_tokens(),
@@ -126,6 +144,7 @@ pub fn run(
         sequences: packed.sequences.len(),
         seq_len: packed.seq_len,
         examples: packed.counts,
+        events: event_report,
         target_tokens_per_epoch: packed.target_tokens(),
         summary,
         heldout_loss_base: base_loss,
@@ -139,6 +158,67 @@ pub fn run(
     )
     .map_err(io_err(&log))?;
     Ok(report)
+}
+
+/// Counts tokens with the model's tokenizer.
+struct TokenizerCount<'a>(&'a Tokenizer);
+
+impl copilot_fim::TokenCounter for TokenizerCount<'_> {
+    fn count(&self, text: &str) -> usize {
+        self.0
+            .encode_text(text)
+            .map_or(text.len() / 3 + 1, |v| v.len())
+    }
+}
+
+/// The training examples with context gathered as the server gathers it (the same
+/// crate): the repository indexed without its held-out files, which are never a source,
+/// and each training file's folder "open" while its examples are made.
+fn with_context(
+    repo: &Path,
+    corpus: &data::Corpus,
+    tok: &Tokenizer,
+    extra: Vec<examples::Example>,
+    ex: &ExampleOptions,
+) -> Result<examples::Packed> {
+    let repo = std::path::absolute(repo).map_err(io_err(repo))?;
+    let settings = copilot_context::ContextSettings {
+        max_tokens: ex.context_tokens,
+        ..Default::default()
+    };
+    let ws = copilot_context::Workspace::new(&repo, settings.clone());
+    ws.exclude(corpus.heldout.iter().map(|f| repo.join(&f.rel)));
+    let stats = ws
+        .build_index(&|_| {}, &std::sync::atomic::AtomicBool::new(false))
+        .map_err(|e| FinetuneError::Options(e.to_string()))?;
+    tracing::info!(
+        files = stats.files,
+        chunks = stats.chunks,
+        "repository indexed for context"
+    );
+    let counter = TokenizerCount(tok);
+    let mut g = copilot_context::offline::Gatherer::new(
+        &ws,
+        &repo,
+        copilot_context::PromptBudget::default(),
+    );
+    let mut shown = 0usize;
+    let mut examples_with = 0usize;
+    let packed =
+        examples::build_with_context(tok, &corpus.train, extra, ex, &mut |f, text, cursor| {
+            let doc = repo.join(&f.rel);
+            let s = g.snippets(&doc, text, cursor, settings.sources(), &settings, &counter);
+            shown += s.len();
+            examples_with += usize::from(!s.is_empty());
+            copilot_context::to_fim(&s)
+        })?;
+    g.finish();
+    tracing::info!(
+        snippets = shown,
+        examples_with,
+        "context gathered for the examples"
+    );
+    Ok(packed)
 }
 
 fn rels(fs: &[data::SourceFile]) -> Vec<&str> {

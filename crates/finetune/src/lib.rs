@@ -1,5 +1,6 @@
 //! Fine-tuning StarCoder on a team's own repository: data preparation (walk, filter, split,
-//! FIM examples through the server's own prompt code, packing), LoRA training on candle,
+//! FIM examples through the server's own prompt code, the completions the user kept from the
+//! event log, packing), LoRA training on candle,
 //! adapters in Hugging Face PEFT's format, and merging (into the base, or adapters together).
 //!
 //! Knows `copilot-engine` (the model and its LoRA hook) and `copilot-fim` (the prompt format);
@@ -7,6 +8,7 @@
 
 pub mod data;
 pub mod error;
+pub mod events;
 pub mod examples;
 pub mod job;
 pub mod linalg;

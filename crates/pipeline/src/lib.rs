@@ -264,6 +264,11 @@ pub enum PipelineError {
     Engine(String),
     #[error("this engine does not support {0}")]
     Unsupported(&'static str),
+    /// A remote engine could not answer. `kind` is the class of fault (`refused`,
+    /// `timeout`, `server-error`...): one message per class reaches the user, not one per
+    /// keystroke; `message` says what happened.
+    #[error("{message}")]
+    Fault { kind: &'static str, message: String },
 }
 
 impl From<EngineError> for PipelineError {
@@ -284,6 +289,8 @@ impl TokenCounter for ModelCounter<'_> {
 /// A prompt ready for the model, and what post-processing needs to know.
 #[derive(Clone, Debug)]
 pub struct Prepared {
+    /// The built prompt; `prompt.snippets` are the indices in the request's `snippets` of
+    /// those it holds, in prompt order.
     pub prompt: Prompt,
     pub layout: Layout,
     pub shape: Shape,
@@ -482,6 +489,11 @@ impl Completer {
                 (&copilot_fim::STARCODER, Layout::LeftToRight)
             }
         }
+    }
+
+    /// Counts tokens as the prompt budgets do (for the context crate's snippet budget).
+    pub fn token_counter(&self) -> impl TokenCounter + '_ {
+        ModelCounter(&*self.model)
     }
 
     /// Build the prompt for a request (no model work).

@@ -278,6 +278,7 @@ fn streamed_pieces_add_up_to_the_answer() {
         (streamed, plain, pieces)
     };
     let text = "def add(a, b):\n    return \n";
+    let mut raw_streamed = 0;
     for fim in [FimChoice::Psm, FimChoice::Spm, FimChoice::Off] {
         for postprocess in [false, true] {
             let mut req = request(text, 26, fim);
@@ -287,11 +288,14 @@ fn streamed_pieces_add_up_to_the_answer() {
             let (out, plain, pieces) = complete(req.clone(), Vec::new());
             assert_eq!(pieces.concat(), out.text, "postprocess={postprocess}");
             assert_eq!(out.text, plain.text);
-            if !postprocess {
+            let chars: Vec<char> = out.text.chars().collect();
+            // (The random model's tokens are sometimes bytes that decode to nothing, so a
+            // short answer may come in one piece.)
+            if !postprocess && chars.len() >= 4 {
                 // The raw text streams as it comes, not in one piece at the end.
                 assert!(pieces.len() > 1, "{fim:?}: {pieces:?} {out:?}");
+                raw_streamed += 1;
                 // A stop string cuts the raw text before it, in the stream too.
-                let chars: Vec<char> = out.text.chars().collect();
                 let stop: String = chars[chars.len() / 2..chars.len() / 2 + 2].iter().collect();
                 let (cut, plain, pieces) = complete(req, vec![stop.clone()]);
                 assert_eq!(cut.text, out.text[..out.text.find(&stop).unwrap()]);
@@ -300,4 +304,8 @@ fn streamed_pieces_add_up_to_the_answer() {
             }
         }
     }
+    assert!(
+        raw_streamed > 0,
+        "no layout gave a raw answer long enough to stream"
+    );
 }

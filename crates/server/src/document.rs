@@ -5,6 +5,7 @@
 //! character past the end of a line is clamped to the line's end; a line past the end of the
 //! document is "no such position" for requests and the document's end for edits.
 
+use copilot_service::CharEdit;
 use ropey::{Rope, RopeSlice};
 use tower_lsp_server::ls_types::{Position, TextDocumentContentChangeEvent};
 
@@ -130,17 +131,34 @@ impl Document {
         i
     }
 
-    /// Apply `changes` in order. A change without a range replaces the whole text.
+    /// Apply `changes` in order. A change without a range replaces the whole text. Returns
+    /// the edits in characters, in order (for the outcome bookkeeping); a whole-text
+    /// replacement is narrowed to what differs when `narrow` (a scan of the text, only worth
+    /// it when something in the document is tracked), else it is one edit of everything.
     pub fn apply(
         &mut self,
         changes: &[TextDocumentContentChangeEvent],
         version: i32,
         changed_at: u64,
         enc: PositionEncoding,
-    ) {
+        narrow: bool,
+    ) -> Vec<CharEdit> {
+        let mut edits = Vec::with_capacity(changes.len());
         for change in changes {
             match change.range {
-                None => self.rope = Rope::from_str(&change.text),
+                None => {
+                    let new = Rope::from_str(&change.text);
+                    edits.push(if narrow {
+                        difference(&self.rope, &new)
+                    } else {
+                        CharEdit {
+                            start: 0,
+                            end: self.rope.len_chars(),
+                            inserted: new.len_chars(),
+                        }
+                    });
+                    self.rope = new;
+                }
                 Some(range) => {
                     let a = self.char_at_clamped(range.start, enc);
                     let b = self.char_at_clamped(range.end, enc);
@@ -151,11 +169,39 @@ impl Document {
                     if !change.text.is_empty() {
                         self.rope.insert(start, &change.text);
                     }
+                    edits.push(CharEdit {
+                        start,
+                        end,
+                        inserted: change.text.chars().count(),
+                    });
                 }
             }
         }
         self.version = version;
         self.changed_at = changed_at;
+        edits
+    }
+}
+
+/// The one edit turning `old` into `new`: what lies between their common prefix and suffix.
+fn difference(old: &Rope, new: &Rope) -> CharEdit {
+    let prefix = old
+        .chars()
+        .zip(new.chars())
+        .take_while(|(a, b)| a == b)
+        .count();
+    let room = old.len_chars().min(new.len_chars()) - prefix;
+    let suffix = old
+        .chars_at(old.len_chars())
+        .reversed()
+        .zip(new.chars_at(new.len_chars()).reversed())
+        .take(room)
+        .take_while(|(a, b)| a == b)
+        .count();
+    CharEdit {
+        start: prefix,
+        end: old.len_chars() - suffix,
+        inserted: new.len_chars() - suffix - prefix,
     }
 }
 
@@ -234,18 +280,19 @@ mod tests {
     #[test]
     fn incremental_edits_with_emoji_crlf_and_full_replacement() {
         let mut d = doc("hello\r\nworld");
-        d.apply(&[edit(Some(((0, 5), (0, 5))), " 😀")], 1, 1, Utf16);
+        d.apply(&[edit(Some(((0, 5), (0, 5))), " 😀")], 1, 1, Utf16, false);
         assert_eq!(d.text(), "hello 😀\r\nworld");
         // After the emoji: utf-16 column 8.
-        d.apply(&[edit(Some(((0, 8), (1, 0))), "|𝄞|")], 2, 2, Utf16);
+        d.apply(&[edit(Some(((0, 8), (1, 0))), "|𝄞|")], 2, 2, Utf16, false);
         assert_eq!(d.text(), "hello 😀|𝄞|world");
-        d.apply(&[edit(Some(((0, 6), (0, 12))), "")], 3, 3, Utf16);
+        d.apply(&[edit(Some(((0, 6), (0, 12))), "")], 3, 3, Utf16, false);
         assert_eq!(d.text(), "hello world");
         d.apply(
             &[edit(None, "new\rtext"), edit(Some(((1, 0), (1, 4))), "x")],
             4,
             4,
             Utf8,
+            false,
         );
         assert_eq!(d.text(), "new\rx");
         assert_eq!(d.version(), 4);
@@ -255,9 +302,9 @@ mod tests {
     #[test]
     fn a_reversed_or_out_of_range_edit_does_not_panic() {
         let mut d = doc("abc");
-        d.apply(&[edit(Some(((0, 2), (0, 1))), "X")], 1, 1, Utf16);
+        d.apply(&[edit(Some(((0, 2), (0, 1))), "X")], 1, 1, Utf16, false);
         assert_eq!(d.text(), "aXc");
-        d.apply(&[edit(Some(((5, 0), (9, 9))), "!")], 2, 2, Utf16);
+        d.apply(&[edit(Some(((5, 0), (9, 9))), "!")], 2, 2, Utf16, false);
         assert_eq!(d.text(), "aXc!");
     }
 
@@ -273,6 +320,7 @@ mod tests {
                 i as i32,
                 u64::from(i),
                 Utf16,
+                false,
             );
         }
         let per_keystroke = start.elapsed() / 1000;
@@ -282,6 +330,40 @@ mod tests {
         assert_eq!(text.matches('x').count(), 1000);
         assert_eq!(d.line_count(), 10_001);
         assert_eq!(text.len(), line.len() * 10_000 + 1000);
+    }
+
+    #[test]
+    fn edits_are_reported_in_characters() {
+        let e = |start, end, inserted| CharEdit {
+            start,
+            end,
+            inserted,
+        };
+        let mut d = doc("a😀b\nxyz");
+        // After the emoji (UTF-16 column 3 = char 2), replace "b\nx" with "é".
+        let got = d.apply(&[edit(Some(((0, 3), (1, 1))), "é")], 1, 1, Utf16, false);
+        assert_eq!(got, [e(2, 5, 1)]);
+        assert_eq!(d.text(), "a😀éyz");
+        // A whole-text replacement, narrowed to what differs, or not.
+        let got = d.apply(&[edit(None, "a😀Xéyz")], 2, 2, Utf16, true);
+        assert_eq!(got, [e(2, 2, 1)]);
+        let got = d.apply(&[edit(None, "a😀Xéyz!")], 3, 3, Utf16, false);
+        assert_eq!(got, [e(0, 6, 7)]);
+        for (old, new, want) in [
+            ("abc", "abc", e(3, 3, 0)),
+            ("abc", "", e(0, 3, 0)),
+            ("", "xy", e(0, 0, 2)),
+            ("aaa", "aa", e(2, 3, 0)),
+            ("abab", "ab", e(2, 4, 0)),
+            ("x😀y", "x😀😀y", e(2, 2, 1)),
+        ] {
+            let mut d = doc(old);
+            assert_eq!(
+                d.apply(&[edit(None, new)], 1, 1, Utf8, true),
+                [want],
+                "{old:?} -> {new:?}"
+            );
+        }
     }
 
     #[test]

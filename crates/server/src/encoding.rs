@@ -40,6 +40,24 @@ impl PositionEncoding {
             .unwrap_or_default()
     }
 
+    /// How many whole characters of `text` its first `units` code units hold (a length the
+    /// client counts in this encoding, such as `acceptedLength`); a unit count that ends
+    /// inside a character stops before it, one past the end is the whole text.
+    pub fn chars_within(self, text: &str, units: usize) -> usize {
+        let width = |c: char| match self {
+            Self::Utf8 => c.len_utf8(),
+            Self::Utf16 => c.len_utf16(),
+            Self::Utf32 => 1,
+        };
+        let mut used = 0;
+        text.chars()
+            .take_while(|&c| {
+                used += width(c);
+                used <= units
+            })
+            .count()
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Utf8 => "utf-8",
@@ -87,6 +105,29 @@ mod tests {
         ];
         for (c, want) in cases {
             assert_eq!(PositionEncoding::negotiate(&caps(c.clone())), want, "{c}");
+        }
+    }
+
+    #[test]
+    fn lengths_in_units_become_characters() {
+        use PositionEncoding::{Utf16, Utf32, Utf8};
+        // '<' 1 unit, '😀' 2 UTF-16 units (4 bytes), 'é' 1 unit (2 bytes).
+        let t = "<😀éb";
+        let cases = [
+            (Utf16, 0, 0),
+            (Utf16, 1, 1),
+            (Utf16, 2, 1), // inside the emoji: stops before it
+            (Utf16, 3, 2),
+            (Utf16, 5, 4),
+            (Utf16, 99, 4),
+            (Utf8, 5, 2),
+            (Utf8, 6, 2),
+            (Utf8, 7, 3),
+            (Utf32, 3, 3),
+            (Utf32, 9, 4),
+        ];
+        for (enc, units, want) in cases {
+            assert_eq!(enc.chars_within(t, units), want, "{enc:?} {units}");
         }
     }
 }

@@ -17,6 +17,30 @@ use tower_lsp_server::ls_types::{
 };
 use tower_lsp_server::Client;
 
+/// `message` without the lines of a captured backtrace (candle appends one to its errors when
+/// `RUST_BACKTRACE` is set): an editor's message box is no place for 40 stack frames.
+pub fn without_backtrace(message: &str) -> String {
+    let frame = |l: &str| {
+        let t = l.trim_start();
+        let numbered = t
+            .split_once(": ")
+            .is_some_and(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        (numbered && l.starts_with(' ')) || (t.starts_with("at ") && l.starts_with("   "))
+    };
+    let mut out: Vec<&str> = Vec::new();
+    for line in message.lines() {
+        if frame(line) || line.trim() == "stack backtrace:" {
+            continue;
+        }
+        out.push(line);
+    }
+    let joined = out.join("\n");
+    match joined.trim_end() {
+        t if t.len() == joined.len() => joined,
+        t => t.to_string(),
+    }
+}
+
 #[derive(Debug)]
 pub struct Notifier {
     client: Client,
@@ -54,6 +78,7 @@ impl Notifier {
     }
 
     pub async fn show(&self, typ: MessageType, message: String) {
+        let message = without_backtrace(&message);
         match typ {
             MessageType::ERROR => tracing::error!("{message}"),
             MessageType::WARNING => tracing::warn!("{message}"),
@@ -73,7 +98,9 @@ impl Notifier {
             };
             // Logged by the core already: only the client is told here.
             self.wait_initialized().await;
-            self.client.show_message(typ, n.message).await;
+            self.client
+                .show_message(typ, without_backtrace(&n.message))
+                .await;
         }
     }
 
@@ -225,5 +252,21 @@ impl Notifier {
                 value: ProgressParamsValue::WorkDone(value),
             })
             .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backtraces_are_cut_from_messages() {
+        let candle = "copilot-lsp: cannot load model `m`: header too large\n   0: candle_core::error::Error::bt\n             at /src/error.rs:260:25\n  12: std::rt::lang_start\n. Completions are off until the settings change.";
+        assert_eq!(
+            without_backtrace(candle),
+            "copilot-lsp: cannot load model `m`: header too large\n. Completions are off until the settings change."
+        );
+        let plain = "copilot-lsp settings: invalid value for `topP`: 7\nsecond line: fine";
+        assert_eq!(without_backtrace(plain), plain);
     }
 }

@@ -15,11 +15,12 @@ pub use copilot_service::{Trigger, Why};
 /// What the handler turns into a response.
 #[derive(Debug)]
 pub enum Outcome {
-    /// Distinct, non-empty completions at `place` (maybe none).
+    /// Distinct, non-empty completions at `place` (maybe none), with their event ids.
     Choices {
         snapshot: Snapshot,
         place: LspPlace,
         texts: Vec<String>,
+        ids: Vec<Option<String>>,
     },
     /// No answer worth sending: the handler replies with an empty result.
     Empty(Why),
@@ -83,10 +84,13 @@ impl Scheduler {
                 snapshot,
                 extra,
                 texts,
+                ids,
+                ..
             } => Outcome::Choices {
                 snapshot,
                 place: extra,
                 texts,
+                ids,
             },
             copilot_service::Outcome::Empty(why) => Outcome::Empty(why),
         }

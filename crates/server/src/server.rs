@@ -9,8 +9,8 @@ use tower_lsp_server::ls_types::{
     CompletionParams, CompletionResponse, DidChangeConfigurationParams,
     DidChangeTextDocumentParams, DidChangeWatchedFilesParams, DidChangeWorkspaceFoldersParams,
     DidCloseTextDocumentParams, DidOpenTextDocumentParams, DidSaveTextDocumentParams,
-    InitializeParams, InitializeResult, InitializedParams, InlineCompletionParams,
-    InlineCompletionResponse,
+    ExecuteCommandParams, InitializeParams, InitializeResult, InitializedParams,
+    InlineCompletionParams, InlineCompletionResponse,
 };
 use tower_lsp_server::{Client, LanguageServer};
 
@@ -85,6 +85,20 @@ impl CopilotLsp {
         handlers::debug::stats(&self.scheduler).await
     }
 
+    pub async fn debug_events(&self) -> Result<Value> {
+        handlers::debug::events(&self.scheduler).await
+    }
+
+    /// Copilot's `textDocument/didShowCompletion`.
+    pub async fn did_show_completion(&self, params: Value) {
+        handlers::outcome::did_show(&self.scheduler, params).await;
+    }
+
+    /// Copilot's `textDocument/didPartiallyAcceptCompletion`.
+    pub async fn did_partially_accept_completion(&self, params: Value) {
+        handlers::outcome::did_partially_accept(&self.scheduler, params).await;
+    }
+
     /// A frame the input sanitizer could not pass on (see `input.rs`): answer its error.
     pub async fn malformed(&self, p: Malformed) -> Result<()> {
         Err(Error {
@@ -152,5 +166,9 @@ impl LanguageServer for CopilotLsp {
     async fn did_change_configuration(&self, params: DidChangeConfigurationParams) {
         let pull = self.traits().pull_configuration;
         configuration::did_change(&self.scheduler, pull, params).await;
+    }
+
+    async fn execute_command(&self, params: ExecuteCommandParams) -> Result<Option<Value>> {
+        handlers::outcome::execute_command(&self.scheduler, params).await
     }
 }

@@ -3,6 +3,11 @@
 //!
 //! Locks here are `std` locks held for microseconds and never across an `.await`: a
 //! keystroke never waits for the model.
+//!
+//! Documents are bounded ([`crate::limits`]): one larger than `MAX_DOCUMENT_BYTES` is not kept
+//! (it is remembered as oversized, and a full-text change that fits brings it back); past
+//! `MAX_DOCUMENTS` or `MAX_TOTAL_DOCUMENT_BYTES`, the documents changed least recently are
+//! closed. Each of these is logged and shown to the user once.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -11,13 +16,124 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use serde_json::Value;
 use tower_lsp_server::ls_types::{Position, Uri};
 
-use copilot_service::{Service, Skip, Snapshot};
+use copilot_service::{Level, Notice, Service, Skip, Snapshot};
 
 use crate::context_feed::ContextFeed;
 use crate::document::Document;
 use crate::encoding::PositionEncoding;
+use crate::limits::{MAX_DOCUMENTS, MAX_DOCUMENT_BYTES, MAX_TOTAL_DOCUMENT_BYTES};
 use crate::settings::{self, Options, Settings};
 use crate::ServeOptions;
+
+/// Something a document bound did, for the log and (once per kind) the user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DocNotice {
+    /// The document is over `MAX_DOCUMENT_BYTES` and not kept.
+    TooLarge { uri: String, bytes: usize },
+    /// Closed to make room for newer ones.
+    Evicted { uri: String },
+}
+
+impl DocNotice {
+    /// One line for the log, naming the document.
+    pub fn log_line(&self) -> String {
+        match self {
+            Self::TooLarge { uri, bytes } => format!(
+                "{uri} is {bytes} bytes, above the limit of {MAX_DOCUMENT_BYTES}: it gets no \
+                 completions"
+            ),
+            Self::Evicted { uri } => format!(
+                "{uri} closed by the server: more than {MAX_DOCUMENTS} documents or \
+                 {MAX_TOTAL_DOCUMENT_BYTES} bytes were open"
+            ),
+        }
+    }
+
+    /// The message shown to the user (the same for every document of a kind).
+    pub fn user_message(&self) -> String {
+        match self {
+            Self::TooLarge { .. } => format!(
+                "copilot-lsp: documents above {} MiB get no completions",
+                MAX_DOCUMENT_BYTES >> 20
+            ),
+            Self::Evicted { .. } => format!(
+                "copilot-lsp: more than {MAX_DOCUMENTS} documents (or {} MiB) are open; the \
+                 least recently edited get no completions until reopened",
+                MAX_TOTAL_DOCUMENT_BYTES >> 20
+            ),
+        }
+    }
+}
+
+/// The open documents and what the bounds need to know about them.
+#[derive(Debug, Default)]
+struct Docs {
+    open: HashMap<Uri, Document>,
+    /// UTF-8 bytes of all open documents.
+    bytes: usize,
+    /// Open in the client but too large to keep, with their language (at most
+    /// `MAX_DOCUMENTS` remembered).
+    oversized: HashMap<Uri, String>,
+}
+
+impl Docs {
+    fn remove(&mut self, uri: &Uri) -> Option<Document> {
+        let d = self.open.remove(uri)?;
+        self.bytes -= d.rope().len_bytes();
+        Some(d)
+    }
+
+    fn mark_oversized(&mut self, uri: Uri, language_id: String) {
+        if self.oversized.len() < MAX_DOCUMENTS {
+            self.oversized.insert(uri, language_id);
+        }
+    }
+
+    /// Keep `doc` if it fits, else remember it as oversized.
+    fn insert(&mut self, uri: Uri, doc: Document, notices: &mut Vec<DocNotice>) {
+        self.remove(&uri);
+        let bytes = doc.rope().len_bytes();
+        if bytes > MAX_DOCUMENT_BYTES {
+            notices.push(DocNotice::TooLarge {
+                uri: uri.as_str().to_string(),
+                bytes,
+            });
+            self.mark_oversized(uri, doc.language_id().to_string());
+            return;
+        }
+        self.oversized.remove(&uri);
+        self.bytes += bytes;
+        self.open.insert(uri.clone(), doc);
+        self.evict(&uri, notices);
+    }
+
+    /// Close the least recently changed documents (never `keep`) until within bounds.
+    fn evict(&mut self, keep: &Uri, notices: &mut Vec<DocNotice>) {
+        while self.open.len() > MAX_DOCUMENTS || self.bytes > MAX_TOTAL_DOCUMENT_BYTES {
+            let Some(oldest) = self
+                .open
+                .iter()
+                .filter(|(u, _)| *u != keep)
+                .min_by_key(|(_, d)| d.changed_at())
+                .map(|(u, _)| u.clone())
+            else {
+                return;
+            };
+            self.remove(&oldest);
+            notices.push(DocNotice::Evicted {
+                uri: oldest.as_str().to_string(),
+            });
+        }
+    }
+}
+
+/// What a `didChange` found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Changed {
+    Applied(Vec<DocNotice>),
+    /// The document is not open (or was too large and still is).
+    NotOpen,
+}
 
 /// Where a completion goes in the client's terms, kept beside the core's snapshot.
 #[derive(Clone, Debug)]
@@ -33,7 +149,7 @@ pub struct LspPlace {
 #[derive(Debug)]
 pub struct Session {
     pub cli: ServeOptions,
-    docs: Mutex<HashMap<Uri, Document>>,
+    docs: Mutex<Docs>,
     encoding: RwLock<PositionEncoding>,
     settings: RwLock<Settings>,
     /// Options from `initializationOptions`, then from the last configuration change.
@@ -145,15 +261,23 @@ impl Session {
         init: Option<Value>,
         change: Option<Value>,
     ) -> (Settings, settings::Problems) {
-        let mut layers = lock(&self.layers);
-        if let Some(v) = init {
-            layers.0 = v;
+        let mut guard = lock(&self.layers);
+        let layers = &mut *guard;
+        let mut rejected = settings::Problems::default();
+        for (given, layer) in [(init, &mut layers.0), (change, &mut layers.1)] {
+            match given {
+                // Not settings at all: the layer in force stays.
+                Some(v) if !(v.is_null() || v.is_object()) => {
+                    rejected = Options::parse(&v).1;
+                }
+                Some(v) => *layer = v,
+                None => {}
+            }
         }
-        if let Some(v) = change {
-            layers.1 = v;
-        }
-        let (s, _, problems): (Settings, Options, _) =
-            settings::load(&self.cli, &[&layers.0, &layers.1]);
+        let in_force = self.settings();
+        let (s, _, mut problems): (Settings, Options, _) =
+            settings::load_over(&self.cli, &[&layers.0, &layers.1], &in_force);
+        problems.errors.extend(rejected.errors);
         *self.settings.write().unwrap_or_else(|e| e.into_inner()) = s.clone();
         (s, problems)
     }
@@ -168,13 +292,57 @@ impl Session {
 
     // --- documents -------------------------------------------------------------------------
 
-    pub fn open(&self, uri: Uri, text: &str, version: i32, language_id: String, seq: u64) {
+    /// Log what a document bound did, tell the user once per kind, and take the documents
+    /// no longer kept out of the context gatherers.
+    pub fn report(&self, notices: Vec<DocNotice>) {
+        for n in notices {
+            tracing::warn!("{}", n.log_line());
+            let (kind, uri) = match &n {
+                DocNotice::TooLarge { uri, .. } => ("document-too-large", uri),
+                DocNotice::Evicted { uri } => ("document-evicted", uri),
+            };
+            // No longer held: what was tracked in it is lost, as on a close.
+            self.service.outcomes.closed(uri);
+            if let Some(path) = file_path(uri) {
+                self.feed.close(path.into());
+            }
+            self.service.notify(Notice {
+                level: Level::Warning,
+                kind: kind.into(),
+                message: n.user_message(),
+            });
+        }
+    }
+
+    pub fn open(
+        &self,
+        uri: Uri,
+        text: &str,
+        version: i32,
+        language_id: String,
+        seq: u64,
+    ) -> Vec<DocNotice> {
         self.service.tasks.cancel(&uri.as_str().to_string());
+        // Reopened with new text: what was tracked in it is lost.
+        self.service.outcomes.closed(uri.as_str());
+        let mut notices = Vec::new();
+        if text.len() > MAX_DOCUMENT_BYTES {
+            // Not even copied into a rope.
+            let mut docs = lock(&self.docs);
+            docs.remove(&uri);
+            notices.push(DocNotice::TooLarge {
+                uri: uri.as_str().to_string(),
+                bytes: text.len(),
+            });
+            docs.mark_oversized(uri, language_id);
+            return notices;
+        }
         let doc = Document::new(text, version, seq, language_id);
         if let Some(path) = file_path(uri.as_str()) {
             self.feed.open(path.into(), doc.rope());
         }
-        lock(&self.docs).insert(uri, doc);
+        lock(&self.docs).insert(uri, doc, &mut notices);
+        notices
     }
 
     pub fn change(
@@ -183,12 +351,31 @@ impl Session {
         changes: &[tower_lsp_server::ls_types::TextDocumentContentChangeEvent],
         version: i32,
         seq: u64,
-    ) -> bool {
+    ) -> Changed {
         self.service.tasks.cancel(&uri.as_str().to_string());
         let enc = self.encoding();
-        match lock(&self.docs).get_mut(uri) {
-            Some(doc) => {
-                doc.apply(changes, version, seq, enc);
+        let outcomes = &self.service.outcomes;
+        let mut guard = lock(&self.docs);
+        let docs = &mut *guard;
+        let mut notices = Vec::new();
+        if let Some(doc) = docs.open.get_mut(uri) {
+            let before = doc.rope().len_bytes();
+            let narrow = outcomes.tracks(uri.as_str());
+            let edits = doc.apply(changes, version, seq, enc, narrow);
+            // Under the documents' lock, as the outcome checks read them.
+            outcomes.edited(uri.as_str(), &edits);
+            let after = doc.rope().len_bytes();
+            docs.bytes = docs.bytes - before + after;
+            if after > MAX_DOCUMENT_BYTES {
+                outcomes.closed(uri.as_str());
+                let language_id = docs.remove(uri).map(|d| d.language_id().to_string());
+                let language_id = language_id.unwrap_or_default();
+                notices.push(DocNotice::TooLarge {
+                    uri: uri.as_str().to_string(),
+                    bytes: after,
+                });
+                docs.mark_oversized(uri.clone(), language_id);
+            } else {
                 if let Some(path) = file_path(uri.as_str()) {
                     let line = changes
                         .last()
@@ -196,15 +383,35 @@ impl Session {
                         .map(|r| r.start.line as usize);
                     self.feed.change(path.into(), doc.rope(), line);
                 }
-                true
+                docs.evict(uri, &mut notices);
             }
-            None => false,
+            return Changed::Applied(notices);
         }
+        let Some(language_id) = docs.oversized.get(uri).cloned() else {
+            return Changed::NotOpen;
+        };
+        // Too large so far: a full-text change may bring it back within the bound.
+        let Some(full) = changes.iter().rposition(|c| c.range.is_none()) else {
+            return Changed::NotOpen;
+        };
+        if changes[full..].iter().map(|c| c.text.len()).sum::<usize>() > MAX_DOCUMENT_BYTES {
+            return Changed::NotOpen;
+        }
+        let mut doc = Document::new("", version, seq, language_id);
+        doc.apply(&changes[full..], version, seq, enc, false);
+        if let Some(path) = file_path(uri.as_str()) {
+            self.feed.open(path.into(), doc.rope());
+        }
+        docs.insert(uri.clone(), doc, &mut notices);
+        Changed::Applied(notices)
     }
 
     pub fn close(&self, uri: &Uri) {
         self.service.tasks.cancel(&uri.as_str().to_string());
-        if lock(&self.docs).remove(uri).is_some() {
+        self.service.outcomes.closed(uri.as_str());
+        let mut docs = lock(&self.docs);
+        docs.oversized.remove(uri);
+        if docs.remove(uri).is_some() {
             if let Some(path) = file_path(uri.as_str()) {
                 self.feed.close(path.into());
             }
@@ -213,12 +420,18 @@ impl Session {
 
     /// Run `f` on a document, under the lock (keep it short).
     pub fn with_document<R>(&self, uri: &Uri, f: impl FnOnce(&Document) -> R) -> Option<R> {
-        lock(&self.docs).get(uri).map(f)
+        lock(&self.docs).open.get(uri).map(f)
+    }
+
+    /// Open documents and their UTF-8 bytes (`copilot/debugStats`).
+    pub fn document_totals(&self) -> (usize, usize) {
+        let docs = lock(&self.docs);
+        (docs.open.len(), docs.bytes)
     }
 
     /// Has the document changed since message `arrival`?
     pub fn check(&self, uri: &Uri, arrival: u64) -> Result<(), Skip> {
-        match lock(&self.docs).get(uri) {
+        match lock(&self.docs).open.get(uri) {
             None => Err(Skip::NoDocument),
             Some(d) if d.changed_at() > arrival => Err(Skip::Stale),
             Some(_) => Ok(()),
@@ -237,7 +450,7 @@ impl Session {
         let path = self.display_path(uri);
         let file = file_path(uri.as_str());
         let docs = lock(&self.docs);
-        let doc = docs.get(uri).ok_or(Skip::NoDocument)?;
+        let doc = docs.open.get(uri).ok_or(Skip::NoDocument)?;
         if doc.changed_at() > arrival {
             return Err(Skip::Stale);
         }
@@ -264,14 +477,14 @@ impl Session {
     pub fn after_insert(&self, uri: &Uri, start: Position, text: &str) -> Option<(Position, i32)> {
         let enc = self.encoding();
         let docs = lock(&self.docs);
-        let doc = docs.get(uri)?;
+        let doc = docs.open.get(uri)?;
         let at = doc.char_at_clamped(start, enc) + text.chars().count();
         let at = at.min(doc.rope().len_chars());
         Some((doc.position_of(at, enc), doc.version()))
     }
 
     pub fn version(&self, uri: &Uri) -> Option<i32> {
-        lock(&self.docs).get(uri).map(Document::version)
+        lock(&self.docs).open.get(uri).map(Document::version)
     }
 
     pub fn remember_cursor(&self, uri: &Uri, pos: Position) {
@@ -291,7 +504,7 @@ impl Session {
     pub fn hint(&self, uri: &Uri, pos: Position) -> Option<copilot_service::Hint> {
         let enc = self.encoding();
         let docs = lock(&self.docs);
-        let doc = docs.get(uri)?;
+        let doc = docs.open.get(uri)?;
         let at = doc.char_at(pos, enc)?;
         let rope = doc.rope();
         let before = at.checked_sub(1).map(|i| rope.char(i));
@@ -325,6 +538,36 @@ impl Session {
             }
         }
         Some(path)
+    }
+}
+
+/// A document's text for the outcome bookkeeping (retention checks, typed-through text).
+struct RopeText<'a>(&'a ropey::Rope);
+
+impl copilot_service::DocumentText for RopeText<'_> {
+    fn len_chars(&self) -> usize {
+        self.0.len_chars()
+    }
+
+    fn slice(&self, chars: std::ops::Range<usize>) -> String {
+        let n = self.0.len_chars();
+        let (a, b) = (chars.start.min(n), chars.end.min(n));
+        self.0.slice(a..b.max(a)).to_string()
+    }
+}
+
+impl copilot_service::DocumentTexts for Session {
+    fn with_text(&self, key: &str, f: &mut dyn FnMut(&dyn copilot_service::DocumentText)) -> bool {
+        let Ok(uri) = key.parse::<Uri>() else {
+            return false;
+        };
+        match lock(&self.docs).open.get(&uri) {
+            Some(d) => {
+                f(&RopeText(d.rope()));
+                true
+            }
+            None => false,
+        }
     }
 }
 

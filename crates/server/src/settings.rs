@@ -3,7 +3,9 @@
 //! [`Settings`] over the command line's defaults ([`ServeOptions`]).
 //!
 //! Every key is parsed with serde on its own, so one bad value never loses the others: a bad
-//! value keeps the default and yields a clear message, an unknown key a warning.
+//! value yields a clear message and keeps the value in force ([`load_over`]: the one the
+//! server was using, not the default, so an invalid setting never reloads the model), an
+//! unknown key a warning.
 
 use std::time::Duration;
 
@@ -88,9 +90,23 @@ options! {
     path_header: bool = "pathHeader",
     /// LoRA adapters: workspace folder or git remote URL -> adapter directory.
     adapters: std::collections::BTreeMap<String, String> = "adapters",
+    /// embedded (the default), llama.cpp, ollama or openai.
+    engine: String = "engine",
+    /// A remote engine's base URL (each engine's usual local port by default).
+    endpoint: String = "endpoint",
+    /// The model name the remote server expects.
+    remote_model: String = "remoteModel",
+    /// The environment variable holding the remote server's bearer token (never the key).
+    api_key_env: String = "apiKeyEnv",
+    /// The FIM format of remote prompts: auto, or a family (starcoder, qwen...).
+    template: String = "template",
+    /// The remote model's tokenizer: tokenizer.json, a .gguf, or a hub id.
+    tokenizer: String = "tokenizer",
     /// Context from the rest of the workspace: `{openFiles, imports, index, maxTokens,
     /// maxIndexFiles}`.
     context: ContextOptions = "context",
+    /// Log what became of each suggestion (shown, accepted, kept) to the local event log.
+    events: bool = "events",
 }
 
 /// The `context` setting as the client sends it (each field optional).
@@ -109,6 +125,8 @@ pub struct ContextOptions {
 pub struct Problems {
     pub errors: Vec<String>,
     pub unknown: Vec<String>,
+    /// The keys whose values were invalid (each also has an error).
+    pub invalid: Vec<String>,
 }
 
 impl Problems {
@@ -136,6 +154,7 @@ impl Problems {
     fn extend(&mut self, other: Problems) {
         self.errors.extend(other.errors);
         self.unknown.extend(other.unknown);
+        self.invalid.extend(other.invalid);
     }
 }
 
@@ -166,7 +185,10 @@ impl Options {
             match opts.set(key, v.clone()) {
                 Ok(true) => {}
                 Ok(false) => problems.unknown.push(key.clone()),
-                Err(e) => problems.errors.push(e),
+                Err(e) => {
+                    problems.errors.push(e);
+                    problems.invalid.push(key.clone());
+                }
             }
         }
         if nested {
@@ -190,7 +212,11 @@ pub struct Settings {
     pub path_header: bool,
     /// Workspace folder or git remote URL -> adapter directory.
     pub adapters: std::collections::BTreeMap<String, String>,
+    /// The remote engine, when `engine` names one (`None`: the embedded model).
+    pub remote: Option<copilot_remote::RemoteSpec>,
     pub context: copilot_context::ContextSettings,
+    /// Write outcome events to the local log (`$XDG_DATA_HOME/copilot-lsp/events/`).
+    pub events: bool,
     /// Neither `prefixTokens` nor `suffixTokens` was given: the budgets fit the machine.
     pub auto_budget: bool,
 }
@@ -209,7 +235,10 @@ impl Settings {
 
     /// The engine these settings ask for.
     pub fn engine(&self) -> copilot_service::EngineSpec {
-        copilot_service::EngineSpec::Embedded(self.model.clone())
+        match &self.remote {
+            Some(r) => copilot_service::EngineSpec::Remote(r.clone()),
+            None => copilot_service::EngineSpec::Embedded(self.model.clone()),
+        }
     }
 }
 
@@ -227,10 +256,18 @@ impl Settings {
 
     /// Resolve `opts` over the command line's defaults. Bad values keep the default.
     pub fn resolve(cli: &ServeOptions, opts: &Options) -> (Settings, Problems) {
-        let mut errors = Vec::new();
-        let check = |errors: &mut Vec<String>, key: &str, ok: bool, rule: &str, got: String| {
+        // (errors, the keys they are about)
+        let mut found: (Vec<String>, Vec<String>) = (Vec::new(), Vec::new());
+        let check = |found: &mut (Vec<String>, Vec<String>),
+                     key: &str,
+                     ok: bool,
+                     rule: &str,
+                     got: String| {
             if !ok {
-                errors.push(format!("invalid value for `{key}`: {rule} (got {got})"));
+                found
+                    .0
+                    .push(format!("invalid value for `{key}`: {rule} (got {got})"));
+                found.1.push(key.to_string());
             }
             ok
         };
@@ -244,7 +281,7 @@ impl Settings {
         };
         if let Some(m) = opts.model.as_ref().or(cli.model.as_ref()) {
             if check(
-                &mut errors,
+                &mut found,
                 "model",
                 !m.trim().is_empty(),
                 "must not be empty",
@@ -266,9 +303,16 @@ impl Settings {
                         model.device = d;
                         break;
                     }
-                    Err(e) => errors.push(format!("invalid value for `{key}`: {e}")),
+                    Err(e) => found.0.push(format!("invalid value for `{key}`: {e}")),
                 }
             }
+        }
+        if opts
+            .device
+            .as_ref()
+            .is_some_and(|d| d.parse::<DeviceSpec>().is_err())
+        {
+            found.1.push("device".into());
         }
         for (key, given) in [("dtype", &opts.dtype), ("dtype", &cli.dtype)] {
             if let Some(d) = given {
@@ -277,13 +321,20 @@ impl Settings {
                         model.dtype = d;
                         break;
                     }
-                    Err(e) => errors.push(format!("invalid value for `{key}`: {e}")),
+                    Err(e) => found.0.push(format!("invalid value for `{key}`: {e}")),
                 }
             }
         }
+        if opts
+            .dtype
+            .as_ref()
+            .is_some_and(|d| d.parse::<DTypeSpec>().is_err())
+        {
+            found.1.push("dtype".into());
+        }
         if let Some(t) = opts.threads {
             if check(
-                &mut errors,
+                &mut found,
                 "threads",
                 (1..=256).contains(&t),
                 "must be 1 to 256",
@@ -296,7 +347,7 @@ impl Settings {
         let mut c = CompletionOptions::default();
         if let Some(t) = opts.temperature {
             if check(
-                &mut errors,
+                &mut found,
                 "temperature",
                 t.is_finite() && (0.0..=2.0).contains(&t),
                 "must be between 0 and 2",
@@ -307,7 +358,7 @@ impl Settings {
         }
         if let Some(p) = opts.top_p {
             if check(
-                &mut errors,
+                &mut found,
                 "topP",
                 p.is_finite() && p > 0.0 && p <= 1.0,
                 "must be above 0 and at most 1",
@@ -318,7 +369,7 @@ impl Settings {
         }
         if let Some(k) = opts.top_k {
             if check(
-                &mut errors,
+                &mut found,
                 "topK",
                 k >= 1,
                 "must be at least 1",
@@ -329,7 +380,7 @@ impl Settings {
         }
         if let Some(m) = opts.max_tokens {
             if check(
-                &mut errors,
+                &mut found,
                 "maxTokens",
                 (1..=2048).contains(&m),
                 "must be 1 to 2048",
@@ -344,12 +395,15 @@ impl Settings {
         if let Some(f) = &opts.fim_mode {
             match f.parse::<FimChoice>() {
                 Ok(f) => c.fim = f,
-                Err(e) => errors.push(format!("invalid value for `fimMode`: {e}")),
+                Err(e) => {
+                    found.0.push(format!("invalid value for `fimMode`: {e}"));
+                    found.1.push("fimMode".into());
+                }
             }
         }
         if let Some(n) = opts.prefix_tokens {
             if check(
-                &mut errors,
+                &mut found,
                 "prefixTokens",
                 n <= 16384,
                 "must be at most 16384",
@@ -360,7 +414,7 @@ impl Settings {
         }
         if let Some(n) = opts.suffix_tokens {
             if check(
-                &mut errors,
+                &mut found,
                 "suffixTokens",
                 n <= 16384,
                 "must be at most 16384",
@@ -377,7 +431,7 @@ impl Settings {
         }
         if let Some(ms) = opts.time_budget_ms {
             if check(
-                &mut errors,
+                &mut found,
                 "timeBudgetMs",
                 (1..=60_000).contains(&ms),
                 "must be 1 to 60000",
@@ -389,7 +443,7 @@ impl Settings {
         let mut debounce = None;
         if let Some(ms) = opts.debounce_ms {
             if check(
-                &mut errors,
+                &mut found,
                 "debounceMs",
                 ms <= 10_000,
                 "must be at most 10000",
@@ -401,7 +455,7 @@ impl Settings {
         let mut choices = DEFAULT_CHOICES;
         if let Some(n) = opts.choices {
             if check(
-                &mut errors,
+                &mut found,
                 "choices",
                 (1..=8).contains(&n),
                 "must be 1 to 8",
@@ -417,7 +471,7 @@ impl Settings {
             context.index = o.index.unwrap_or(context.index);
             if let Some(n) = o.max_tokens {
                 if check(
-                    &mut errors,
+                    &mut found,
                     "context.maxTokens",
                     n <= 8192,
                     "must be at most 8192",
@@ -428,7 +482,7 @@ impl Settings {
             }
             if let Some(n) = o.max_index_files {
                 if check(
-                    &mut errors,
+                    &mut found,
                     "context.maxIndexFiles",
                     n <= 1_000_000,
                     "must be at most 1000000",
@@ -447,15 +501,82 @@ impl Settings {
                 choices,
                 path_header: opts.path_header.unwrap_or(false),
                 adapters: opts.adapters.clone().unwrap_or_default(),
+                remote: resolve_remote(opts, &mut found),
                 context,
+                events: opts.events.unwrap_or(true),
                 auto_budget: opts.prefix_tokens.is_none() && opts.suffix_tokens.is_none(),
             },
             Problems {
-                errors,
+                errors: found.0,
                 unknown: Vec::new(),
+                invalid: found.1,
             },
         )
     }
+
+    /// Take the value of `key` (as the client spells it) from `from`. False for an unknown key.
+    pub fn keep(&mut self, key: &str, from: &Settings) -> bool {
+        let (m, fm) = (&mut self.model, &from.model);
+        let (c, fc) = (&mut self.completion, &from.completion);
+        match key {
+            "model" => m.model.clone_from(&fm.model),
+            "revision" => m.revision.clone_from(&fm.revision),
+            "offline" => m.offline = fm.offline,
+            "device" => m.device = fm.device,
+            "dtype" => m.dtype = fm.dtype,
+            "threads" => m.threads = fm.threads,
+            "temperature" => c.temperature = fc.temperature,
+            "topP" => c.top_p = fc.top_p,
+            "topK" => c.top_k = fc.top_k,
+            "maxTokens" => c.max_tokens = fc.max_tokens,
+            "seed" => c.seed = fc.seed,
+            "fimMode" => c.fim = fc.fim,
+            "prefixTokens" => c.prefix_tokens = fc.prefix_tokens,
+            "suffixTokens" => c.suffix_tokens = fc.suffix_tokens,
+            "postprocess" => c.postprocess = fc.postprocess,
+            "cache" => c.cache = fc.cache,
+            "timeBudgetMs" => c.time_budget = fc.time_budget,
+            "debounceMs" => self.debounce = from.debounce,
+            "completionFallback" => self.completion_fallback = from.completion_fallback,
+            "choices" => self.choices = from.choices,
+            "pathHeader" => self.path_header = from.path_header,
+            "adapters" => self.adapters.clone_from(&from.adapters),
+            "context" => self.context.clone_from(&from.context),
+            "events" => self.events = from.events,
+            // The remote engine is one choice made of these keys: all kept together.
+            "engine" | "endpoint" | "remoteModel" | "apiKeyEnv" | "template" | "tokenizer" => {
+                self.remote.clone_from(&from.remote)
+            }
+            "context.maxTokens" => self.context.max_tokens = from.context.max_tokens,
+            "context.maxIndexFiles" => self.context.max_index_files = from.context.max_index_files,
+            _ => return false,
+        }
+        true
+    }
+}
+
+/// The remote engine `engine`, `endpoint`, `remoteModel`, `apiKeyEnv`, `template` and
+/// `tokenizer` ask for (parsed by the remote crate, as the CLI's flags are).
+fn resolve_remote(
+    opts: &Options,
+    found: &mut (Vec<String>, Vec<String>),
+) -> Option<copilot_remote::RemoteSpec> {
+    let (spec, problems) = copilot_remote::RemoteArgs {
+        engine: opts.engine.as_deref(),
+        endpoint: opts.endpoint.as_deref(),
+        model: opts.remote_model.as_deref(),
+        api_key_env: opts.api_key_env.as_deref(),
+        template: opts.template.as_deref(),
+        tokenizer: opts.tokenizer.as_deref(),
+    }
+    .resolve();
+    for p in problems {
+        found
+            .0
+            .push(format!("invalid value for `{}`: {}", p.key, p.message));
+        found.1.push(p.key.to_string());
+    }
+    spec
 }
 
 /// Parse and resolve in one go: the settings, and every problem found on the way.
@@ -469,6 +590,20 @@ pub fn load(cli: &ServeOptions, layers: &[&Value]) -> (Settings, Options, Proble
     }
     let (settings, p) = Settings::resolve(cli, &merged);
     problems.extend(p);
+    (settings, merged, problems)
+}
+
+/// [`load`], with every invalid value replaced by its value in `in_force` (what the server
+/// uses now) rather than the default.
+pub fn load_over(
+    cli: &ServeOptions,
+    layers: &[&Value],
+    in_force: &Settings,
+) -> (Settings, Options, Problems) {
+    let (mut settings, merged, problems) = load(cli, layers);
+    for key in &problems.invalid {
+        settings.keep(key, in_force);
+    }
     (settings, merged, problems)
 }
 
@@ -491,6 +626,7 @@ mod tests {
         assert_eq!(s.completion, CompletionOptions::default());
         assert_eq!(s.debounce, None, "adaptive unless debounceMs says");
         assert_eq!(s.completion_fallback, None);
+        assert!(s.events);
     }
 
     #[test]
@@ -500,7 +636,7 @@ mod tests {
             "dtype": "f32", "temperature": 0, "topP": 0.5, "maxTokens": 16, "debounceMs": 0,
             "fimMode": "spm", "prefixTokens": 100, "suffixTokens": 10, "postprocess": false,
             "completionFallback": true, "threads": 2, "topK": 5, "seed": 7, "choices": 2,
-            "timeBudgetMs": 250, "cache": false, "pathHeader": true
+            "timeBudgetMs": 250, "cache": false, "pathHeader": true, "events": false
         }));
         assert!(p.is_empty(), "{p:?}");
         assert_eq!(s.model.model, "/models/pico");
@@ -524,6 +660,7 @@ mod tests {
         assert_eq!(s.completion_fallback, Some(true));
         assert_eq!(s.choices, 2);
         assert!(s.path_header);
+        assert!(!s.events);
     }
 
     #[test]
@@ -561,6 +698,80 @@ mod tests {
             all.contains("must be above 0 and at most 1 (got 1.5)"),
             "{all}"
         );
+    }
+
+    #[test]
+    fn an_invalid_value_keeps_the_value_in_force_for_every_key() {
+        // (key, a valid value unlike the default, an invalid value)
+        let table = [
+            ("model", json!("/models/a"), json!("")),
+            ("revision", json!("v2"), json!(5)),
+            ("offline", json!(true), json!("yes")),
+            ("device", json!("cpu"), json!("tpu")),
+            ("dtype", json!("f16"), json!("int3")),
+            ("temperature", json!(0.7), json!(9)),
+            ("topP", json!(0.5), json!(0)),
+            ("topK", json!(7), json!(0)),
+            ("maxTokens", json!(12), json!(-3)),
+            ("seed", json!(9), json!(-1)),
+            ("debounceMs", json!(5), json!(20_000)),
+            ("fimMode", json!("psm"), json!("mps")),
+            ("prefixTokens", json!(100), json!(1_000_000)),
+            ("suffixTokens", json!(10), json!(1_000_000)),
+            ("postprocess", json!(false), json!("no")),
+            ("completionFallback", json!(true), json!(1)),
+            ("threads", json!(3), json!(0)),
+            ("choices", json!(2), json!(99)),
+            ("timeBudgetMs", json!(100), json!(0)),
+            ("cache", json!(false), json!([])),
+            ("pathHeader", json!(true), json!({})),
+            ("adapters", json!({"/w": "/a"}), json!(5)),
+            ("context", json!({"index": false}), json!({"index": "no"})),
+            ("events", json!(false), json!("no")),
+            ("engine", json!("llama.cpp"), json!("gpt5")),
+            ("endpoint", json!("http://127.0.0.1:9"), json!("ftp://x")),
+            ("remoteModel", json!("m"), json!(5)),
+            ("apiKeyEnv", json!("KEY_VAR"), json!("A=b")),
+            ("template", json!("qwen"), json!("nope")),
+            ("tokenizer", json!("tok.json"), json!(5)),
+        ];
+        // A remote engine's other keys mean something only with an engine named: both
+        // layers name one.
+        let with_engine = [
+            "endpoint",
+            "remoteModel",
+            "apiKeyEnv",
+            "template",
+            "tokenizer",
+        ];
+        let one = |k: &str, v: &Value| {
+            let mut m = Map::from_iter([(k.to_string(), v.clone())]);
+            if with_engine.contains(&k) {
+                m.insert("engine".into(), json!("llama.cpp"));
+            }
+            Value::Object(m)
+        };
+        let cli = ServeOptions::default();
+        let defaults = Settings::from_cli(&cli).unwrap();
+        for key in KNOWN_KEYS {
+            let (_, good, bad) = table
+                .iter()
+                .find(|(k, _, _)| k == key)
+                .unwrap_or_else(|| panic!("`{key}` has no row in this table"));
+            let (in_force, _, p) = load_over(&cli, &[&one(key, good)], &defaults);
+            assert!(p.is_empty(), "{key}: {p:?}");
+            assert_ne!(in_force, defaults, "{key}: the valid value must differ");
+            // Given first in initializationOptions, then changed to an invalid value...
+            let (s, _, p) = load_over(&cli, &[&Value::Null, &one(key, bad)], &in_force);
+            assert_eq!(p.invalid, [key.to_string()], "{key}: {p:?}");
+            assert_eq!(
+                s, in_force,
+                "{key}: the invalid value replaced the one in force"
+            );
+            // ...and over the layer that set it (the editor's init options).
+            let (s, _, _) = load_over(&cli, &[&one(key, good), &one(key, bad)], &in_force);
+            assert_eq!(s, in_force, "{key}");
+        }
     }
 
     #[test]
@@ -603,6 +814,44 @@ mod tests {
         assert_eq!(merged.max_tokens, Some(20));
         let (s, _, _) = load(&cli, &[&json!({"model": "/client/model"})]);
         assert_eq!(s.model.model, "/client/model");
+    }
+
+    #[test]
+    fn remote_engine_keys() {
+        let (s, p) = resolve(json!({
+            "engine": "openai", "endpoint": "http://gpu-box:8000/", "remoteModel": "bigcode/starcoder2-3b",
+            "apiKeyEnv": "VLLM_KEY", "template": "starcoder2", "tokenizer": "bigcode/starcoder2-3b"
+        }));
+        assert!(p.is_empty(), "{p:?}");
+        let r = s.remote.clone().expect("a remote engine");
+        assert_eq!(r.kind, copilot_remote::EngineKind::OpenAi);
+        assert_eq!(r.endpoint, "http://gpu-box:8000");
+        assert_eq!(r.model.as_deref(), Some("bigcode/starcoder2-3b"));
+        assert_eq!(r.api_key_env.as_deref(), Some("VLLM_KEY"));
+        assert_eq!(
+            r.template,
+            copilot_remote::TemplateChoice::Family(copilot_remote::Family::StarCoder2)
+        );
+        assert_eq!(s.engine(), copilot_service::EngineSpec::Remote(r));
+
+        let (s, p) = resolve(json!({"engine": "embedded", "endpoint": "http://x:1"}));
+        assert!(p.is_empty() && s.remote.is_none());
+        assert!(matches!(
+            s.engine(),
+            copilot_service::EngineSpec::Embedded(_)
+        ));
+
+        // Bad values name their key and keep the embedded engine or the default.
+        let (s, p) = resolve(json!({"engine": "tgi2", "template": "gpt"}));
+        assert!(s.remote.is_none());
+        let all = p.errors.join("\n");
+        assert!(
+            all.contains("`engine`") && all.contains("`template`"),
+            "{all}"
+        );
+        let (s, p) = resolve(json!({"engine": "llama.cpp", "endpoint": "ftp://x"}));
+        assert_eq!(s.remote.unwrap().endpoint, "http://127.0.0.1:8080");
+        assert!(p.errors[0].contains("`endpoint`"), "{p:?}");
     }
 
     #[test]

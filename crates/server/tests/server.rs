@@ -556,3 +556,124 @@ async fn exit_codes() {
     c.close_input().await;
     assert_eq!(c.exit_code().await, 1);
 }
+
+/// 150 completions for 150 documents, then their cancels: none reaches the model, and a
+/// cheap request sent after them is answered at once (it used to wait behind the framework's
+/// 64 handler slots).
+#[tokio::test(start_paused = true)]
+async fn cancelled_completions_never_reach_the_model_and_never_block_reading() {
+    let mut c = Client::start(Script {
+        tokens: 1000,
+        token_delay: Duration::from_millis(10),
+        ..Script::default()
+    });
+    c.initialize(json!({"model": "/models/scripted", "debounceMs": 500}))
+        .await;
+    c.stats().await;
+    let mut pending = Vec::new();
+    for i in 0..150 {
+        let uri = format!("file:///proj/m{i}.py");
+        c.open(&uri, "x = 1\n").await;
+        pending.push(
+            c.send(
+                "textDocument/inlineCompletion",
+                inline_params(&uri, 0, 5, AUTOMATIC),
+            )
+            .await,
+        );
+    }
+    for (id, _) in &pending {
+        c.notify("$/cancelRequest", json!({ "id": id })).await;
+    }
+    let t0 = Instant::now();
+    let s = c.stats().await;
+    assert_eq!(t0.elapsed(), Duration::ZERO, "the cheap request waited");
+    assert_eq!(s["requests"], 150, "{s}");
+    for (_, rx) in pending {
+        let r = rx.await.unwrap();
+        assert_eq!(r["error"]["code"], -32800, "{r}");
+    }
+    assert_eq!(
+        t0.elapsed(),
+        Duration::ZERO,
+        "a cancelled request was answered late"
+    );
+    assert_eq!(c.script.calls(), 0, "a cancelled request reached the model");
+    assert_eq!(c.shutdown_and_exit().await, 0);
+}
+
+/// 200 concurrent completions for 200 documents with a slow model: a cheap request is
+/// answered at once, one request computes at a time, and the oldest waiting are shed.
+#[tokio::test(start_paused = true)]
+async fn a_flood_of_completions_sheds_the_oldest_and_never_holds_up_a_cheap_request() {
+    let mut c = Client::start(Script {
+        tokens: 100,
+        token_delay: Duration::from_millis(10),
+        ..Script::default()
+    });
+    c.initialize(quick()).await;
+    c.stats().await;
+    let mut pending = Vec::new();
+    for i in 0..200 {
+        let uri = format!("file:///proj/f{i}.py");
+        c.open(&uri, "x = 1\n").await;
+        pending.push(
+            c.send(
+                "textDocument/inlineCompletion",
+                inline_params(&uri, 0, 5, AUTOMATIC),
+            )
+            .await,
+        );
+    }
+    let t0 = Instant::now();
+    let s = c.stats().await;
+    assert_eq!(t0.elapsed(), Duration::ZERO, "the cheap request waited");
+    assert_eq!(s["completed"], 0, "{s}");
+    let mut answered = 0;
+    for (_, rx) in pending {
+        let r = rx.await.unwrap();
+        assert!(r.get("error").is_none(), "{r}");
+        if !texts(&r).is_empty() {
+            answered += 1;
+        }
+    }
+    let s = c.stats().await;
+    // One computing, eight waiting: the rest were shed as newer requests came.
+    assert_eq!(s["shed"], 200 - 1 - 8, "{s}");
+    assert_eq!(answered, 9, "{s}");
+    assert_eq!(c.script.calls(), 9);
+    // Served one at a time: the model's load (100 ms), then nine generations of 1 s each.
+    assert_eq!(t0.elapsed(), Duration::from_millis(9100));
+    assert_eq!(c.shutdown_and_exit().await, 0);
+}
+
+/// The client dies during a long generation: the server stops within a token, not when the
+/// generation would have ended.
+#[tokio::test(start_paused = true)]
+async fn closed_input_during_a_long_generation_stops_the_server_at_once() {
+    let mut c = Client::start(Script {
+        tokens: 10_000,
+        token_delay: Duration::from_millis(10),
+        ..Script::default()
+    });
+    c.initialize(quick()).await;
+    c.open(URI, "x = 1\n").await;
+    let _pending = c
+        .send(
+            "textDocument/inlineCompletion",
+            inline_params(URI, 0, 5, INVOKED),
+        )
+        .await;
+    while c.stats().await["generating"] != 1 {
+        sleep(Duration::from_millis(10)).await;
+    }
+    let t0 = Instant::now();
+    c.close_input().await;
+    assert_eq!(c.exit_code().await, 1);
+    assert!(
+        t0.elapsed() < Duration::from_millis(100),
+        "{:?}",
+        t0.elapsed()
+    );
+    assert_eq!(c.script.cancelled(), 1);
+}

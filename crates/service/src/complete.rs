@@ -11,7 +11,7 @@
 use std::time::{Duration, Instant};
 
 use copilot_pipeline::{
-    Completer, Completion, CompletionOptions, CompletionRequest, PipelineError,
+    Completer, Completion, CompletionOptions, CompletionRequest, Extras, PipelineError,
 };
 
 use crate::adapters::Resolution;
@@ -86,16 +86,38 @@ pub trait CompletionSource: Send {
     fn hint(&self) -> Hint {
         Hint::default()
     }
+    /// Stop strings and a streaming sink for choice `choice` (front-ends holding the whole
+    /// request: the HTTP API).
+    fn extras(&self, choice: usize) -> Extras {
+        let _ = choice;
+        Extras::default()
+    }
+    /// Code from other files to show the model (llama-server's `input_extra`).
+    fn snippets(&self) -> Vec<copilot_fim::Snippet> {
+        Vec::new()
+    }
+    /// An adapter directory the request itself names, instead of its workspace's (the HTTP
+    /// API's `adapter`, one of the server's named adapters).
+    fn adapter(&self) -> Option<std::path::PathBuf> {
+        None
+    }
 }
 
 /// What the front-end turns into a response.
 #[derive(Debug)]
 pub enum Outcome<E> {
-    /// Distinct, non-empty completions at `snapshot`'s cursor (maybe none).
+    /// Distinct, non-empty completions at `snapshot`'s cursor (maybe none), and the id each
+    /// has in the event log (None when not logged: events off, a file outside the
+    /// workspace folders). The front-end hands the ids to its client, which reports back
+    /// what became of the suggestion ([`crate::Outcomes`]).
     Choices {
         snapshot: Snapshot,
         extra: E,
         texts: Vec<String>,
+        ids: Vec<Option<String>>,
+        /// Every generation's completion in order, empty and repeated ones too, with its
+        /// figures (the HTTP API answers one choice per generation).
+        runs: Vec<Completion>,
     },
     /// No answer worth sending: the front-end replies with an empty result.
     Empty(Why),
@@ -113,6 +135,11 @@ pub enum Why {
 enum RunError {
     Cancelled,
     Failed(String),
+    /// A remote engine's fault, by class.
+    Fault {
+        kind: &'static str,
+        message: String,
+    },
 }
 
 impl Service {
@@ -127,6 +154,7 @@ impl Service {
     ) -> Outcome<S::Extra> {
         let arrived = Instant::now();
         let mut trace = self.stats.trace();
+        let doc = key.clone();
         let ticket = self.tasks.begin(key, arrival);
         let cancel = ticket.cancel_handle();
         let settings = source.settings();
@@ -151,6 +179,11 @@ impl Service {
             trace.end(Ended::Skipped);
             return Outcome::Empty(Why::ModelUnavailable);
         };
+        // One request computes at a time; under a flood the longest-waiting are shed, before
+        // they have built a prompt.
+        let Some(_turn) = self.turns.take(cancel).await else {
+            return Outcome::Empty(Why::Cancelled);
+        };
         // Settings may have changed while waiting for the model.
         let settings = source.settings();
         let (snapshot, extra) = match source.snapshot() {
@@ -164,14 +197,22 @@ impl Service {
             Trigger::Invoked if opts.temperature > 0.0 => settings.choices.max(1),
             _ => 1,
         };
-        let adapter = self.adapter(&completer, snapshot.file.as_deref()).await;
+        let adapter = match source.adapter() {
+            Some(dir) => self.named_adapter(&completer, &dir).await,
+            None => self.adapter(&completer, snapshot.file.as_deref()).await,
+        };
+        // The request's own snippets (HTTP's `input_extra`), then the workspace's context.
         let gathering = Instant::now();
-        let snippets = copilot_context::to_fim(&self.gather(&completer, &snapshot, opts).await);
+        let mut snippets = source.snippets();
+        snippets.extend(copilot_context::to_fim(
+            &self.gather(&completer, &snapshot, opts).await,
+        ));
         if snapshot.file.is_some() {
             self.stats
                 .record_context(gathering.elapsed().as_secs_f64() * 1000.0);
         }
         let mut texts: Vec<String> = Vec::new();
+        let mut runs: Vec<Completion> = Vec::new();
         for i in 0..n {
             if cancel.is_cancelled() {
                 return Outcome::Empty(Why::Cancelled);
@@ -192,7 +233,7 @@ impl Service {
             };
             trace.start_generating();
             let started_ms = arrived.elapsed().as_secs_f64() * 1000.0;
-            match run(completer.clone(), req, cancel).await {
+            match run(completer.clone(), req, source.extras(i), cancel).await {
                 Ok(c) => {
                     tracing::debug!(
                         started_ms,
@@ -212,8 +253,9 @@ impl Service {
                         ));
                     }
                     if !c.text.is_empty() && !texts.contains(&c.text) {
-                        texts.push(c.text);
+                        texts.push(c.text.clone());
                     }
+                    runs.push(c);
                 }
                 Err(RunError::Cancelled) => return Outcome::Empty(Why::Cancelled),
                 Err(RunError::Failed(e)) => {
@@ -225,20 +267,67 @@ impl Service {
                     });
                     return Outcome::Empty(Why::Failed);
                 }
+                Err(RunError::Fault { kind, message }) => {
+                    // One message per class of fault, however the details vary.
+                    trace.end(Ended::Failed);
+                    self.notify(Notice {
+                        level: Level::Error,
+                        kind: format!("engine-fault:{kind}"),
+                        message: format!("copilot-lsp: {message}"),
+                    });
+                    return Outcome::Empty(Why::Failed);
+                }
             }
         }
+        // Registered before the last check: an edit from then on moves the suggestions'
+        // anchors; one before it makes the check fail and the suggestions are forgotten.
+        let ids = self.outcomes.offer(
+            &crate::outcomes::Offer {
+                key: &doc,
+                snapshot: &snapshot,
+                model: completer.description(),
+                adapter: adapter.as_deref(),
+                latency_ms: arrived.elapsed().as_secs_f64() * 1000.0,
+                trigger,
+                budget: (opts.prefix_tokens, opts.suffix_tokens),
+                counter: completer.model().clone(),
+            },
+            &texts,
+        );
         // Never answer for a version that is no longer the client's.
         if let Err(skip) = source.check() {
+            self.outcomes.discard(&ids);
             return skipped(&mut trace, skip);
         }
         if cancel.is_cancelled() {
+            self.outcomes.discard(&ids);
             return Outcome::Empty(Why::Cancelled);
         }
+        self.outcomes.sent(&ids);
         trace.end(Ended::Completed);
         Outcome::Choices {
             snapshot,
             extra,
             texts,
+            ids,
+            runs,
+        }
+    }
+
+    /// The adapter in `dir`, which the request named, loaded; `None` (the base model, with a
+    /// notice) when it cannot be used.
+    async fn named_adapter(&self, completer: &Completer, dir: &std::path::Path) -> Option<String> {
+        let name = dir.display().to_string();
+        match completer.load_adapter(&name, dir).await {
+            Ok(()) => Some(name),
+            Err(e) => {
+                self.notify(Notice {
+                    level: Level::Warning,
+                    kind: format!("adapter-failed:{name}"),
+                    message: format!("copilot-lsp: adapter {name} not used: {e}"),
+                });
+                None
+            }
         }
     }
 
@@ -362,18 +451,20 @@ impl Service {
 async fn run(
     completer: Completer,
     req: CompletionRequest,
+    extras: Extras,
     cancel: &Cancel,
 ) -> Result<Completion, RunError> {
     let token = cancel.token();
-    let mut task = AbortOnDrop(tokio::spawn(
-        async move { completer.complete(req, token).await },
-    ));
+    let mut task = AbortOnDrop(tokio::spawn(async move {
+        completer.complete_with(req, token, extras).await
+    }));
     tokio::select! {
         biased;
         () = cancel.cancelled() => Err(RunError::Cancelled),
         joined = &mut task.0 => match joined {
             Ok(Ok(c)) => Ok(c),
             Ok(Err(PipelineError::Cancelled)) => Err(RunError::Cancelled),
+            Ok(Err(PipelineError::Fault { kind, message })) => Err(RunError::Fault { kind, message }),
             Ok(Err(e)) => Err(RunError::Failed(format!("the model failed: {e}"))),
             Err(e) if e.is_panic() => Err(RunError::Failed(format!(
                 "the model worker panicked: {}",

@@ -12,6 +12,9 @@
 //! - `context`: each workspace's context (`copilot-context`), fed document events, indexed
 //!   in the background, asked for snippets at each completion.
 //! - `stats`: request counters.
+//! - `outcomes`: what became of each suggestion (shown, accepted, typed through, rejected,
+//!   kept), written to the workspace's event log (`copilot-events`) off the request path.
+//! - `turns`: one completion on the model at a time, the oldest waiting shed under a flood.
 //!
 //! **Invariant:** knows no protocol: no LSP types, no HTTP, no JSON.
 
@@ -22,7 +25,9 @@ pub mod context;
 pub mod debounce;
 pub mod host;
 pub mod loader;
+pub mod outcomes;
 pub mod stats;
+pub mod turns;
 
 use std::sync::Arc;
 
@@ -35,6 +40,7 @@ pub use context::IndexReport;
 pub use debounce::Hint;
 pub use host::{LoadReport, ModelHost, ModelState};
 pub use loader::{EngineLoader, EngineSpec, Loader};
+pub use outcomes::{CharEdit, DocumentText, DocumentTexts, Outcomes, Refused};
 pub use stats::{Stats, StatsSnapshot};
 
 /// How serious a [`Notice`] is.
@@ -60,10 +66,14 @@ pub struct Service {
     pub host: Arc<ModelHost>,
     /// One live completion per key (a document).
     pub tasks: cancel::LatestWins<String>,
+    /// Turns on the model: one request computes, a few wait, the oldest shed.
+    pub turns: turns::Turns,
     pub stats: Stats,
     pub adapters: adapters::Adapters,
     /// Each workspace's context (open files, imports, index).
     pub context: context::Contexts,
+    /// What became of the suggestions answered (the event log).
+    pub outcomes: Arc<Outcomes>,
     /// The typing rhythm and answer times, for the adaptive debounce.
     pub debouncer: debounce::Adaptive,
     /// The machine-fitted budgets last logged.
@@ -75,15 +85,41 @@ pub struct Service {
 }
 
 impl Service {
-    /// A service loading models with `loader`, and the channel its notices arrive on.
+    /// A service loading models with `loader`, and the channel its notices arrive on. Events
+    /// go to the user's data directory (`$XDG_DATA_HOME/copilot-lsp`).
     pub fn new(loader: Arc<dyn Loader>) -> (Arc<Self>, mpsc::UnboundedReceiver<Notice>) {
+        Self::with_events(
+            loader,
+            copilot_events::paths::data_dir(),
+            outcomes::Timing::default(),
+        )
+    }
+
+    /// The same with events under `data_dir` (none: not logged, said once) and `timing`.
+    pub fn with_events(
+        loader: Arc<dyn Loader>,
+        data_dir: Option<std::path::PathBuf>,
+        timing: outcomes::Timing,
+    ) -> (Arc<Self>, mpsc::UnboundedReceiver<Notice>) {
         let (tx, rx) = mpsc::unbounded_channel();
+        let warn = tx.clone();
+        // Called once, from the writer thread, when logging stops.
+        let log = copilot_events::Log::new(data_dir, move |message| {
+            tracing::warn!("{message}");
+            let _ = warn.send(Notice {
+                level: Level::Warning,
+                kind: "events-unwritable".into(),
+                message,
+            });
+        });
         let service = Arc::new(Self {
             host: Arc::new(ModelHost::new(loader)),
             tasks: cancel::LatestWins::new(),
+            turns: turns::Turns::default(),
             stats: Stats::default(),
             adapters: adapters::Adapters::default(),
             context: context::Contexts::default(),
+            outcomes: Outcomes::new(log, timing),
             debouncer: debounce::Adaptive::default(),
             budget_said: Default::default(),
             notices: tx,

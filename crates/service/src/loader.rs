@@ -1,6 +1,6 @@
 //! Which engine serves completions, and the [`Loader`] that makes it: the real one builds
-//! the embedded model (or connects a remote engine); tests script their own model behind
-//! the pipeline's generation seam, with tokio's paused time.
+//! the embedded model or connects a remote engine (`copilot-remote`); tests script their
+//! own model behind the pipeline's generation seam, with tokio's paused time.
 
 use std::sync::Arc;
 
@@ -13,6 +13,8 @@ use tokio::sync::mpsc::UnboundedSender;
 pub enum EngineSpec {
     /// Our model, in this process.
     Embedded(ModelSpec),
+    /// A server's model: llama-server, Ollama, an OpenAI-compatible server.
+    Remote(copilot_remote::RemoteSpec),
 }
 
 impl EngineSpec {
@@ -20,6 +22,7 @@ impl EngineSpec {
     pub fn name(&self) -> String {
         match self {
             Self::Embedded(m) => m.model.clone(),
+            Self::Remote(r) => format!("{} at {}", r.kind.as_str(), r.endpoint),
         }
     }
 }
@@ -28,6 +31,15 @@ impl std::fmt::Display for EngineSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Embedded(m) => write!(f, "{} ({} {})", m.model, m.device, m.dtype),
+            Self::Remote(r) => write!(
+                f,
+                "{} at {}{}",
+                r.kind.as_str(),
+                r.endpoint,
+                r.model
+                    .as_deref()
+                    .map_or(String::new(), |m| format!(" ({m})"))
+            ),
         }
     }
 }
@@ -42,7 +54,8 @@ pub trait Loader: Send + Sync + 'static {
     ) -> BoxFuture<Result<Arc<dyn LanguageModel>, String>>;
 }
 
-/// The real loader: the embedded model on a blocking thread, with PEFT adapter reading.
+/// The real loader: the embedded model on a blocking thread, with PEFT adapter reading; or a
+/// remote engine.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct EngineLoader;
 
@@ -53,7 +66,18 @@ impl Loader for EngineLoader {
         events: UnboundedSender<LoadEvent>,
     ) -> BoxFuture<Result<Arc<dyn LanguageModel>, String>> {
         Box::pin(async move {
-            let EngineSpec::Embedded(spec) = spec;
+            let spec = match spec {
+                EngineSpec::Embedded(spec) => spec,
+                EngineSpec::Remote(spec) => {
+                    let send = move |e| {
+                        let _ = events.send(e);
+                    };
+                    return copilot_remote::Remote::connect(spec, &send)
+                        .await
+                        .map(|r| Arc::new(r) as Arc<dyn LanguageModel>)
+                        .map_err(|e| e.to_string());
+                }
+            };
             let joined = tokio::task::spawn_blocking(move || {
                 Embedded::load(&spec, &|e| {
                     let _ = events.send(e);

@@ -21,6 +21,9 @@ pub struct Stats {
     skipped: AtomicU64,
     /// The model failed or panicked.
     failed: AtomicU64,
+    /// Requests whose client went away before the answer (a closed HTTP connection); each
+    /// is also counted where it was cancelled.
+    disconnected: AtomicU64,
     /// Requests now in the model (gauge).
     generating: AtomicU64,
     /// Generations started (one request may run several choices).
@@ -78,6 +81,7 @@ pub struct StatsSnapshot {
     pub completed: u64,
     pub skipped: u64,
     pub failed: u64,
+    pub disconnected: u64,
     pub generating: u64,
     pub generations: u64,
     pub model_answers: u64,
@@ -121,6 +125,7 @@ impl Stats {
             completed: g(&self.completed),
             skipped: g(&self.skipped),
             failed: g(&self.failed),
+            disconnected: g(&self.disconnected),
             generating: g(&self.generating),
             generations: g(&self.generations),
             model_answers: g(&self.model_answers),
@@ -139,6 +144,11 @@ impl Stats {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(ms as f32);
+    }
+
+    /// Count a request whose client went away before its answer.
+    pub fn client_gone(&self) {
+        self.disconnected.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Count one answered generation's figures.

@@ -7,6 +7,7 @@
 
 local api = vim.api
 local uv = vim.uv or vim.loop
+local has_011 = vim.fn.has('nvim-0.11') == 1
 
 local function out(s)
   io.stdout:write(s .. '\n')
@@ -37,6 +38,11 @@ local LINES = {
 }
 vim.fn.writefile(LINES, file)
 vim.o.showmode = false
+-- The server's event log goes to a folder of the test's own (the server inherits the env).
+local data_home = vim.fn.tempname()
+-- A project folder (the log is per workspace folder; a file outside every folder is not logged).
+vim.fn.mkdir(tmp .. '/.git', 'p')
+vim.env.XDG_DATA_HOME = data_home
 
 local plugin = require('copilot_lsp')
 local ghost = require('copilot_lsp.ghost')
@@ -253,6 +259,36 @@ local function run()
     end)
   end
   check(#extmarks(buf) == 0 or ghost.visible(buf), 'no stale ghost text after accepting all')
+
+  -- What became of the suggestion reached the server's event log: shown, partly accepted
+  -- (the word, the line), then accepted whole through the item's command.
+  local flush = has_011 and client:request_sync('copilot/debugEvents', vim.NIL, 10000, buf)
+    or client.request_sync('copilot/debugEvents', vim.NIL, 10000, buf)
+  check(flush and flush.result and flush.result.flushed == true, 'the server flushed its event log',
+    vim.inspect(flush))
+  local events = {}
+  for _, f in ipairs(vim.fn.glob(data_home .. '/copilot-lsp/events/*.jsonl', false, true)) do
+    for _, l in ipairs(vim.fn.readfile(f)) do
+      local ok, e = pcall(vim.json.decode, l)
+      if ok and type(e) == 'table' then
+        events[#events + 1] = e
+      end
+    end
+  end
+  local function has(pred)
+    for _, e in ipairs(events) do
+      if pred(e) then
+        return true
+      end
+    end
+    return false
+  end
+  check(has(function(e) return e.event == 'shown' end), 'the shown suggestion is in the event log',
+    vim.inspect(events))
+  check(has(function(e) return e.event == 'accepted' and e.how == 'partial' end),
+    'the word accept arrived as a partial accept', vim.inspect(events))
+  check(has(function(e) return e.event == 'accepted' and e.how == 'command' and e.complete end),
+    'accepting all ran the item\'s command', vim.inspect(events))
 
   -- A key falls through to its normal meaning when nothing is shown.
   sleep(800)

@@ -1,6 +1,9 @@
 // End to end: the real `copilot-lsp` binary, driven the way vscode-languageclient drives it
 // (same capabilities, `--stdio` appended, the extension's own initializationOptions and
-// didChangeConfiguration payloads), must produce an inline completion.
+// didChangeConfiguration payloads), must produce an inline completion; the show and
+// partial-accept notifications VS Code's inline-completion provider sends (its
+// handleDidShowCompletionItem / handleDidPartiallyAcceptCompletionItem) and the item's
+// command reach the server's event log.
 //
 // Run: COPILOT_LSP_BIN=... COPILOT_LSP_TEST_MODEL=... node out/test/protocol.e2e.js
 
@@ -58,6 +61,28 @@ const file = path.join(dir, 'sample.py');
 fs.writeFileSync(file, LINES.join('\n'));
 const uri = pathToFileURL(file).toString();
 let version = 1;
+// The server's event log goes to a folder of the test's own (the server inherits the env).
+const dataHome = fs.mkdtempSync(path.join(os.tmpdir(), 'copilot-lsp-vscode-data-'));
+process.env.XDG_DATA_HOME = dataHome;
+let answered: InlineCompletionItem | undefined;
+
+/** The event log's lines, once the server has written what it was sent. */
+async function events(): Promise<Record<string, unknown>[]> {
+    const r = (await c.sendRequest('copilot/debugEvents')) as { flushed?: boolean };
+    if (r.flushed !== true) {
+        throw new Error(`copilot/debugEvents: ${JSON.stringify(r)}`);
+    }
+    const folder = path.join(dataHome, 'copilot-lsp', 'events');
+    const lines: Record<string, unknown>[] = [];
+    for (const f of fs.existsSync(folder) ? fs.readdirSync(folder) : []) {
+        for (const l of fs.readFileSync(path.join(folder, f), 'utf8').split('\n')) {
+            if (l.trim() !== '') {
+                lines.push(JSON.parse(l) as Record<string, unknown>);
+            }
+        }
+    }
+    return lines;
+}
 
 const server = Server.spawn(env.bin);
 const c = server.connection;
@@ -195,6 +220,32 @@ void runChecks(NAME, server, [
             const item = await completeUntilNonEmpty(8, 12, 60000);
             checkRange(item, 8, 12, LINES[8]);
             console.log(`       answer: ${JSON.stringify(item)}`);
+            answered = item;
+        },
+    ],
+    [
+        'didShowCompletion, didPartiallyAcceptCompletion and the item command reach the event log',
+        async () => {
+            const item = answered!;
+            const command = item.command;
+            if (command?.command !== 'copilot-lsp.accepted' || typeof command.arguments?.[0] !== 'string') {
+                throw new Error(`no copilot-lsp.accepted command with an id: ${JSON.stringify(item)}`);
+            }
+            await c.sendNotification('textDocument/didShowCompletion', { item });
+            await c.sendNotification('textDocument/didPartiallyAcceptCompletion', { item, acceptedLength: 1 });
+            // Logged under the suggestion's id: this item's, or an earlier one's that it
+            // continues (the completion cache typing through).
+            const kind = (e: Record<string, unknown>) => `${String(e.event)}${e.how ? `:${String(e.how)}` : ''}`;
+            const kinds = (await events()).map(kind);
+            if (!kinds.includes('shown') || !kinds.includes('accepted:partial')) {
+                throw new Error(`events: ${JSON.stringify(kinds)}`);
+            }
+            await c.sendRequest('workspace/executeCommand', { command: command.command, arguments: command.arguments });
+            const all = (await events()).filter((e) => e.how === 'command');
+            if (all.length !== 1 || all[0].complete !== true) {
+                throw new Error(`the command's accept: ${JSON.stringify(all)}`);
+            }
+            console.log(`       events: ${kinds.join(', ')}, accepted:command`);
         },
     ],
     [

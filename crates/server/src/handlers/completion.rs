@@ -4,6 +4,8 @@
 //! client's filter keeps it while the user types on. The list is marked incomplete so the
 //! client asks again after the next keystroke. The label is the suggestion on one line, its
 //! line breaks shown as `⏎`, so a menu shows even a suggestion that starts on the next line.
+//! Each item carries the `copilot-lsp.accepted` command with its event id, which clients run
+//! after applying it (see `outcome.rs`).
 //!
 //! Checked in the real Helix (`editors/helix/test/helix_e2e.py`).
 
@@ -14,7 +16,7 @@ use tower_lsp_server::ls_types::{
     TextEdit,
 };
 
-use super::Stamped;
+use super::{outcome, Stamped};
 use crate::scheduler::{Outcome, Scheduler, Trigger};
 
 /// Longest label shown in a completion menu.
@@ -40,10 +42,16 @@ pub async fn handle(
         )
         .await
     {
-        Outcome::Choices { place, texts, .. } => texts
+        Outcome::Choices {
+            place, texts, ids, ..
+        } => texts
             .into_iter()
+            .zip(ids)
             .enumerate()
-            .map(|(i, text)| item(&place, &text, i))
+            .map(|(i, (text, id))| CompletionItem {
+                command: id.as_deref().map(outcome::command),
+                ..item(&place, &text, i)
+            })
             .collect(),
         Outcome::Empty(why) => {
             tracing::debug!(?why, "completion: empty");

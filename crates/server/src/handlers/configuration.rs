@@ -61,6 +61,10 @@ pub fn apply(scheduler: &Scheduler, init: Option<Value>, change: Option<Value>) 
         .service
         .adapters
         .configure(&settings.adapters, &roots);
+    scheduler
+        .service
+        .outcomes
+        .configure(settings.events, &roots);
     for report in scheduler
         .service
         .context

@@ -3,7 +3,9 @@
 //!   (the harness checks it equals the client's after random edits);
 //! - `copilot/debugStats`: request counters and the model's state (tests, benchmarks);
 //! - `copilot/debugContext {textDocument, position}`: the context snippets a completion there
-//!   would show the model, in prompt order (`source`, `path`, `text`, `tokens`).
+//!   would show the model, in prompt order (`source`, `path`, `text`, `tokens`);
+//! - `copilot/debugEvents`: waits until the event log has written what it was sent, and
+//!   says where it writes (`dataDir`), whether events are on and whether logging failed.
 
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -13,6 +15,7 @@ use tower_lsp_server::ls_types::Uri;
 use crate::scheduler::Scheduler;
 
 #[derive(Debug, Deserialize)]
+#[serde(expecting = "an object with a document `uri`")]
 pub struct DocumentParams {
     pub uri: Uri,
 }
@@ -39,7 +42,31 @@ pub async fn stats(scheduler: &Scheduler) -> Result<Value> {
     let mut v = serde_json::to_value(service.stats.snapshot()).unwrap_or(Value::Null);
     v["model"] = Value::from(service.host.state().label());
     v["liveTasks"] = Value::from(service.tasks.live_count());
+    v["shed"] = Value::from(service.turns.shed());
+    let (documents, bytes) = scheduler.session.document_totals();
+    v["documents"] = Value::from(documents);
+    v["documentBytes"] = Value::from(bytes);
     Ok(v)
+}
+
+pub async fn events(scheduler: &Scheduler) -> Result<Value> {
+    let outcomes = scheduler.service.outcomes.clone();
+    let flushed = tokio::task::spawn_blocking(move || {
+        let flushed = outcomes.log().flush(std::time::Duration::from_secs(10));
+        (outcomes, flushed)
+    })
+    .await;
+    let Ok((outcomes, flushed)) = flushed else {
+        return Err(tower_lsp_server::jsonrpc::Error::internal_error());
+    };
+    let log = outcomes.log();
+    Ok(json!({
+        "enabled": outcomes.is_enabled(),
+        "dataDir": log.dir().map(|d| d.display().to_string()),
+        "failed": log.is_failed(),
+        "dropped": log.dropped(),
+        "flushed": flushed,
+    }))
 }
 
 pub async fn context(

@@ -3,9 +3,10 @@
 
 use tower_lsp_server::jsonrpc::Result;
 use tower_lsp_server::ls_types::{
-    CompletionOptions, InitializeParams, InitializeResult, OneOf, ServerCapabilities, ServerInfo,
-    TextDocumentSyncCapability, TextDocumentSyncKind, TextDocumentSyncOptions,
-    TextDocumentSyncSaveOptions, WorkspaceFoldersServerCapabilities, WorkspaceServerCapabilities,
+    CompletionOptions, ExecuteCommandOptions, InitializeParams, InitializeResult, OneOf,
+    ServerCapabilities, ServerInfo, TextDocumentSyncCapability, TextDocumentSyncKind,
+    TextDocumentSyncOptions, TextDocumentSyncSaveOptions, WorkspaceFoldersServerCapabilities,
+    WorkspaceServerCapabilities,
 };
 
 use super::configuration;
@@ -92,6 +93,11 @@ pub fn handle(
             },
         )),
         inline_completion_provider: Some(OneOf::Left(true)),
+        // Run by clients after an accept (Neovim 0.12 warns about a command not listed).
+        execute_command_provider: Some(ExecuteCommandOptions {
+            commands: vec![super::outcome::ACCEPTED.to_string()],
+            ..ExecuteCommandOptions::default()
+        }),
         completion_provider: fallback.then(|| CompletionOptions {
             trigger_characters: Some([".", "(", " "].map(String::from).to_vec()),
             resolve_provider: Some(false),

@@ -1,6 +1,7 @@
 //! `textDocument/inlineCompletion` (LSP 3.18): ghost text at the cursor. Invoked may return
 //! several choices, Automatic one; each item has `insertText` and an empty one-line `range`
-//! at the cursor. Anything short of a fresh answer is an empty list, never an error.
+//! at the cursor, and the `copilot-lsp.accepted` command with its event id (see
+//! `outcome.rs`). Anything short of a fresh answer is an empty list, never an error.
 
 use tower_lsp_server::jsonrpc::Result;
 use tower_lsp_server::ls_types::{
@@ -8,7 +9,7 @@ use tower_lsp_server::ls_types::{
     InlineCompletionTriggerKind, InsertTextFormat, Range,
 };
 
-use super::Stamped;
+use super::{outcome, Stamped};
 use crate::scheduler::{Outcome, Scheduler, Trigger};
 
 pub async fn handle(
@@ -27,13 +28,16 @@ pub async fn handle(
         .complete(tdp.text_document.uri, tdp.position, arrival, trigger)
         .await
     {
-        Outcome::Choices { place, texts, .. } => texts
+        Outcome::Choices {
+            place, texts, ids, ..
+        } => texts
             .into_iter()
-            .map(|text| InlineCompletionItem {
+            .zip(ids)
+            .map(|(text, id)| InlineCompletionItem {
                 insert_text: text,
                 filter_text: None,
                 range: Some(Range::new(place.position, place.position)),
-                command: None,
+                command: id.as_deref().map(outcome::command),
                 insert_text_format: Some(InsertTextFormat::PLAIN_TEXT),
             })
             .collect(),

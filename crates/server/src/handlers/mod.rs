@@ -6,6 +6,7 @@ pub mod configuration;
 pub mod debug;
 pub mod initialize;
 pub mod inline_completion;
+pub mod outcome;
 pub mod text_document;
 pub mod workspace;
 
@@ -13,6 +14,7 @@ use serde::Deserialize;
 
 /// A request's params with the arrival number the gate stamped on them.
 #[derive(Debug, Deserialize)]
+#[serde(expecting = "an object of request params")]
 pub struct Stamped<P> {
     #[serde(flatten)]
     pub params: P,

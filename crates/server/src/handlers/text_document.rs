@@ -10,7 +10,7 @@ use tower_lsp_server::ls_types::{
     DidChangeTextDocumentParams, DidCloseTextDocumentParams, DidOpenTextDocumentParams,
 };
 
-use crate::session::Session;
+use crate::session::{Changed, Session};
 
 pub fn apply(session: &Session, method: &str, params: Option<&Value>, seq: u64) {
     let Some(params) = params else {
@@ -20,15 +20,16 @@ pub fn apply(session: &Session, method: &str, params: Option<&Value>, seq: u64) 
     let outcome = match method {
         "textDocument/didOpen" => DidOpenTextDocumentParams::deserialize(params).map(|p| {
             let d = p.text_document;
-            session.open(d.uri, &d.text, d.version, d.language_id, seq);
+            session.report(session.open(d.uri, &d.text, d.version, d.language_id, seq));
         }),
         "textDocument/didChange" => DidChangeTextDocumentParams::deserialize(params).map(|p| {
             let uri = p.text_document.uri;
-            if !session.change(&uri, &p.content_changes, p.text_document.version, seq) {
-                tracing::warn!(
+            match session.change(&uri, &p.content_changes, p.text_document.version, seq) {
+                Changed::Applied(notices) => session.report(notices),
+                Changed::NotOpen => tracing::warn!(
                     uri = uri.as_str(),
                     "didChange for a document that is not open"
-                );
+                ),
             }
         }),
         "textDocument/didClose" => DidCloseTextDocumentParams::deserialize(params)

@@ -163,7 +163,10 @@ impl Loader for ScriptedLoader {
     ) -> BoxFuture<Result<Arc<dyn LanguageModel>, String>> {
         let script = self.0.clone();
         Box::pin(async move {
-            let EngineSpec::Embedded(spec) = spec;
+            let spec = match spec {
+                EngineSpec::Embedded(spec) => spec,
+                other => return Err(format!("the scripted loader has no {other}")),
+            };
             script.loads.fetch_add(1, Ordering::SeqCst);
             script.specs.lock().unwrap().push(spec.clone());
             let _ = events.send(LoadEvent::Downloading {
@@ -202,6 +205,7 @@ pub struct Client {
     next_id: i64,
     pub server: Option<JoinHandle<anyhow::Result<i32>>>,
     pub script: Arc<Script>,
+    _data: Option<tempfile::TempDir>,
 }
 
 async fn write_frame(w: &Writer, body: &[u8]) {
@@ -218,7 +222,16 @@ impl Client {
         Self::start_with(script, ServeOptions::default())
     }
 
-    pub fn start_with(script: Script, opts: ServeOptions) -> Client {
+    /// Start a server with `script` as its model and `opts`; without a `data_dir` its event
+    /// log goes to a temporary folder (never the user's).
+    pub fn start_with(script: Script, mut opts: ServeOptions) -> Client {
+        let data = opts
+            .data_dir
+            .is_none()
+            .then(|| tempfile::tempdir().unwrap());
+        if let Some(d) = &data {
+            opts.data_dir = Some(d.path().to_path_buf());
+        }
         let script = Arc::new(script);
         let (client_end, server_end) = tokio::io::duplex(1 << 20);
         let (sr, sw) = tokio::io::split(server_end);
@@ -280,6 +293,7 @@ impl Client {
             next_id: 1,
             server: Some(server),
             script,
+            _data: data,
         }
     }
 

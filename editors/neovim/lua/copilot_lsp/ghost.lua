@@ -2,6 +2,11 @@
 --- `textDocument/inlineCompletion` on each change (cancelling the previous request), drops
 --- answers for a buffer or cursor that has moved on, draws the suggestion with extmarks
 --- (inline virtual text, then virtual lines) and accepts all of it, one word or one line.
+--- It tells the server what became of each suggestion, for its local event log (`copilot-lsp
+--- stats`): `textDocument/didShowCompletion` when one is drawn, the item's command
+--- (`workspace/executeCommand`) when all of it is accepted, and
+--- `textDocument/didPartiallyAcceptCompletion` (in the client's position units) for a word or
+--- a line.
 
 local text = require('copilot_lsp.text')
 
@@ -17,7 +22,7 @@ M.enabled = true
 M.hl_group = 'CopilotLspGhost'
 
 --- Counters, for `:CopilotLsp status` and the tests.
-M.stats = { requests = 0, cancelled = 0, dropped = 0, shown = 0, accepted = 0, errors = 0 }
+M.stats = { requests = 0, cancelled = 0, dropped = 0, shown = 0, accepted = 0, errors = 0, reported = 0 }
 
 --- The last answer that reached the buffer: { items = ..., row = ..., col = ..., line = ... }.
 M.last = nil
@@ -29,6 +34,9 @@ M.last = nil
 
 ---@class copilot_lsp.Shown : copilot_lsp.Ghost, copilot_lsp.Anchor
 ---@field after string the cursor line after the cursor when shown (to detect typing through)
+---@field item? table the server's item (echoed back in the outcome notifications)
+---@field full? string the item's whole text
+---@field done? integer bytes of `full` already in the buffer (accepted or typed)
 
 ---@class copilot_lsp.BufState
 ---@field client_id integer
@@ -47,6 +55,13 @@ local function request(client, method, params, handler, bufnr)
     return client:request(method, params, handler, bufnr)
   end
   return client.request(method, params, handler, bufnr)
+end
+
+local function notify(client, method, params)
+  if has_011 then
+    return client:notify(method, params)
+  end
+  return client.notify(method, params)
 end
 
 local function cancel_request(client, id)
@@ -130,8 +145,41 @@ local function show(bufnr, g, at)
     row = at.row,
     col = at.col,
     after = line:sub(at.col + 1),
+    item = g.item,
+    full = g.full,
+    done = g.done,
   }
   render(bufnr)
+end
+
+--- Tell the server what became of the shown suggestion `g`: 'shown', 'all' (the item's
+--- command, as clients with built-in inline completion run it) or 'partial' (`g.done` bytes
+--- of the item's text are in the buffer, sent in the client's position units).
+---@param g copilot_lsp.Shown
+---@param what 'shown'|'all'|'partial'
+local function report(bufnr, g, what)
+  local st = states[bufnr]
+  local client = st and vim.lsp.get_client_by_id(st.client_id)
+  if not client or not g or type(g.item) ~= 'table' then
+    return
+  end
+  if what == 'shown' then
+    notify(client, 'textDocument/didShowCompletion', { item = g.item })
+  elseif what == 'all' then
+    local cmd = g.item.command
+    if type(cmd) ~= 'table' or type(cmd.command) ~= 'string' then
+      return
+    end
+    request(client, 'workspace/executeCommand', { command = cmd.command, arguments = cmd.arguments },
+      function() end, bufnr)
+  else
+    local accepted = g.full:sub(1, g.done)
+    notify(client, 'textDocument/didPartiallyAcceptCompletion', {
+      item = g.item,
+      acceptedLength = text.char_index(accepted, #accepted, client.offset_encoding),
+    })
+  end
+  M.stats.reported = M.stats.reported + 1
 end
 
 --- Whether a suggestion is shown at the cursor of `bufnr`.
@@ -178,8 +226,12 @@ local function on_result(bufnr, seq, at, err, result)
     local g = text.ghost(item, at.row, line, at.col, encoding)
     if g then
       g.text = g.text:gsub('\r\n', '\n')
+      g.item = item
+      g.full = text.insert_text(item.insertText):gsub('\r\n', '\n')
+      g.done = math.max(0, #g.full - #g.text)
       show(bufnr, g, at)
       M.stats.shown = M.stats.shown + 1
+      report(bufnr, states[bufnr].ghost, 'shown')
       return
     end
   end
@@ -256,8 +308,11 @@ local function on_text_changed(bufnr)
     if at.row == g.row and at.col > g.col then
       local line = line_at(bufnr, at.row)
       if line:sub(at.col + 1) == g.after then
-        local rest = text.type_through(g, line:sub(g.col + 1, at.col))
+        local typed = line:sub(g.col + 1, at.col)
+        local rest = text.type_through(g, typed)
         if rest then
+          -- Still the same item: the server sees the typed text when it settles it.
+          rest.item, rest.full, rest.done = g.item, g.full, (g.done or 0) + #typed
           cancel(bufnr)
           show(bufnr, rest, at)
           return
@@ -321,12 +376,20 @@ function M.accept(bufnr, what)
   M.stats.accepted = M.stats.accepted + 1
   if all then
     clear(bufnr)
+    report(bufnr, g, 'all')
   else
-    show(bufnr, { text = g.text:sub(#chunk + 1), replace = g.replace }, {
+    show(bufnr, {
+      text = g.text:sub(#chunk + 1),
+      replace = g.replace,
+      item = g.item,
+      full = g.full,
+      done = (g.done or 0) + #chunk,
+    }, {
       tick = api.nvim_buf_get_changedtick(bufnr),
       row = row,
       col = col,
     })
+    report(bufnr, states[bufnr].ghost, 'partial')
   end
   return true
 end
