@@ -217,6 +217,8 @@ fn against_a_real_llama_server() {
                 "--raw",
                 "--fim",
                 "psm",
+                "--context",
+                "none",
                 "--max-tokens",
                 &max,
                 "--engine",
@@ -246,7 +248,15 @@ fn against_a_real_llama_server() {
             file,
             line,
             col,
-            &["--raw", "--fim", "psm", "--max-tokens", &max],
+            &[
+                "--raw",
+                "--fim",
+                "psm",
+                "--context",
+                "none",
+                "--max-tokens",
+                &max,
+            ],
         );
         same_as_embedded += usize::from(embedded == ours);
     }
@@ -319,6 +329,8 @@ fn against_a_real_llama_server() {
             &[
                 "--raw",
                 "--json",
+                "--context",
+                "none",
                 "--max-tokens",
                 &max,
                 "--engine",

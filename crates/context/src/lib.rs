@@ -26,7 +26,7 @@
 //!
 //! let ws = Workspace::new("/path/to/repo", ContextSettings::default());
 //! // On a blocking thread at start; the server reports `$/progress` from the callback.
-//! let stats = ws.build_index(&|p| eprintln!("{}/{}", p.done, p.total), &AtomicBool::new(false))?;
+//! let stats = ws.build_index(&|_progress| {}, &AtomicBool::new(false))?;
 //! ws.did_open("/path/to/repo/pkg/util.py".as_ref(), "def helper(x):\n    return x\n");
 //! let text = "from pkg.util import helper\n\nhelper(";
 //! let snippets = ws.snippets(

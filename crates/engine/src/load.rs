@@ -444,7 +444,12 @@ impl crate::model::Weights for StreamedSafetensors {
         let mut f = std::fs::File::open(path).map_err(|e| err(e.to_string()))?;
         f.seek(SeekFrom::Start(*start))
             .map_err(|e| err(e.to_string()))?;
-        let len = (end - start) as usize;
+        // A header whose offsets run backwards (a corrupt or hostile file) is an error,
+        // never an overflow (found by the safetensors fuzz target).
+        let len = end
+            .checked_sub(*start)
+            .and_then(|l| usize::try_from(l).ok())
+            .ok_or_else(|| err(format!("tensor {name} has data offsets {start}..{end}")))?;
         let n: usize = shape.iter().product();
         let t = if dtype == DType::F32 && len == 4 * n && cfg!(target_endian = "little") {
             // Read straight into the tensor's own buffer: no second copy of a 150 MB
