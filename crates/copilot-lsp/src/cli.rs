@@ -40,8 +40,10 @@ pub enum Command {
     Serve(ServeArgs),
     /// Complete at FILE:LINE:COL (1-based, column in characters) and print the completion.
     Complete(CompleteArgs),
-    /// Write a random-weight GPTBigCode checkpoint (tests and benchmarks).
+    /// Write a random-weight checkpoint of a model's shape (tests and benchmarks).
     GenCheckpoint(GenArgs),
+    /// Write a hub-format checkpoint as a llama.cpp GGUF file (its tokenizer inside).
+    ToGguf(ToGgufArgs),
     /// Measure speed: raw engine figures, typing replayed through the server, cold files.
     Bench(BenchArgs),
     /// Fine-tune a LoRA adapter on a repository (PEFT format).
@@ -310,14 +312,29 @@ pub struct GenArgs {
     /// Output directory.
     #[arg(long)]
     pub out: PathBuf,
-    /// tiny (2 layers, for tests), tiny-mha, or tiny_starcoder_py (the real model's shape).
+    /// tiny (2 layers, for tests), tiny-mha, tiny-llama, tiny-qwen2, tiny-starcoder2, or a
+    /// real model's shape: tiny_starcoder_py, qwen2.5-coder-0.5b, qwen2.5-coder-1.5b.
     #[arg(long, default_value = "tiny")]
     pub shape: String,
-    /// A tokenizer.json to use (padded with added tokens to the vocabulary size).
+    /// A tokenizer to use: tokenizer.json, or a .gguf file holding one (padded with added
+    /// tokens to the vocabulary size; Qwen2.5-Coder shapes get its added tokens).
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+}
+
+#[derive(ClapArgs, Debug)]
+pub struct ToGgufArgs {
+    /// Checkpoint directory (config.json, tokenizer.json, safetensors).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// The .gguf file to write.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Matrices in f32, f16, q8_0, q4_0 or q4k (vectors stay f32).
+    #[arg(long = "type", default_value = "q8_0")]
+    pub dtype: String,
 }
 
 pub fn init_logging(args: &Args) -> Result<()> {
@@ -371,6 +388,7 @@ pub fn run(args: Args) -> Result<u8> {
         Some(Command::Serve(s)) => serve(s, args.threads),
         Some(Command::Complete(c)) => complete(c, args.threads).map(|()| 0),
         Some(Command::GenCheckpoint(g)) => gen_checkpoint(g).map(|()| 0),
+        Some(Command::ToGguf(g)) => to_gguf(g).map(|()| 0),
         Some(Command::Bench(b)) => bench(b).map(|()| 0),
         Some(Command::Finetune(a)) => crate::train_cli::finetune(a, args.threads).map(|()| 0),
         Some(Command::Merge(a)) => crate::train_cli::merge(a, args.threads).map(|()| 0),
@@ -682,35 +700,63 @@ fn bench(b: BenchArgs) -> Result<()> {
 }
 
 fn gen_checkpoint(g: GenArgs) -> Result<()> {
+    let tok = match &g.tokenizer {
+        Some(p) => {
+            let text = if p.extension().is_some_and(|e| e == "gguf") {
+                copilot_engine::gguf::tokenizer_json(p)?
+            } else {
+                std::fs::read_to_string(p)
+                    .with_context(|| format!("cannot read {}", p.display()))?
+            };
+            let v: serde_json::Value = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not JSON", p.display()))?;
+            Some(v)
+        }
+        None => None,
+    };
+    let real = |cfg: Config, mut tok: Option<serde_json::Value>| -> Result<()> {
+        if cfg.arch() == copilot_engine::Arch::Qwen2 {
+            if let Some(t) = tok.as_mut() {
+                testkit::with_qwen2_5_coder_specials(t);
+            }
+        }
+        testkit::write_random_checkpoint(&g.out, &cfg, g.seed, 0.02, tok)?;
+        Ok(())
+    };
     match g.shape.as_str() {
         "tiny" | "tiny-mha" => {
-            if g.tokenizer.is_some() {
-                bail!("--tokenizer applies to --shape tiny_starcoder_py only");
+            if tok.is_some() {
+                bail!("--tokenizer applies to the real models' shapes only");
             }
             testkit::write_tiny_checkpoint(&g.out, g.shape == "tiny", g.seed)?;
         }
-        "tiny_starcoder_py" | "tiny-starcoder-py" => {
-            let tok = match &g.tokenizer {
-                Some(p) => Some(
-                    serde_json::from_str(
-                        &std::fs::read_to_string(p)
-                            .with_context(|| format!("cannot read {}", p.display()))?,
-                    )
-                    .with_context(|| format!("{} is not JSON", p.display()))?,
-                ),
-                None => None,
+        "tiny-llama" | "tiny-qwen2" | "tiny-starcoder2" => {
+            if tok.is_some() {
+                bail!("--tokenizer applies to the real models' shapes only");
+            }
+            let arch = match g.shape.as_str() {
+                "tiny-llama" => copilot_engine::Arch::Llama,
+                "tiny-qwen2" => copilot_engine::Arch::Qwen2,
+                _ => copilot_engine::Arch::Starcoder2,
             };
-            testkit::write_random_checkpoint(
-                &g.out,
-                &Config::tiny_starcoder_py(),
-                g.seed,
-                0.02,
-                tok,
-            )?;
+            testkit::write_tiny_rope_checkpoint(&g.out, arch, g.seed)?;
         }
-        other => bail!("unknown shape `{other}` (tiny, tiny-mha, tiny_starcoder_py)"),
+        "tiny_starcoder_py" | "tiny-starcoder-py" => real(Config::tiny_starcoder_py(), tok)?,
+        "qwen2.5-coder-0.5b" => real(Config::qwen2_5_coder_0_5b(), tok)?,
+        "qwen2.5-coder-1.5b" => real(Config::qwen2_5_coder_1_5b(), tok)?,
+        other => bail!(
+            "unknown shape `{other}` (tiny, tiny-mha, tiny-llama, tiny-qwen2, tiny-starcoder2, \
+             tiny_starcoder_py, qwen2.5-coder-0.5b, qwen2.5-coder-1.5b)"
+        ),
     }
     tracing::info!(out = %g.out.display(), "checkpoint written");
+    Ok(())
+}
+
+fn to_gguf(g: ToGgufArgs) -> Result<()> {
+    let dtype = copilot_engine::gguf::parse_type(&g.dtype).map_err(anyhow::Error::msg)?;
+    copilot_engine::gguf::convert(&g.model, &g.out, dtype)?;
+    tracing::info!(out = %g.out.display(), "GGUF written");
     Ok(())
 }
 

@@ -90,8 +90,11 @@ pub struct FinetuneArgs {
     /// Share of FIM examples in SPM order (the rest PSM).
     #[arg(long, default_value_t = 0.5)]
     pub spm_rate: f64,
-    /// Layers to adapt (PEFT target_modules: c_attn, c_proj, c_fc, attn.c_proj, mlp.c_proj).
-    #[arg(long, value_delimiter = ',', default_value = "c_attn,c_proj,c_fc")]
+    /// Layers to adapt (PEFT target_modules). Default: every linear layer of a block, named
+    /// as the model's family names them (GPTBigCode c_attn,c_proj,c_fc; Llama and Qwen2
+    /// q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj; StarCoder2 q_proj,k_proj,
+    /// v_proj,o_proj,c_fc,c_proj). Also attn.c_proj, mlp.c_proj and the like.
+    #[arg(long, value_delimiter = ',')]
     pub target: Vec<String>,
     #[arg(long, default_value_t = 16)]
     pub rank: usize,

@@ -221,6 +221,73 @@ fn pico_complete_matches_transformers_greedy() {
     assert_eq!(checked, 5);
 }
 
+/// The rotary families through the command line: a tiny checkpoint of each, written as
+/// GGUF by `to-gguf`, completes the same from the directory and from the file, with the
+/// family's FIM layout.
+#[test]
+fn every_family_completes_from_its_directory_and_its_gguf() {
+    let src = tempfile::tempdir().unwrap();
+    let f = write(
+        src.path(),
+        "a.py",
+        b"def add(a, b):\n    return \n\nprint(add(1, 2))\n",
+    );
+    let loc = format!("{}:2:12", f.display());
+    for (shape, layout) in [
+        ("tiny-qwen2", "Psm"),
+        ("tiny-llama", "Psm"),
+        ("tiny-starcoder2", "Spm"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = run(&[
+            "gen-checkpoint",
+            "--shape",
+            shape,
+            "--out",
+            dir.path().to_str().unwrap(),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let gguf = dir.path().join("m.gguf");
+        let out = run(&[
+            "to-gguf",
+            "--model",
+            dir.path().to_str().unwrap(),
+            "--out",
+            gguf.to_str().unwrap(),
+            "--type",
+            "f32",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let complete = |model: &str| {
+            run_json(&[
+                "complete",
+                loc.as_str(),
+                "--model",
+                model,
+                "--temperature",
+                "0",
+                "--max-tokens",
+                "8",
+                "--raw",
+                "--json",
+            ])
+        };
+        let a = complete(dir.path().to_str().unwrap());
+        let b = complete(gguf.to_str().unwrap());
+        assert_eq!(a["layout"], layout, "{shape}");
+        assert_eq!(a["completion"], b["completion"], "{shape}");
+        assert_eq!(a["prompt_tokens"], b["prompt_tokens"], "{shape}");
+    }
+}
+
 #[test]
 fn complete_lists_the_context_it_put_in_the_prompt() {
     let model = tiny_model();

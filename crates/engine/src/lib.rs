@@ -1,11 +1,15 @@
-//! StarCoder (GPTBigCode) on candle: configuration, loading, KV cache, sampling and the one
-//! thread that owns the model. Knows nothing of prompts' meaning, LSP or editors.
+//! Code models on candle: GPTBigCode (StarCoder), Llama (DeepSeek-Coder, CodeLlama), Qwen2
+//! (Qwen2.5-Coder) and StarCoder2 behind one model seam ([`model`]); configuration,
+//! loading (hub directories and GGUF), KV cache, sampling and the one thread that owns the
+//! model. Knows nothing of prompts' meaning, LSP or editors.
 
 pub mod attention;
 pub mod bench;
+pub mod bigcode;
 pub mod cancel;
 pub mod config;
 pub mod cpu;
+pub mod decoder;
 pub mod error;
 pub mod fast_gelu;
 pub mod fuzzing;
@@ -13,14 +17,18 @@ pub mod generate;
 pub mod gguf;
 pub mod kv;
 pub mod layers;
+pub mod llama;
 pub mod load;
+pub mod lora;
 pub mod matmul;
 pub mod model;
 pub mod qmatmul;
+pub mod qwen2;
 pub mod sgemm;
 pub mod skinny;
 pub mod softmax;
 pub mod spec;
+pub mod starcoder2;
 pub mod testkit;
 pub mod tokenizer;
 pub mod train_ops;
@@ -29,13 +37,13 @@ pub mod worker;
 use std::sync::Arc;
 
 pub use cancel::CancelToken;
-pub use config::Config;
+pub use config::{Arch, Config};
 pub use error::{EngineError, Result};
 pub use generate::{
     GenerateParams, GenerateRequest, Generation, Generator, StopFn, StopReason, TextFn,
 };
 pub use load::{Fetch, ModelFiles};
-pub use model::{KvCache, Logits, Lora, Model, Pass};
+pub use model::{BlockLora, KvCache, Logits, Lora, Model, Module, Pass};
 pub use spec::{DTypeSpec, DeviceSpec, ModelSpec, DEFAULT_MODEL};
 pub use tokenizer::{SpecialIds, Tokenizer, Utf8Decoder};
 pub use worker::Engine;

@@ -1,12 +1,17 @@
 //! The tokenizer: `tokenizers` underneath, with what code completion needs on top.
 //!
-//! - Special tokens are found by their string (`<fim_prefix>`...), never by hard-coded ids.
-//! - [`Tokenizer::encode_text`] never yields a special id: user text that contains
-//!   `<fim_prefix>` or `<|endoftext|>` stays text. Prompts are spliced from separately
-//!   encoded pieces and the special ids.
-//! - Each id maps to its raw bytes, so decoding token by token never splits a UTF-8 character
-//!   ([`Utf8Decoder`]).
+//! - Special tokens are found by their string, never by hard-coded ids: end of text from
+//!   the strings the families use ([`EOS_CANDIDATES`]); control tokens are the tokenizer's
+//!   own special tokens plus every family's FIM and repository tokens ([`CONTROL_STRINGS`])
+//!   wherever the vocabulary has them (CodeLlama's `▁<PRE>` sits in its base vocabulary).
+//! - [`Tokenizer::encode_text`] never yields a control id: user text that contains
+//!   `<fim_prefix>`, `<|fim_middle|>` or `<|endoftext|>` stays text. Prompts are spliced from
+//!   separately encoded pieces and the special ids. A SentencePiece-style tokenizer adds no
+//!   dummy leading space to a piece: text is encoded as it is.
+//! - Each id maps to its raw bytes (byte-level BPE, or SentencePiece's `▁` and `<0xNN>`
+//!   pieces), so decoding token by token never splits a UTF-8 character ([`Utf8Decoder`]).
 
+use std::collections::HashSet;
 use std::path::Path;
 
 use tokenizers::{
@@ -21,22 +26,80 @@ pub const FIM_PREFIX: &str = "<fim_prefix>";
 pub const FIM_MIDDLE: &str = "<fim_middle>";
 pub const FIM_SUFFIX: &str = "<fim_suffix>";
 
-/// Ids of the tokens the FIM format needs.
+/// End-of-text strings, in the order they are looked for: StarCoder/StarCoder2/Qwen2,
+/// DeepSeek-Coder, Llama/CodeLlama/Mistral, Llama 3, Gemma.
+pub const EOS_CANDIDATES: &[&str] = &[
+    "<|endoftext|>",
+    "<｜end▁of▁sentence｜>",
+    "</s>",
+    "<|end_of_text|>",
+    "<eos>",
+];
+
+/// Begin-of-text strings (DeepSeek-Coder and CodeLlama prompts start with one).
+pub const BOS_CANDIDATES: &[&str] = &["<｜begin▁of▁sentence｜>", "<s>", "<|begin_of_text|>"];
+
+/// The families' FIM, repository and end-of-middle tokens: control tokens wherever the
+/// vocabulary has them, whether or not the tokenizer marks them special.
+pub const CONTROL_STRINGS: &[&str] = &[
+    // StarCoder, StarCoder2
+    "<fim_prefix>",
+    "<fim_suffix>",
+    "<fim_middle>",
+    "<fim_pad>",
+    "<file_sep>",
+    "<repo_name>",
+    "<reponame>",
+    "<filename>",
+    // Qwen2.5-Coder
+    "<|fim_prefix|>",
+    "<|fim_suffix|>",
+    "<|fim_middle|>",
+    "<|fim_pad|>",
+    "<|repo_name|>",
+    "<|file_sep|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    // DeepSeek-Coder
+    "<｜fim▁begin｜>",
+    "<｜fim▁hole｜>",
+    "<｜fim▁end｜>",
+    "<｜begin▁of▁sentence｜>",
+    "<｜end▁of▁sentence｜>",
+    // CodeLlama
+    "▁<PRE>",
+    "▁<SUF>",
+    "▁<MID>",
+    "▁<EOT>",
+    "<s>",
+    "</s>",
+    // Codestral
+    "[PREFIX]",
+    "[SUFFIX]",
+    "[MIDDLE]",
+];
+
+/// Ids of the tokens every prompt and decoder needs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SpecialIds {
     pub eos: u32,
-    pub fim_prefix: u32,
-    pub fim_middle: u32,
-    pub fim_suffix: u32,
+    /// Begin of text, when the vocabulary has one.
+    pub bos: Option<u32>,
 }
 
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
+    /// `inner` without a SentencePiece dummy prefix (encodes text as it is); None when
+    /// `inner` has none.
+    plain: Option<tokenizers::Tokenizer>,
     specials: SpecialIds,
-    /// Contents of the added (special) tokens, to detect them in user text.
+    /// Contents of the added tokens and of the control tokens, to detect them in user text.
     added: Vec<String>,
-    /// Ids of special tokens: none of them belongs in a completion, so decoding stops there.
-    special_ids: std::collections::HashSet<u32>,
+    /// Ids of control tokens: none of them belongs in a completion, so decoding stops there.
+    special_ids: HashSet<u32>,
+    /// Control tokens of the base vocabulary, as they appear in raw text (`<PRE>`): text
+    /// is cut inside them so that no merge can rebuild one.
+    vocab_controls: Vec<String>,
     /// Raw bytes of each id.
     bytes: Vec<Vec<u8>>,
 }
@@ -70,30 +133,50 @@ impl Tokenizer {
     }
 
     pub fn new(inner: tokenizers::Tokenizer) -> Result<Self> {
-        let id = |s: &str| {
-            inner.token_to_id(s).ok_or_else(|| {
+        let eos = EOS_CANDIDATES
+            .iter()
+            .find_map(|s| inner.token_to_id(s))
+            .ok_or_else(|| {
                 EngineError::Tokenizer(format!(
-                    "tokenizer has no `{s}` token: not a StarCoder FIM tokenizer"
+                    "tokenizer has no end-of-text token (looked for {})",
+                    EOS_CANDIDATES.join(" ")
                 ))
-            })
-        };
-        let specials = SpecialIds {
-            eos: id(EOS)?,
-            fim_prefix: id(FIM_PREFIX)?,
-            fim_middle: id(FIM_MIDDLE)?,
-            fim_suffix: id(FIM_SUFFIX)?,
-        };
+            })?;
+        let bos = BOS_CANDIDATES.iter().find_map(|s| inner.token_to_id(s));
         let added_map = inner.get_added_tokens_decoder();
-        let added: Vec<String> = added_map.values().map(|t| t.content.clone()).collect();
-        let special_ids = added_map
+        let mut added: Vec<String> = added_map.values().map(|t| t.content.clone()).collect();
+        let mut special_ids: HashSet<u32> = added_map
             .iter()
             .filter(|(_, t)| t.special)
             .map(|(id, _)| *id)
             .collect();
+        let mut vocab_controls = Vec::new();
+        for s in CONTROL_STRINGS {
+            if let Some(id) = inner.token_to_id(s) {
+                special_ids.insert(id);
+                let raw = s.trim_start_matches('▁').to_string();
+                if !added_map.contains_key(&id) {
+                    vocab_controls.push(raw.clone());
+                }
+                added.push(raw);
+            }
+        }
+        special_ids.insert(eos);
+        added.sort();
+        added.dedup();
+        let json: serde_json::Value = inner
+            .to_string(false)
+            .ok()
+            .and_then(|j| serde_json::from_str(&j).ok())
+            .unwrap_or_default();
+        let plain = without_dummy_prefix(&json)?;
         let byte_level = matches!(
             inner.get_decoder(),
             Some(tokenizers::DecoderWrapper::ByteLevel(_))
         );
+        // SentencePiece converted to BPE: `▁` is a space, `<0x0A>` a raw byte.
+        let spm = json["model"]["byte_fallback"] == true
+            || json["decoder"].to_string().contains("ByteFallback");
         let table = byte_level.then(byte_decoder);
         let size = inner.get_vocab_size(true);
         let bytes = (0..size as u32)
@@ -106,6 +189,7 @@ impl Tokenizer {
                         .chars()
                         .map(|c| table.get(&c).copied().unwrap_or(b'?'))
                         .collect(),
+                    (None, Some(tok)) if spm => spm_piece_bytes(&tok),
                     (None, Some(_)) => inner
                         .decode(&[id], false)
                         .map(String::into_bytes)
@@ -116,9 +200,11 @@ impl Tokenizer {
             .collect();
         Ok(Self {
             inner,
-            specials,
+            plain,
+            specials: SpecialIds { eos, bos },
             added,
             special_ids,
+            vocab_controls,
             bytes,
         })
     }
@@ -141,35 +227,66 @@ impl Tokenizer {
         self.bytes.len()
     }
 
-    /// Encode user text. Never produces the id of a special token, even when the text
+    /// Encode user text. Never produces the id of a control token, even when the text
     /// contains its string.
     pub fn encode_text(&self, text: &str) -> Result<Vec<u32>> {
         if text.is_empty() {
             return Ok(Vec::new());
         }
-        if !self.added.iter().any(|a| text.contains(a.as_str())) {
+        let ids = if !self.added.iter().any(|a| text.contains(a.as_str())) {
             let enc = self
-                .inner
+                .encoder()
                 .encode_fast(text, false)
                 .map_err(|e| EngineError::Tokenizer(e.to_string()))?;
-            return Ok(enc.get_ids().to_vec());
+            enc.get_ids().to_vec()
+        } else {
+            self.encode_without_added(text)?
+        };
+        if !ids.iter().any(|i| self.special_ids.contains(i)) {
+            return Ok(ids);
         }
-        self.encode_without_added(text)
+        // A control token of the base vocabulary (CodeLlama's `▁<PRE>`) was rebuilt by the
+        // merges: cut the text after the first character of each such string and encode the
+        // parts on their own, so no merge can span the cut.
+        let mut cuts: Vec<usize> = self
+            .vocab_controls
+            .iter()
+            .flat_map(|c| {
+                let first = c.chars().next().map_or(1, char::len_utf8);
+                text.match_indices(c.as_str()).map(move |(i, _)| i + first)
+            })
+            .collect();
+        cuts.sort_unstable();
+        let mut out = Vec::new();
+        let mut at = 0;
+        for cut in cuts.into_iter().chain([text.len()]) {
+            if cut > at {
+                out.extend(self.encode_without_added(&text[at..cut])?);
+                at = cut;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The tokenizer that encodes text pieces (without a dummy leading space).
+    fn encoder(&self) -> &tokenizers::Tokenizer {
+        self.plain.as_ref().unwrap_or(&self.inner)
     }
 
     /// The tokenizer's pipeline (normalizer, pre-tokenizer, model) without the added
     /// vocabulary's extraction step, so special strings are split like any other text.
     fn encode_without_added(&self, text: &str) -> Result<Vec<u32>> {
         let err = |e: tokenizers::Error| EngineError::Tokenizer(e.to_string());
+        let enc = self.encoder();
         let mut normalized = tokenizers::NormalizedString::from(text);
-        if let Some(n) = self.inner.get_normalizer() {
+        if let Some(n) = enc.get_normalizer() {
             n.normalize(&mut normalized).map_err(err)?;
         }
         let mut pre = PreTokenizedString::from(normalized);
-        if let Some(p) = self.inner.get_pre_tokenizer() {
+        if let Some(p) = enc.get_pre_tokenizer() {
             p.pre_tokenize(&mut pre).map_err(err)?;
         }
-        let model = self.inner.get_model();
+        let model = enc.get_model();
         pre.tokenize(|s| model.tokenize(s.get())).map_err(err)?;
         Ok(pre
             .get_splits(OffsetReferential::Original, OffsetType::Byte)
@@ -195,6 +312,72 @@ impl Tokenizer {
     pub fn inner(&self) -> &tokenizers::Tokenizer {
         &self.inner
     }
+}
+
+/// The same tokenizer without SentencePiece's dummy prefix (a `Prepend("▁")` normalizer, or
+/// a `Metaspace` pre-tokenizer that prepends), None when it has none: pieces of a prompt are
+/// encoded as the text they are, and a template writes the space where its family wants one.
+fn without_dummy_prefix(json: &serde_json::Value) -> Result<Option<tokenizers::Tokenizer>> {
+    fn strip(v: &mut serde_json::Value) -> bool {
+        let mut changed = false;
+        match v {
+            serde_json::Value::Object(m) => {
+                if m.get("type").and_then(|t| t.as_str()) == Some("Metaspace") {
+                    if m.get("prepend_scheme").and_then(|p| p.as_str()) != Some("never") {
+                        m.insert("prepend_scheme".into(), "never".into());
+                        changed = true;
+                    }
+                    if m.get("add_prefix_space") == Some(&serde_json::Value::Bool(true)) {
+                        m.insert("add_prefix_space".into(), false.into());
+                        changed = true;
+                    }
+                }
+                if let Some(serde_json::Value::Array(list)) = m.get_mut("normalizers") {
+                    let before = list.len();
+                    list.retain(|n| n.get("type").and_then(|t| t.as_str()) != Some("Prepend"));
+                    changed |= list.len() != before;
+                }
+                for (_, x) in m.iter_mut() {
+                    changed |= strip(x);
+                }
+            }
+            serde_json::Value::Array(a) => {
+                for x in a {
+                    changed |= strip(x);
+                }
+            }
+            _ => {}
+        }
+        changed
+    }
+    let mut v = json.clone();
+    let top_prepend = v["normalizer"]["type"] == "Prepend";
+    if top_prepend {
+        v["normalizer"] = serde_json::Value::Null;
+    }
+    let changed = strip(&mut v["normalizer"]) | strip(&mut v["pre_tokenizer"]);
+    if !(changed || top_prepend) {
+        return Ok(None);
+    }
+    let t: tokenizers::Tokenizer = v
+        .to_string()
+        .parse()
+        .map_err(|e| EngineError::Tokenizer(format!("cannot rebuild tokenizer: {e}")))?;
+    Ok(Some(t))
+}
+
+/// A SentencePiece piece's bytes: `<0x0A>` is that byte, `▁` a space.
+fn spm_piece_bytes(piece: &str) -> Vec<u8> {
+    if let Some(hex) = piece
+        .strip_prefix("<0x")
+        .and_then(|h| h.strip_suffix('>'))
+        .filter(|h| h.len() == 2)
+    {
+        if let Ok(b) = u8::from_str_radix(hex, 16) {
+            return vec![b];
+        }
+    }
+    piece.replace('▁', " ").into_bytes()
 }
 
 /// GPT-2's byte-level alphabet: the printable char that stands for each byte, in byte order.

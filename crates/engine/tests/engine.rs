@@ -132,9 +132,12 @@ fn special_strings_in_user_text_never_become_special_ids() {
         "a<fim_prefix>b<fim_suffix>",
     ] {
         let ids = tok.encode_text(text).unwrap();
-        for special in [s.eos, s.fim_prefix, s.fim_middle, s.fim_suffix] {
+        for special in ["<fim_prefix>", "<fim_middle>", "<fim_suffix>"] {
+            let special = tok.token_id(special).unwrap();
+            assert!(tok.is_special(special));
             assert!(!ids.contains(&special), "{text:?} gave {ids:?}");
         }
+        assert!(!ids.contains(&s.eos), "{text:?} gave {ids:?}");
         assert_eq!(tok.decode(&ids), text, "round trip");
     }
     // Ordinary text goes through the normal path and round-trips, multi-byte included.
@@ -437,12 +440,16 @@ fn bad_checkpoints_are_clear_errors() {
     assert!(load_err(p).contains("truncated"));
     std::fs::write(&w, &bytes).unwrap();
 
-    // Another architecture.
+    // An architecture we do not run names itself and the ones we do.
     let c = p.join("config.json");
     let cfg = std::fs::read_to_string(&c).unwrap();
-    std::fs::write(&c, cfg.replace("gpt_bigcode", "llama")).unwrap();
+    std::fs::write(&c, cfg.replace("gpt_bigcode", "mistral")).unwrap();
     let e = load_err(p);
-    assert!(e.contains("llama") && e.contains("config.json"), "{e}");
+    assert!(
+        e.contains("`mistral`") && e.contains("gpt_bigcode, llama, qwen2, starcoder2"),
+        "{e}"
+    );
+    assert!(e.contains("config.json") && e.lines().count() == 1, "{e}");
 
     // A tensor of the wrong shape is named.
     let mut v: serde_json::Value = serde_json::from_str(&cfg).unwrap();
@@ -452,12 +459,25 @@ fn bad_checkpoints_are_clear_errors() {
     assert!(e.contains("mlp.c_fc"), "{e}");
     std::fs::write(&c, &cfg).unwrap();
 
-    // A tokenizer without FIM tokens.
+    // A tokenizer without an end-of-text token (one without FIM tokens loads: the
+    // pipeline then completes left to right).
     let t = p.join("tokenizer.json");
     let tok = std::fs::read_to_string(&t).unwrap();
-    std::fs::write(&t, tok.replace("<fim_middle>", "<fim_mid>")).unwrap();
+    std::fs::write(&t, tok.replace("<|endoftext|>", "<|end|>")).unwrap();
     let e = load_err(p);
-    assert!(e.contains("<fim_middle>"), "{e}");
+    assert!(
+        e.contains("end-of-text") && e.contains("<|endoftext|>"),
+        "{e}"
+    );
+    std::fs::write(&t, tok.replace("<fim_middle>", "<fim_mid>")).unwrap();
+    load(
+        &ModelSpec {
+            model: p.display().to_string(),
+            ..Default::default()
+        },
+        &mut |_| {},
+    )
+    .unwrap();
     std::fs::write(&t, &tok).unwrap();
 
     // No weights at all.

@@ -65,7 +65,7 @@ pub fn prompt_properties(
         path,
         snippets: &snippets,
     };
-    let p = build_prompt(&input, layout, &budget, &CharCounter);
+    let p = build_prompt(&input, &crate::STARCODER, layout, &budget, &CharCounter);
     let total: usize = p
         .pieces
         .iter()
@@ -93,6 +93,12 @@ pub fn prompt_properties(
         .count();
     assert_eq!(n_special, specials);
     assert!(p.pieces.iter().all(|x| x != &Piece::Text(String::new())));
+    // Each kept snippet is one text piece, and fine-tuning finds it there.
+    assert_eq!(p.snippet_pieces.len(), p.snippets.len());
+    for &i in &p.snippet_pieces {
+        assert!(matches!(p.pieces.get(i), Some(Piece::Text(_))), "{i}");
+        assert_ne!(p.header, Some(i));
+    }
 }
 
 /// Arbitrary bytes as a document, a cursor in it, a model output, a snippet and budgets.

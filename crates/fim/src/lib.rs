@@ -3,7 +3,9 @@
 //! A pure library shared by the CLI, the server, evaluation and fine-tuning, so that training
 //! and serving can never disagree on the prompt format or on the cleaning rules.
 //!
-//! - Prompt side ([`build_prompt`]): FIM layouts (PSM, bigcode's SPM, left-to-right), token
+//! - Prompt side ([`build_prompt`]): each family's FIM [`Template`] (StarCoder, StarCoder2,
+//!   Qwen2.5-Coder, DeepSeek-Coder, CodeLlama, Codestral: its strings, trained layouts, stop
+//!   and repository tokens), FIM layouts (PSM, bigcode's SPM, left-to-right), token
 //!   budgets around the cursor counted through a [`TokenCounter`], an optional path header and
 //!   snippets from other files, stable parts first. The prompt is a list of [`Piece`]s: text is
 //!   tokenized piece by piece by the engine and special ids are spliced in, so user text that
@@ -20,6 +22,7 @@ pub mod fuzzing;
 pub mod post;
 pub mod prompt;
 pub mod shape;
+pub mod template;
 
 pub use budget::{Budget, CharCounter, TokenCounter, DEFAULT_PREFIX_TOKENS, DEFAULT_SUFFIX_TOKENS};
 pub use context::CursorContext;
@@ -30,3 +33,7 @@ pub use prompt::{
     Snippet, Special,
 };
 pub use shape::{shape, Shape};
+pub use template::{
+    RepoTokens, SpmOrder, Template, CODELLAMA, CODESTRAL, DEEPSEEK_CODER, QWEN2_5_CODER, STARCODER,
+    STARCODER2, TEMPLATES,
+};

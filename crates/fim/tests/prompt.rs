@@ -5,7 +5,7 @@ use std::cell::Cell;
 
 use copilot_fim::{
     build_prompt, choose_layout, Budget, CharCounter, Layout, LayoutChoice, Piece, Prompt,
-    PromptInput, Snippet, Special, TokenCounter,
+    PromptInput, Snippet, Special, TokenCounter, STARCODER,
 };
 
 const PRE: Piece = Piece::Special(Special::FimPrefix);
@@ -23,7 +23,7 @@ fn build(prefix: &str, suffix: &str, layout: Layout, budget: &Budget) -> Prompt 
         path: None,
         snippets: &[],
     };
-    build_prompt(&input, layout, budget, &CharCounter)
+    build_prompt(&input, &STARCODER, layout, budget, &CharCounter)
 }
 
 const P: &str = "def f(x):\n    ret";
@@ -96,7 +96,10 @@ fn special_names() {
             "<fim_prefix>",
             "<fim_suffix>",
             "<fim_middle>",
-            "<|endoftext|>"
+            "<|endoftext|>",
+            "<s>",
+            "<repo_name>",
+            "<file_sep>"
         ]
     );
 }
@@ -115,7 +118,13 @@ fn header_and_snippets_come_first_in_the_prefix_section() {
     };
     let header = text("# path: src/app.py\n");
     let snippet = text("# snippet from util.py:\n# def u():\n#     return 1\n");
-    let psm = build_prompt(&input, Layout::Psm, &Budget::default(), &CharCounter);
+    let psm = build_prompt(
+        &input,
+        &STARCODER,
+        Layout::Psm,
+        &Budget::default(),
+        &CharCounter,
+    );
     assert_eq!(
         psm.pieces,
         vec![
@@ -128,7 +137,13 @@ fn header_and_snippets_come_first_in_the_prefix_section() {
             MID
         ]
     );
-    let spm = build_prompt(&input, Layout::Spm, &Budget::default(), &CharCounter);
+    let spm = build_prompt(
+        &input,
+        &STARCODER,
+        Layout::Spm,
+        &Budget::default(),
+        &CharCounter,
+    );
     assert_eq!(
         spm.pieces,
         vec![
@@ -143,6 +158,7 @@ fn header_and_snippets_come_first_in_the_prefix_section() {
     );
     let l2r = build_prompt(
         &input,
+        &STARCODER,
         Layout::LeftToRight,
         &Budget::default(),
         &CharCounter,
@@ -158,6 +174,7 @@ fn header_and_snippets_come_first_in_the_prefix_section() {
             path: None,
             ..input
         },
+        &STARCODER,
         Layout::Spm,
         &Budget::default(),
         &CharCounter,
@@ -169,7 +186,13 @@ fn header_and_snippets_come_first_in_the_prefix_section() {
         snippets: &[],
         ..input
     };
-    let p = build_prompt(&rust, Layout::Psm, &Budget::default(), &CharCounter);
+    let p = build_prompt(
+        &rust,
+        &STARCODER,
+        Layout::Psm,
+        &Budget::default(),
+        &CharCounter,
+    );
     assert_eq!(p.pieces[1], text("// path: src/main.rs\n"));
 }
 
@@ -197,7 +220,13 @@ fn header_and_snippets_give_way_when_room_is_short() {
         window: 250,
         max_new_tokens: 50,
     };
-    let p = build_prompt(&input, Layout::LeftToRight, &budget, &CharCounter);
+    let p = build_prompt(
+        &input,
+        &STARCODER,
+        Layout::LeftToRight,
+        &budget,
+        &CharCounter,
+    );
     // The header (43 chars) fits a quarter of the room (200); the big snippet does not fit
     // a quarter of the prefix budget (30), the small one (29) does.
     assert_eq!(
@@ -212,7 +241,13 @@ fn header_and_snippets_give_way_when_room_is_short() {
         window: 220,
         ..budget
     };
-    let p = build_prompt(&input, Layout::LeftToRight, &tight, &CharCounter);
+    let p = build_prompt(
+        &input,
+        &STARCODER,
+        Layout::LeftToRight,
+        &tight,
+        &CharCounter,
+    );
     assert_eq!(
         p.pieces[0],
         text("# snippet from s.py:\n# y = 2\n"),
@@ -356,7 +391,13 @@ fn counting_walks_outward_and_stops() {
         path: None,
         snippets: &[],
     };
-    let p = build_prompt(&input, Layout::Psm, &Budget::default(), &counter);
+    let p = build_prompt(
+        &input,
+        &STARCODER,
+        Layout::Psm,
+        &Budget::default(),
+        &counter,
+    );
     // 153 whole lines fit; the start is then anchored to a line number that is a multiple of
     // ANCHOR_LINES (9846 -> 9856), keeping 143.
     assert_eq!(p.prefix.len(), 1430);
@@ -431,7 +472,13 @@ fn the_most_relevant_snippet_sits_nearest_the_code_within_a_quarter_of_the_prefi
         window: 8192,
         max_new_tokens: 64,
     };
-    let p = build_prompt(&input, Layout::LeftToRight, &budget, &CharCounter);
+    let p = build_prompt(
+        &input,
+        &STARCODER,
+        Layout::LeftToRight,
+        &budget,
+        &CharCounter,
+    );
     assert_eq!(
         p.pieces,
         vec![
@@ -477,7 +524,7 @@ fn a_small_window_sets_room_aside_for_snippets_before_cutting_code() {
         window: 400,
         max_new_tokens: 48,
     };
-    let p = build_prompt(&input, Layout::Spm, &budget, &CharCounter);
+    let p = build_prompt(&input, &STARCODER, Layout::Spm, &budget, &CharCounter);
     assert!(p
         .pieces
         .contains(&text("# snippet from u.py:\n# def u():\n#     return 1\n")));
@@ -487,6 +534,7 @@ fn a_small_window_sets_room_aside_for_snippets_before_cutting_code() {
             snippets: &[],
             ..input
         },
+        &STARCODER,
         Layout::Spm,
         &budget,
         &CharCounter,

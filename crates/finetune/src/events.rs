@@ -244,7 +244,13 @@ pub fn example(
         window: usize::MAX / 2,
         max_new_tokens: 0,
     };
-    let prompt = copilot_fim::build_prompt(&input, layout, &budget, &examples::ByteCounter);
+    // The family's format, as its file examples get it (none: left to right).
+    let (template, layout) = match examples::template_of(tok) {
+        Some(t) => (t, layout),
+        None => (&copilot_fim::STARCODER, Layout::LeftToRight),
+    };
+    let prompt =
+        copilot_fim::build_prompt(&input, template, layout, &budget, &examples::ByteCounter);
     let mut ex = Example::default();
     examples::prompt_ids(tok, &prompt, &mut ex)?;
     ex.learn.iter_mut().for_each(|l| *l = false);
@@ -301,7 +307,9 @@ mod tests {
         let mut want = tok.encode_text("return 1").unwrap();
         want.push(tok.specials().eos);
         assert_eq!(learned, want);
-        assert!(ex.ids.contains(&tok.specials().fim_middle));
+        assert!(ex
+            .ids
+            .contains(&tok.token_id("<fim_middle>").expect("a FIM tokenizer")));
     }
 
     #[test]

@@ -18,7 +18,7 @@
 //! No I/O, no model: text and a tokenizer in, token ids out.
 
 use copilot_engine::Tokenizer;
-use copilot_fim::{Budget, Layout, Piece, Prompt, PromptInput, Snippet, Special, TokenCounter};
+use copilot_fim::{Budget, Layout, Piece, Prompt, PromptInput, Snippet, Template, TokenCounter};
 use rand::{Rng, SeedableRng};
 
 use crate::data::SourceFile;
@@ -129,41 +129,30 @@ impl Example {
     }
 }
 
-/// The pieces of a prompt that hold its snippets: right after the header (or at the start
-/// of the prefix section), as many as it kept. Found by place, never by text.
-fn snippet_pieces(prompt: &Prompt) -> std::ops::Range<usize> {
-    let section = match prompt.layout {
-        Layout::Psm => 1,
-        Layout::Spm => prompt
-            .pieces
-            .iter()
-            .position(|p| *p == Piece::Special(Special::FimMiddle))
-            .map_or(0, |i| i + 1),
-        Layout::LeftToRight => 0,
-    };
-    let start = prompt.header.map_or(section, |h| h + 1);
-    start..start + prompt.snippets.len()
+/// The model family's FIM template, found from the tokenizer's special tokens (as the
+/// pipeline finds it); None when it has none (then every example is left-to-right).
+pub fn template_of(tok: &Tokenizer) -> Option<&'static Template> {
+    Template::detect(|s| tok.token_id(s).is_some())
+}
+
+/// The id of a family's special token string.
+fn special_id(tok: &Tokenizer, s: &str) -> Result<u32> {
+    tok.token_id(s)
+        .ok_or_else(|| FinetuneError::Other(format!("the tokenizer has no `{s}` token")))
 }
 
 /// Ids of a prompt's pieces, specials spliced in, text encoded piece by piece (as the
 /// pipeline does); the prompt's path header and snippets are read but not learned.
 pub(crate) fn prompt_ids(tok: &Tokenizer, prompt: &Prompt, out: &mut Example) -> Result<()> {
-    let sp = tok.specials();
-    let snippets = snippet_pieces(prompt);
     for (i, p) in prompt.pieces.iter().enumerate() {
         match p {
-            Piece::Special(s) => out.push(
-                [match s {
-                    Special::FimPrefix => sp.fim_prefix,
-                    Special::FimSuffix => sp.fim_suffix,
-                    Special::FimMiddle => sp.fim_middle,
-                    Special::EndOfText => sp.eos,
-                }],
-                true,
-            ),
+            Piece::Special(s) => {
+                let text = prompt.template.string(*s).unwrap_or(s.as_str());
+                out.push([special_id(tok, text)?], true)
+            }
             Piece::Text(t) => out.push(
                 tok.encode_text(t)?,
-                prompt.header != Some(i) && !snippets.contains(&i),
+                prompt.header != Some(i) && !prompt.snippet_pieces.contains(&i),
             ),
         }
     }
@@ -213,8 +202,10 @@ fn split_points(text: &str, rng: &mut impl Rng) -> (usize, usize) {
     (a.min(b), a.max(b))
 }
 
-/// One example: `chunk` laid out by `layout` (split at `(a, b)` for FIM), then the middle
-/// (FIM) and `<|endoftext|>`; every token is learned but the path header's.
+/// One example: `chunk` laid out by `layout` in the model family's format (split at `(a, b)`
+/// for FIM), then the middle and the family's end-of-middle token (FIM) or end of text;
+/// every token is learned but the path header's. A layout the family was not trained with
+/// becomes the one it was; without FIM tokens, every example is left-to-right.
 pub fn example(
     tok: &Tokenizer,
     chunk: &str,
@@ -234,6 +225,10 @@ pub fn example_with(
     layout: Layout,
     (a, b): (usize, usize),
 ) -> Result<Example> {
+    let (template, layout) = match template_of(tok) {
+        Some(t) => (t, t.trained(layout)),
+        None => (&copilot_fim::STARCODER, Layout::LeftToRight),
+    };
     let budget = Budget {
         prefix_tokens: NO_TRIM,
         suffix_tokens: NO_TRIM,
@@ -249,8 +244,9 @@ pub fn example_with(
                 path,
                 snippets,
             };
-            let prompt = copilot_fim::build_prompt(&input, layout, &budget, &ByteCounter);
+            let prompt = copilot_fim::build_prompt(&input, template, layout, &budget, &ByteCounter);
             prompt_ids(tok, &prompt, &mut ex)?;
+            ex.push([tok.specials().eos], true);
         }
         Layout::Psm | Layout::Spm => {
             let input = PromptInput {
@@ -259,12 +255,12 @@ pub fn example_with(
                 path,
                 snippets,
             };
-            let prompt = copilot_fim::build_prompt(&input, layout, &budget, &ByteCounter);
+            let prompt = copilot_fim::build_prompt(&input, template, layout, &budget, &ByteCounter);
             prompt_ids(tok, &prompt, &mut ex)?;
             ex.push(tok.encode_text(&chunk[a..b])?, true);
+            ex.push([special_id(tok, template.end_of_middle())?], true);
         }
     }
-    ex.push([tok.specials().eos], true);
     Ok(ex)
 }
 
@@ -309,6 +305,7 @@ pub fn build_with_context(
         ));
     }
     let mut rng = rand::rngs::StdRng::seed_from_u64(opts.seed);
+    let template = template_of(tok);
     let mut stream = Example::default();
     let mut counts = (0, 0, 0);
     // Room for the special tokens and a path header inside one sequence.
@@ -324,18 +321,22 @@ pub fn build_with_context(
         for c in chunk(tok, &f.text, chunk_tokens)? {
             let chunk_start = offset;
             offset += c.len();
-            let layout = if rng.random_bool(opts.fim_rate) {
+            let drawn = if rng.random_bool(opts.fim_rate) {
                 if rng.random_bool(opts.spm_rate) {
-                    counts.2 += 1;
                     Layout::Spm
                 } else {
-                    counts.1 += 1;
                     Layout::Psm
                 }
             } else {
-                counts.0 += 1;
                 Layout::LeftToRight
             };
+            // As the family was trained: Qwen2.5-Coder's SPM draws become PSM.
+            let layout = template.map_or(Layout::LeftToRight, |t| t.trained(drawn));
+            match layout {
+                Layout::LeftToRight => counts.0 += 1,
+                Layout::Psm => counts.1 += 1,
+                Layout::Spm => counts.2 += 1,
+            }
             let cut = match layout {
                 Layout::LeftToRight => (0, 0),
                 _ => split_points(&c, &mut rng),
@@ -411,23 +412,25 @@ mod tests {
     fn fim_examples_follow_the_prompt_code_then_middle_and_eos() {
         let tok = tokenizer();
         let sp = tok.specials();
+        let id = |s: &str| tok.token_id(s).unwrap();
+        let (pre, suf, mid) = (id("<fim_prefix>"), id("<fim_suffix>"), id("<fim_middle>"));
         let text = "def f(x):\n    return x\n";
         let enc = |s: &str| tok.encode_text(s).unwrap();
         let (a, b) = (4, 10);
         let psm = example(&tok, text, None, Layout::Psm, (a, b)).unwrap().ids;
-        let mut want = vec![sp.fim_prefix];
+        let mut want = vec![pre];
         want.extend(enc(&text[..a]));
-        want.push(sp.fim_suffix);
+        want.push(suf);
         want.extend(enc(&text[b..]));
-        want.push(sp.fim_middle);
+        want.push(mid);
         want.extend(enc(&text[a..b]));
         want.push(sp.eos);
         assert_eq!(psm, want);
         // SPM as bigcode trained it: <fim_prefix><fim_suffix>S<fim_middle>P, then M.
         let spm = example(&tok, text, None, Layout::Spm, (a, b)).unwrap().ids;
-        let mut want = vec![sp.fim_prefix, sp.fim_suffix];
+        let mut want = vec![pre, suf];
         want.extend(enc(&text[b..]));
-        want.push(sp.fim_middle);
+        want.push(mid);
         want.extend(enc(&text[..a]));
         want.extend(enc(&text[a..b]));
         want.push(sp.eos);
@@ -570,7 +573,7 @@ mod tests {
             .ids;
         let sp = tok.specials();
         assert_eq!(ids.iter().filter(|&&i| i == sp.eos).count(), 1);
-        assert!(!ids.contains(&sp.fim_middle));
+        assert!(!ids.contains(&tok.token_id("<fim_middle>").unwrap()));
     }
 
     #[test]

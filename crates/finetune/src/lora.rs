@@ -1,89 +1,55 @@
-//! LoRA as trained here: which linear layers it targets (PEFT's `target_modules` names), and
-//! the trainable A/B matrices as candle `Var`s, turned into the engine's [`Lora`] for each
-//! forward pass.
+//! LoRA as trained here: which linear layers it targets (PEFT's `target_modules` names, per
+//! architecture, with defaults per family), and the trainable A/B matrices as candle `Var`s,
+//! turned into the engine's [`Lora`] for each forward pass.
 
 use candle_core::{DType, Device, Tensor, Var};
 use copilot_engine::model::{BlockLora, LoraPair};
-use copilot_engine::{Config, Lora};
+use copilot_engine::{Arch, Config, Lora};
 use rand::{Rng, SeedableRng};
 
 use crate::error::{FinetuneError, Result};
 
-/// One of the four linear layers of a GPTBigCode block.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Module {
-    CAttn,
-    AttnCProj,
-    CFc,
-    MlpCProj,
-}
+/// A linear layer of a block, by its PEFT path (`attn.c_attn`, `self_attn.q_proj`...): the
+/// engine's, which knows each architecture's modules.
+pub use copilot_engine::Module;
 
-impl Module {
-    pub const ALL: [Module; 4] = [Self::CAttn, Self::AttnCProj, Self::CFc, Self::MlpCProj];
-
-    /// The module's path inside a block, as in the checkpoint and in PEFT keys.
-    pub fn path(self) -> &'static str {
-        match self {
-            Self::CAttn => "attn.c_attn",
-            Self::AttnCProj => "attn.c_proj",
-            Self::CFc => "mlp.c_fc",
-            Self::MlpCProj => "mlp.c_proj",
-        }
-    }
-
-    pub fn from_path(p: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|m| m.path() == p)
-    }
-
-    /// `(in, out)` features of the layer.
-    pub fn dims(self, cfg: &Config) -> (usize, usize) {
-        let e = cfg.n_embd;
-        match self {
-            Self::CAttn => (e, e + 2 * cfg.kv_heads() * cfg.head_dim()),
-            Self::AttnCProj => (e, e),
-            Self::CFc => (e, cfg.inner_dim()),
-            Self::MlpCProj => (cfg.inner_dim(), e),
-        }
-    }
-
-    /// Full module name in the model (`transformer.h.3.attn.c_attn`).
-    pub fn name(self, layer: usize) -> String {
-        format!("transformer.h.{layer}.{}", self.path())
-    }
-
-    /// Whether PEFT's `target_modules` entry `t` selects this module: the name equals it or
-    /// ends with `.t` (so `c_proj` selects both `attn.c_proj` and `mlp.c_proj`).
-    pub fn matches(self, layer: usize, t: &str) -> bool {
-        let name = self.name(layer);
-        name == t || name.ends_with(&format!(".{t}"))
-    }
-
-    fn slot(self, b: &mut BlockLora) -> &mut Option<LoraPair> {
-        match self {
-            Self::CAttn => &mut b.c_attn,
-            Self::AttnCProj => &mut b.attn_c_proj,
-            Self::CFc => &mut b.c_fc,
-            Self::MlpCProj => &mut b.mlp_c_proj,
-        }
+/// The modules `target_modules` names by default for each architecture: every linear layer
+/// of a block (GPTBigCode's `c_attn`, `c_proj`, `c_fc`; the rotary families' q/k/v/o and MLP
+/// projections, as PEFT's QLoRA recipes adapt them).
+pub fn default_targets(arch: Arch) -> Vec<String> {
+    match arch {
+        Arch::GptBigCode => vec!["c_attn".into(), "c_proj".into(), "c_fc".into()],
+        _ => Module::of(arch)
+            .iter()
+            .map(|m| m.short_name().to_string())
+            .collect(),
     }
 }
 
-/// The modules that `target_modules` selects in a model of `n_layer` blocks; an entry that
-/// selects nothing is an error (as in PEFT).
-pub fn resolve_targets(targets: &[String], n_layer: usize) -> Result<Vec<(usize, Module)>> {
-    if targets.is_empty() {
-        return Err(FinetuneError::Options("no target modules".into()));
-    }
+/// The modules that `target_modules` selects in a model of config `cfg`; an entry that
+/// selects nothing is an error (as in PEFT). No entries: the architecture's defaults.
+pub fn resolve_targets(targets: &[String], cfg: &Config) -> Result<Vec<(usize, Module)>> {
+    let arch = cfg.arch();
+    let defaults;
+    let targets = if targets.is_empty() {
+        defaults = default_targets(arch);
+        &defaults
+    } else {
+        targets
+    };
+    let modules = Module::of(arch);
     for t in targets {
-        if !Module::ALL.iter().any(|m| m.matches(0, t)) {
+        if !modules.iter().any(|m| m.matches(arch, 0, t)) {
             return Err(FinetuneError::Options(format!(
-                "target module `{t}` matches no layer (GPTBigCode has c_attn, c_proj, c_fc)"
+                "target module `{t}` matches no layer ({} has {})",
+                cfg.model_type,
+                default_targets(arch).join(", ")
             )));
         }
     }
-    Ok((0..n_layer)
-        .flat_map(|l| Module::ALL.into_iter().map(move |m| (l, m)))
-        .filter(|(l, m)| targets.iter().any(|t| m.matches(*l, t)))
+    Ok((0..cfg.n_layer)
+        .flat_map(|l| modules.iter().map(move |m| (l, *m)))
+        .filter(|(l, m)| targets.iter().any(|t| m.matches(arch, *l, t)))
         .collect())
 }
 
@@ -95,11 +61,14 @@ pub fn to_engine_lora<'a>(
     let mut blocks = vec![BlockLora::default(); n_layer];
     for (l, m, a, b, scale) in pairs {
         if let Some(block) = blocks.get_mut(l) {
-            *m.slot(block) = Some(LoraPair {
-                a: a.clone(),
-                b: b.clone(),
-                scale,
-            });
+            block.set(
+                m,
+                Some(LoraPair {
+                    a: a.clone(),
+                    b: b.clone(),
+                    scale,
+                }),
+            );
         }
     }
     Lora { blocks }
@@ -111,7 +80,8 @@ pub struct Target {
     pub rank: usize,
     pub alpha: f64,
     pub use_rslora: bool,
-    /// PEFT `target_modules` entries (`c_attn`, `c_proj`, `c_fc`, or `attn.c_proj`...).
+    /// PEFT `target_modules` entries (`c_attn`, `c_proj`, `c_fc`, `q_proj`, or
+    /// `attn.c_proj`...); empty: the architecture's defaults ([`default_targets`]).
     pub modules: Vec<String>,
 }
 
@@ -121,12 +91,21 @@ impl Default for Target {
             rank: 16,
             alpha: 32.0,
             use_rslora: false,
-            modules: vec!["c_attn".into(), "c_proj".into(), "c_fc".into()],
+            modules: Vec::new(),
         }
     }
 }
 
 impl Target {
+    /// The `target_modules` this target means for `arch` (its defaults when none are given).
+    pub fn modules_for(&self, arch: Arch) -> Vec<String> {
+        if self.modules.is_empty() {
+            default_targets(arch)
+        } else {
+            self.modules.clone()
+        }
+    }
+
     /// `alpha / r`, or `alpha / sqrt(r)` with rank-stabilised LoRA.
     pub fn scale(&self) -> f64 {
         if self.use_rslora {
@@ -149,7 +128,9 @@ pub struct TrainablePair {
 
 /// The trainable adapter: f32 `Var`s whatever the model's dtype (the engine casts them).
 pub struct TrainableLora {
+    /// Its modules resolved for the architecture (never empty).
     pub target: Target,
+    pub arch: Arch,
     pub n_layer: usize,
     pub pairs: Vec<TrainablePair>,
 }
@@ -162,7 +143,11 @@ impl TrainableLora {
         // candle's CPU generator cannot be seeded: draw from our own, then upload.
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let mut pairs = Vec::new();
-        for (layer, module) in resolve_targets(&target.modules, cfg.n_layer)? {
+        let target = Target {
+            modules: target.modules_for(cfg.arch()),
+            ..target
+        };
+        for (layer, module) in resolve_targets(&target.modules, cfg)? {
             let (inp, out) = module.dims(cfg);
             let bound = 1.0 / (inp as f32).sqrt();
             let a: Vec<f32> = (0..target.rank * inp)
@@ -179,6 +164,7 @@ impl TrainableLora {
         }
         Ok(Self {
             target,
+            arch: cfg.arch(),
             n_layer: cfg.n_layer,
             pairs,
         })
@@ -248,7 +234,10 @@ mod tests {
 
     #[test]
     fn c_proj_selects_both_projections() {
-        let t = resolve_targets(&["c_proj".into()], 2).unwrap();
+        let cfg = Config::tiny_test(300);
+        let mut two = cfg.clone();
+        two.n_layer = 2;
+        let t = resolve_targets(&["c_proj".into()], &two).unwrap();
         assert_eq!(
             t,
             [
@@ -258,8 +247,44 @@ mod tests {
                 (1, Module::MlpCProj)
             ]
         );
-        let t = resolve_targets(&["attn.c_proj".into(), "c_fc".into()], 1).unwrap();
+        let mut one = cfg.clone();
+        one.n_layer = 1;
+        let t = resolve_targets(&["attn.c_proj".into(), "c_fc".into()], &one).unwrap();
         assert_eq!(t, [(0, Module::AttnCProj), (0, Module::CFc)]);
-        assert!(resolve_targets(&["q_proj".into()], 1).is_err());
+        let e = resolve_targets(&["q_proj".into()], &one)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("c_attn, c_proj, c_fc"), "{e}");
+    }
+
+    #[test]
+    fn each_family_has_its_peft_names_and_defaults() {
+        let qwen = Config::tiny_rope_test(Arch::Qwen2, 300);
+        let all = resolve_targets(&[], &qwen).unwrap();
+        assert_eq!(all.len(), 7 * qwen.n_layer);
+        assert_eq!(
+            default_targets(Arch::Qwen2),
+            [
+                "q_proj",
+                "k_proj",
+                "v_proj",
+                "o_proj",
+                "gate_proj",
+                "up_proj",
+                "down_proj"
+            ]
+        );
+        let sc2 = Config::tiny_rope_test(Arch::Starcoder2, 300);
+        // StarCoder2's `c_proj` is its MLP's only (attention's output is `o_proj`).
+        let t = resolve_targets(&["c_proj".into()], &sc2).unwrap();
+        assert_eq!(t, [(0, Module::MlpCProj), (1, Module::MlpCProj)]);
+        let e = resolve_targets(&["c_attn".into()], &sc2)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("starcoder2") && e.contains("q_proj"), "{e}");
+        assert!(resolve_targets(&["gate_proj".into()], &sc2).is_err());
+        let llama = Config::tiny_rope_test(Arch::Llama, 300);
+        let t = resolve_targets(&["q_proj".into(), "v_proj".into()], &llama).unwrap();
+        assert_eq!(t.len(), 2 * llama.n_layer);
     }
 }

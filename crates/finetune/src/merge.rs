@@ -10,6 +10,7 @@ use std::str::FromStr;
 
 use candle_core::{DType, Device, Tensor};
 use copilot_engine::load::{ModelFiles, Weights};
+use copilot_engine::Arch;
 
 use crate::error::{io_err, FinetuneError, Result};
 use crate::linalg::low_rank;
@@ -51,23 +52,25 @@ pub struct CombineOptions {
     pub rank: Option<usize>,
 }
 
-/// PEFT `target_modules` naming the modules present.
-fn target_names(mods: &BTreeSet<Module>) -> Vec<String> {
-    let mut t = Vec::new();
-    if mods.contains(&Module::CAttn) {
-        t.push("c_attn".to_string());
-    }
-    match (
-        mods.contains(&Module::AttnCProj),
-        mods.contains(&Module::MlpCProj),
-    ) {
-        (true, true) => t.push("c_proj".into()),
-        (true, false) => t.push("attn.c_proj".into()),
-        (false, true) => t.push("mlp.c_proj".into()),
-        (false, false) => {}
-    }
-    if mods.contains(&Module::CFc) {
-        t.push("c_fc".into());
+/// PEFT `target_modules` naming the modules present: each module's short name (`c_proj`,
+/// `q_proj`) when every module of the architecture with that name is present, its path
+/// (`attn.c_proj`) when only some are.
+fn target_names(arch: Arch, mods: &BTreeSet<Module>) -> Vec<String> {
+    let all = Module::of(arch);
+    let mut t: Vec<String> = Vec::new();
+    for m in all.iter().filter(|m| mods.contains(m)) {
+        let same: Vec<&Module> = all
+            .iter()
+            .filter(|o| o.short_name() == m.short_name())
+            .collect();
+        let name = if same.iter().all(|o| mods.contains(o)) {
+            m.short_name().to_string()
+        } else {
+            m.path().to_string()
+        };
+        if !t.contains(&name) {
+            t.push(name);
+        }
     }
     t
 }
@@ -134,6 +137,12 @@ pub fn combine(adapters: &[Adapter], o: &CombineOptions) -> Result<Adapter> {
     }
     if !(0.0..=1.0).contains(&o.density) {
         return Err(FinetuneError::Options("density must lie in [0, 1]".into()));
+    }
+    let arch = adapters[0].arch;
+    if adapters.iter().any(|a| a.arch != arch) {
+        return Err(FinetuneError::Options(
+            "the adapters are for different architectures".into(),
+        ));
     }
     let bases: BTreeSet<_> = adapters
         .iter()
@@ -258,10 +267,14 @@ pub fn combine(adapters: &[Adapter], o: &CombineOptions) -> Result<Adapter> {
         use_rslora: false,
         rank_pattern: BTreeMap::new(),
         alpha_pattern: BTreeMap::new(),
-        target_modules: TargetModules::List(target_names(&modules)),
+        target_modules: TargetModules::List(target_names(arch, &modules)),
         ..first.clone()
     };
-    Ok(Adapter { config, pairs })
+    Ok(Adapter {
+        arch,
+        config,
+        pairs,
+    })
 }
 
 /// Load an adapter for merging: on the CPU, in f32.
@@ -316,7 +329,7 @@ pub fn load_all(files: &ModelFiles) -> Result<HashMap<String, Tensor>> {
 /// Add `adapter`'s deltas into the weights (by checkpoint tensor name). Pure.
 pub fn merge_weights(weights: &mut HashMap<String, Tensor>, adapter: &Adapter) -> Result<()> {
     for ((layer, module), pair) in &adapter.pairs {
-        let name = format!("{}.weight", module.name(*layer));
+        let name = format!("{}.weight", module.name(adapter.arch, *layer));
         let w = weights.get(&name).ok_or_else(|| {
             FinetuneError::Other(format!("the base checkpoint has no tensor `{name}`"))
         })?;
@@ -363,6 +376,30 @@ pub fn merge_into_base(base: &ModelFiles, adapter: &Adapter, out: &Path) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn target_names_use_short_names_where_they_are_unambiguous() {
+        let set = |m: &[Module]| m.iter().copied().collect::<BTreeSet<_>>();
+        let g = Arch::GptBigCode;
+        assert_eq!(
+            target_names(g, &set(Module::of(g))),
+            ["c_attn", "c_proj", "c_fc"]
+        );
+        assert_eq!(
+            target_names(g, &set(&[Module::AttnCProj, Module::CFc])),
+            ["attn.c_proj", "c_fc"]
+        );
+        let q = Arch::Qwen2;
+        assert_eq!(
+            target_names(q, &set(&[Module::QProj, Module::VProj, Module::DownProj])),
+            ["q_proj", "v_proj", "down_proj"]
+        );
+        let s = Arch::Starcoder2;
+        assert_eq!(
+            target_names(s, &set(&[Module::OProj, Module::MlpCProj])),
+            ["o_proj", "c_proj"]
+        );
+    }
 
     #[test]
     fn ties_trims_elects_and_averages() {

@@ -2,12 +2,13 @@
 //! `peft` and adapters trained with `peft` load here:
 //!
 //! - `adapter_config.json`: `peft_type: "LORA"`, `task_type: "CAUSAL_LM"`, `r`, `lora_alpha`,
-//!   `lora_dropout`, `target_modules`, `fan_in_fan_out: false` (GPTBigCode's layers are
-//!   `nn.Linear`), `bias: "none"`, `use_rslora`, `rank_pattern`, `alpha_pattern`, ...
+//!   `lora_dropout`, `target_modules`, `fan_in_fan_out: false` (every architecture's layers
+//!   are `nn.Linear`), `bias: "none"`, `use_rslora`, `rank_pattern`, `alpha_pattern`, ...
 //! - `adapter_model.safetensors` (metadata `{"format": "pt"}`), keys
-//!   `base_model.model.transformer.h.{i}.attn.c_attn.lora_A.weight` `[r, in]` and
-//!   `...lora_B.weight` `[out, r]`; the effective delta is `scaling · B A` with
-//!   `scaling = lora_alpha / r` (`/ sqrt(r)` with `use_rslora`).
+//!   `base_model.model.transformer.h.{i}.attn.c_attn.lora_A.weight` (GPTBigCode) or
+//!   `base_model.model.model.layers.{i}.self_attn.q_proj.lora_A.weight` (Llama, Qwen2,
+//!   StarCoder2) `[r, in]` and `...lora_B.weight` `[out, r]`; the effective delta is
+//!   `scaling · B A` with `scaling = lora_alpha / r` (`/ sqrt(r)` with `use_rslora`).
 //!
 //! [`load_adapter`] is what the server calls to register a workspace's adapter.
 
@@ -15,7 +16,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
-use copilot_engine::{Config, Engine, Lora};
+use copilot_engine::{Arch, Config, Engine, Lora};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -173,7 +174,8 @@ impl AdapterConfig {
             .map(|(_, v)| v)
     }
 
-    /// `(r, scaling)` of module `name` (`transformer.h.0.attn.c_attn`).
+    /// `(r, scaling)` of module `name` (`transformer.h.0.attn.c_attn`,
+    /// `model.layers.0.self_attn.q_proj`).
     pub fn rank_and_scale(&self, name: &str) -> (usize, f64) {
         let r = Self::pattern(&self.rank_pattern, name)
             .copied()
@@ -209,28 +211,35 @@ impl Pair {
     }
 }
 
-/// An adapter in memory: its config and its pairs by `(layer, module)`.
+/// An adapter in memory: the architecture it is for, its config and its pairs by
+/// `(layer, module)`.
 #[derive(Clone, Debug)]
 pub struct Adapter {
+    pub arch: Arch,
     pub config: AdapterConfig,
     pub pairs: BTreeMap<(usize, Module), Pair>,
 }
 
 /// PEFT's key of a module's A or B matrix.
-pub fn key(layer: usize, module: Module, which: char) -> String {
-    format!("{KEY_PREFIX}{}.lora_{which}.weight", module.name(layer))
+pub fn key(arch: Arch, layer: usize, module: Module, which: char) -> String {
+    format!(
+        "{KEY_PREFIX}{}.lora_{which}.weight",
+        module.name(arch, layer)
+    )
 }
 
-/// Parse a saved key into `(layer, module, 'A' | 'B')`. Accepts the adapter-name infix that
-/// some writers leave (`lora_A.default.weight`) and keys without the `base_model.model.`
-/// prefix.
-pub fn parse_key(k: &str) -> Option<(usize, Module, char)> {
+/// Parse a saved key of an adapter for `arch` into `(layer, module, 'A' | 'B')`. Accepts the
+/// adapter-name infix that some writers leave (`lora_A.default.weight`) and keys without
+/// the `base_model.model.` prefix; a module `arch` does not have is no key of it.
+pub fn parse_key(k: &str, arch: Arch) -> Option<(usize, Module, char)> {
     let k = k.strip_prefix(KEY_PREFIX).unwrap_or(k);
-    let rest = k.strip_prefix("transformer.h.")?;
+    let rest = k
+        .strip_prefix(arch.block_prefix())
+        .and_then(|r| r.strip_prefix('.'))?;
     let (layer, rest) = rest.split_once('.')?;
     let layer: usize = layer.parse().ok()?;
     let (module, rest) = rest.split_once(".lora_")?;
-    let module = Module::from_path(module)?;
+    let module = Module::from_path(module).filter(|m| Module::of(arch).contains(m))?;
     let which = rest.chars().next()?;
     let tail = &rest[1..];
     let ok = tail == ".weight"
@@ -253,7 +262,11 @@ impl Adapter {
                 },
             );
         }
-        Ok(Self { config, pairs })
+        Ok(Self {
+            arch: t.arch,
+            config,
+            pairs,
+        })
     }
 
     /// The engine's view of it.
@@ -274,8 +287,9 @@ impl Adapter {
         std::fs::write(&cfg_path, json + "\n").map_err(io_err(&cfg_path))?;
         let mut tensors: Vec<(String, Tensor)> = Vec::new();
         for ((l, m), p) in &self.pairs {
-            tensors.push((key(*l, *m, 'A'), p.a.to_dtype(DType::F32)?.contiguous()?));
-            tensors.push((key(*l, *m, 'B'), p.b.to_dtype(DType::F32)?.contiguous()?));
+            let k = |w| key(self.arch, *l, *m, w);
+            tensors.push((k('A'), p.a.to_dtype(DType::F32)?.contiguous()?));
+            tensors.push((k('B'), p.b.to_dtype(DType::F32)?.contiguous()?));
         }
         write_safetensors(&dir.join(WEIGHTS_FILE), tensors)
     }
@@ -297,9 +311,10 @@ impl Adapter {
             )));
         }
         if config.fan_in_fan_out {
-            return Err(bad(
-                "fan_in_fan_out is true, but GPTBigCode's layers are nn.Linear".into(),
-            ));
+            return Err(bad(format!(
+                "fan_in_fan_out is true, but {}'s layers are nn.Linear",
+                cfg.model_type
+            )));
         }
         if config.use_dora {
             return Err(bad("DoRA adapters (use_dora) are not supported".into()));
@@ -325,10 +340,24 @@ impl Adapter {
         }
         let raw = candle_core::safetensors::load(&w_path, &Device::Cpu)
             .map_err(|e| bad(format!("{WEIGHTS_FILE}: {e}")))?;
+        // By name, so an error names the same tensor every time (the map's order is random).
+        let mut raw: Vec<(String, Tensor)> = raw.into_iter().collect();
+        raw.sort_by(|a, b| a.0.cmp(&b.0));
         let mut halves: HashMap<(usize, Module), (Option<Tensor>, Option<Tensor>)> = HashMap::new();
         for (k, t) in raw {
-            let (layer, module, which) =
-                parse_key(&k).ok_or_else(|| bad(format!("unexpected tensor `{k}`")))?;
+            let (layer, module, which) = parse_key(&k, cfg.arch()).ok_or_else(|| {
+                bad(format!(
+                    "unexpected tensor `{k}`: not a LoRA matrix of a {} block ({}.N.{{{}}}); \
+                     is this adapter for another model?",
+                    cfg.model_type,
+                    cfg.arch().block_prefix(),
+                    Module::of(cfg.arch())
+                        .iter()
+                        .map(|m| m.path())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                ))
+            })?;
             if layer >= cfg.n_layer {
                 return Err(bad(format!(
                     "`{k}`: layer {layer} but the model has {} layers",
@@ -345,7 +374,7 @@ impl Adapter {
         }
         let mut pairs = BTreeMap::new();
         for ((layer, module), (a, b)) in halves {
-            let name = module.name(layer);
+            let name = module.name(cfg.arch(), layer);
             let (a, b) = match (a, b) {
                 (Some(a), Some(b)) => (a, b),
                 _ => return Err(bad(format!("{name}: lora_A or lora_B is missing"))),
@@ -365,7 +394,11 @@ impl Adapter {
         if pairs.is_empty() {
             return Err(bad("the adapter has no LoRA tensors".into()));
         }
-        Ok(Self { config, pairs })
+        Ok(Self {
+            arch: cfg.arch(),
+            config,
+            pairs,
+        })
     }
 }
 
@@ -397,28 +430,56 @@ mod tests {
 
     #[test]
     fn keys_round_trip_and_tolerate_adapter_names() {
-        let k = key(3, Module::MlpCProj, 'B');
+        let g = Arch::GptBigCode;
+        let k = key(g, 3, Module::MlpCProj, 'B');
         assert_eq!(
             k,
             "base_model.model.transformer.h.3.mlp.c_proj.lora_B.weight"
         );
-        assert_eq!(parse_key(&k), Some((3, Module::MlpCProj, 'B')));
+        assert_eq!(parse_key(&k, g), Some((3, Module::MlpCProj, 'B')));
         assert_eq!(
-            parse_key("base_model.model.transformer.h.0.attn.c_attn.lora_A.default.weight"),
+            parse_key(
+                "base_model.model.transformer.h.0.attn.c_attn.lora_A.default.weight",
+                g
+            ),
             Some((0, Module::CAttn, 'A'))
         );
         assert_eq!(
-            parse_key("transformer.h.1.mlp.c_fc.lora_A.weight"),
+            parse_key("transformer.h.1.mlp.c_fc.lora_A.weight", g),
             Some((1, Module::CFc, 'A'))
         );
         assert_eq!(
-            parse_key("base_model.model.transformer.h.0.attn.c_attn.weight"),
+            parse_key("base_model.model.transformer.h.0.attn.c_attn.weight", g),
             None
         );
-        assert_eq!(parse_key("base_model.model.lm_head.lora_A.weight"), None);
+        assert_eq!(parse_key("base_model.model.lm_head.lora_A.weight", g), None);
         assert_eq!(
-            parse_key("base_model.model.transformer.h.0.attn.c_attn.lora_magnitude_vector"),
+            parse_key(
+                "base_model.model.transformer.h.0.attn.c_attn.lora_magnitude_vector",
+                g
+            ),
             None
+        );
+        // The rotary families: `model.layers`, and only their own modules.
+        let q = Arch::Qwen2;
+        let k = key(q, 2, Module::GateProj, 'A');
+        assert_eq!(
+            k,
+            "base_model.model.model.layers.2.mlp.gate_proj.lora_A.weight"
+        );
+        assert_eq!(parse_key(&k, q), Some((2, Module::GateProj, 'A')));
+        assert_eq!(
+            parse_key(&k, Arch::Starcoder2),
+            None,
+            "StarCoder2 has no gate"
+        );
+        assert_eq!(parse_key(&k, g), None);
+        assert_eq!(
+            parse_key(
+                "base_model.model.model.layers.0.mlp.c_fc.lora_B.weight",
+                Arch::Starcoder2
+            ),
+            Some((0, Module::CFc, 'B'))
         );
     }
 

@@ -340,7 +340,7 @@ fn write_checkpoint(
     let mut moments = Vec::new();
     for (i, p) in lora.pairs.iter().enumerate() {
         for (j, which) in ['A', 'B'].into_iter().enumerate() {
-            let k = key(p.layer, p.module, which);
+            let k = key(lora.arch, p.layer, p.module, which);
             moments.push((format!("{k}.exp_avg"), adam.m[2 * i + j].clone()));
             moments.push((format!("{k}.exp_avg_sq"), adam.v[2 * i + j].clone()));
         }
@@ -397,7 +397,7 @@ fn read_checkpoint(
     };
     for (i, p) in lora.pairs.iter().enumerate() {
         for (j, (which, var)) in [('A', &p.a), ('B', &p.b)].into_iter().enumerate() {
-            let k = key(p.layer, p.module, which);
+            let k = key(lora.arch, p.layer, p.module, which);
             var.set(&get(&weights, &k)?.to_dtype(DType::F32)?)?;
             adam.m[2 * i + j] = get(&moments, &format!("{k}.exp_avg"))?;
             adam.v[2 * i + j] = get(&moments, &format!("{k}.exp_avg_sq"))?;
@@ -434,7 +434,8 @@ pub fn train(
     let lora = TrainableLora::new(cfg, opts.target.clone(), opts.seed, &device)?;
     let vars = lora.vars();
     let mut adam = AdamW::new(&vars)?;
-    let config = AdapterConfig::for_training(&opts.target, opts.dropout, opts.base_model.clone());
+    // The targets as resolved for the architecture (its defaults when none were given).
+    let config = AdapterConfig::for_training(&lora.target, opts.dropout, opts.base_model.clone());
 
     let n = data.sequences.len();
     let per_epoch = steps_per_epoch(n, opts.batch_size, opts.grad_accum);
@@ -454,7 +455,7 @@ pub fn train(
         epochs: opts.epochs,
         seed: opts.seed,
         rank: opts.target.rank,
-        target_modules: opts.target.modules.clone(),
+        target_modules: lora.target.modules.clone(),
         losses: Vec::new(),
     };
     let ckpt: PathBuf = out.join(CHECKPOINT_DIR);

@@ -7,7 +7,7 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor, Var};
 use copilot_engine::{load, testkit, Logits, Lora, Model, ModelSpec, Pass, Tokenizer};
 use copilot_finetune::examples::{self, ExampleOptions, Packed};
-use copilot_finetune::lora::{Target, TrainableLora};
+use copilot_finetune::lora::{Module, Target, TrainableLora};
 use copilot_finetune::merge::{self, CombineOptions, Method};
 use copilot_finetune::peft::{self, Adapter, AdapterConfig};
 use copilot_finetune::train::{self, Batch, TrainOptions};
@@ -131,7 +131,7 @@ fn every_lora_tensor_receives_a_nonzero_gradient() {
     let names: Vec<String> = lora
         .pairs
         .iter()
-        .flat_map(|p| ['A', 'B'].map(|w| peft::key(p.layer, p.module, w)))
+        .flat_map(|p| ['A', 'B'].map(|w| peft::key(lora.arch, p.layer, p.module, w)))
         .collect();
     for (name, g) in names.iter().zip(&grads) {
         let g = g.as_ref().unwrap_or_else(|| panic!("{name}: no gradient"));
@@ -307,15 +307,12 @@ fn peft_config_and_key_names_match_the_hand_written_fixture() {
         &std::fs::read_to_string(fixtures.join("adapter_config.json")).unwrap(),
     )
     .unwrap();
-    let cfg = AdapterConfig::for_training(
-        &Target::default(),
-        0.05,
-        Some("bigcode/tiny_starcoder_py".into()),
-    );
-    assert_eq!(serde_json::to_value(&cfg).unwrap(), want);
-
+    // The default target, resolved for GPTBigCode (its defaults: c_attn, c_proj, c_fc).
     let t = tiny(6);
     let lora = TrainableLora::new(t.model.config(), Target::default(), 1, &Device::Cpu).unwrap();
+    let cfg =
+        AdapterConfig::for_training(&lora.target, 0.05, Some("bigcode/tiny_starcoder_py".into()));
+    assert_eq!(serde_json::to_value(&cfg).unwrap(), want);
     let adapter = Adapter::from_trainable(&lora, cfg).unwrap();
     let dir = tempfile::tempdir().unwrap();
     adapter.save(dir.path()).unwrap();
@@ -387,10 +384,12 @@ fn loads_an_adapter_written_as_peft_writes_it() {
     tensors.insert(format!("{p}.1.mlp.c_fc.lora_B.weight"), rand_t(4 * e, 4));
     candle_core::safetensors::save(&tensors, dir.path().join("adapter_model.safetensors")).unwrap();
     let lora = peft::load_adapter(dir.path(), &cfg, &Device::Cpu, DType::F32).unwrap();
-    let c_attn = lora.blocks[0].c_attn.as_ref().unwrap();
+    let c_attn = lora.blocks[0].get(Module::CAttn).unwrap();
     assert_eq!(c_attn.scale, 2.0);
-    assert!(lora.blocks[0].c_fc.is_none() && lora.blocks[1].c_attn.is_none());
-    assert_eq!(lora.blocks[1].c_fc.as_ref().unwrap().scale, 8.0);
+    assert!(
+        lora.blocks[0].get(Module::CFc).is_none() && lora.blocks[1].get(Module::CAttn).is_none()
+    );
+    assert_eq!(lora.blocks[1].get(Module::CFc).unwrap().scale, 8.0);
 
     // A wrong shape (an adapter for another model) is an error naming the module.
     tensors.insert(format!("{p}.1.mlp.c_fc.lora_A.weight"), rand_t(4, e + 1));

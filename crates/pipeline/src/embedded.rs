@@ -9,9 +9,10 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use copilot_engine::{
-    Engine, GenerateParams, GenerateRequest, LoadStage, Lora, Model, ModelSpec, Tokenizer,
+    Engine, EngineError, GenerateParams, GenerateRequest, LoadStage, Lora, Model, ModelSpec,
+    Tokenizer,
 };
-use copilot_fim::{Piece, Prompt, Special};
+use copilot_fim::{Prompt, Template};
 
 use crate::model::{BoxFuture, Generated, Job, LanguageModel, ModelInfo};
 use crate::{LoadEvent, PipelineError};
@@ -34,6 +35,8 @@ const MEMO_ENTRIES: usize = 50_000;
 pub struct Embedded {
     engine: Engine,
     info: ModelInfo,
+    /// The family's FIM template, found from the tokenizer (None: it has no FIM tokens).
+    template: Option<&'static Template>,
     read_adapter: Option<AdapterReader>,
     /// Names of the adapters registered with the engine.
     adapters: Arc<Mutex<HashSet<String>>>,
@@ -129,15 +132,22 @@ impl Embedded {
     }
 
     pub fn new(engine: Engine) -> Self {
+        let tok = engine.tokenizer().clone();
+        // The family's FIM format, from the strings its tokenizer has (never ids).
+        let template = Template::detect(|s| tok.token_id(s).is_some());
+        tracing::debug!(
+            template = template.map_or("none", |t| t.name),
+            "FIM template from the tokenizer"
+        );
         let info = ModelInfo {
             description: engine.description().to_string(),
             window: engine.config().n_positions,
-            // The tokenizer refuses to load without FIM tokens (`tokenizer.rs`).
-            fim: true,
+            fim: template.is_some(),
         };
         Self {
             engine,
             info,
+            template,
             read_adapter: None,
             adapters: Arc::default(),
             counts: Arc::default(),
@@ -164,18 +174,14 @@ impl Embedded {
     pub fn encode(&self, prompt: &Prompt, max_new: usize) -> Result<Vec<u32>, PipelineError> {
         let tok = self.engine.tokenizer();
         let specials = tok.specials();
-        let mut ids = Vec::new();
-        for piece in &prompt.pieces {
-            match piece {
-                Piece::Special(s) => ids.push(match s {
-                    Special::FimPrefix => specials.fim_prefix,
-                    Special::FimSuffix => specials.fim_suffix,
-                    Special::FimMiddle => specials.fim_middle,
-                    Special::EndOfText => specials.eos,
-                }),
-                Piece::Text(t) => ids.extend(tok.encode_text(t)?),
-            }
-        }
+        // Special pieces by the family's strings, looked up in the vocabulary.
+        let mut ids = prompt.encode(
+            |t| tok.encode_text(t),
+            |s| {
+                tok.token_id(s)
+                    .ok_or_else(|| EngineError::Tokenizer(format!("no `{s}` token")))
+            },
+        )?;
         if ids.is_empty() {
             // An empty document in left-to-right mode: start from end-of-text, as the model
             // saw at the start of every training document.
@@ -230,6 +236,10 @@ fn generated(g: copilot_engine::Generation) -> Generated {
 impl LanguageModel for Embedded {
     fn info(&self) -> &ModelInfo {
         &self.info
+    }
+
+    fn template(&self) -> Option<&'static Template> {
+        self.template
     }
 
     fn count_tokens(&self, text: &str) -> usize {

@@ -13,6 +13,7 @@ pub mod embedded;
 pub mod model;
 
 use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,7 +21,7 @@ use cache::CompletionCache;
 
 use copilot_engine::{Engine, EngineError};
 use copilot_fim::{
-    Budget, CursorContext, Layout, LayoutChoice, PostOptions, Prompt, PromptInput, Shape,
+    Budget, CursorContext, Layout, LayoutChoice, PostOptions, Prompt, PromptInput, Shape, Template,
     TokenCounter,
 };
 
@@ -327,6 +328,8 @@ pub struct Completer {
     cache: Arc<Mutex<CompletionCache>>,
     /// The computation ahead in flight, if any: every new request cancels it.
     ahead: Arc<Mutex<Option<CancelToken>>>,
+    /// Whether the one warning about a model without FIM tokens was given.
+    warned_no_fim: Arc<AtomicBool>,
     /// The model's speed, as it measured itself at load, refined by every generation.
     speed: Arc<Mutex<Option<Speed>>>,
 }
@@ -420,6 +423,7 @@ impl Completer {
             engine: None,
             cache: Arc::new(Mutex::new(CompletionCache::new(CACHE_ENTRIES))),
             ahead: Arc::default(),
+            warned_no_fim: Arc::default(),
             speed: Arc::new(Mutex::new(model.speed())),
             model,
         }
@@ -444,6 +448,15 @@ impl Completer {
         self.engine.as_ref()
     }
 
+    /// The model family's FIM template (None: the model has no FIM tokens).
+    pub fn template(&self) -> Option<&'static Template> {
+        if self.model.info().fim {
+            self.model.template()
+        } else {
+            None
+        }
+    }
+
     /// One line naming the model.
     pub fn description(&self) -> &str {
         &self.model.info().description
@@ -460,6 +473,24 @@ impl Completer {
         load.await
     }
 
+    /// The layout for this cursor in the model family's format; left-to-right, with one
+    /// warning, when the model has no FIM tokens.
+    fn layout(&self, choice: LayoutChoice, suffix: &str) -> (&'static Template, Layout) {
+        match self.template() {
+            Some(t) => (t, t.choose_layout(choice, suffix)),
+            None => {
+                let fim = copilot_fim::choose_layout(choice, suffix) != Layout::LeftToRight;
+                if fim && !self.warned_no_fim.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        "the model's tokenizer has no FIM tokens: completing left to right \
+                         (the code after the cursor is not shown to the model)"
+                    );
+                }
+                (&copilot_fim::STARCODER, Layout::LeftToRight)
+            }
+        }
+    }
+
     /// Counts tokens as the prompt budgets do (for the context crate's snippet budget).
     pub fn token_counter(&self) -> impl TokenCounter + '_ {
         ModelCounter(&*self.model)
@@ -473,12 +504,7 @@ impl Completer {
         let cursor = floor_char_boundary(&req.text, req.cursor);
         let text: Arc<str> = Arc::from(req.text.as_str());
         let (prefix, suffix) = text.split_at(cursor);
-        let choice = if info.fim {
-            opts.fim.layout_choice()
-        } else {
-            LayoutChoice::LeftToRight
-        };
-        let layout = copilot_fim::choose_layout(choice, suffix);
+        let (template, layout) = self.layout(opts.fim.layout_choice(), suffix);
         let max_new = opts.max_tokens.min(window / 2).max(1);
         let budget = Budget {
             prefix_tokens: opts.prefix_tokens,
@@ -492,8 +518,13 @@ impl Completer {
             path: req.path.as_deref(),
             snippets: &req.snippets,
         };
-        let prompt =
-            copilot_fim::build_prompt(&input, layout, &budget, &ModelCounter(&*self.model));
+        let prompt = copilot_fim::build_prompt(
+            &input,
+            template,
+            layout,
+            &budget,
+            &ModelCounter(&*self.model),
+        );
         let shape = copilot_fim::shape(&CursorContext { prefix, suffix });
         Prepared {
             prompt,

@@ -101,6 +101,13 @@ pub trait LanguageModel: Send + Sync + 'static {
     /// tokenizer at hand: say so once in the log).
     fn count_tokens(&self, text: &str) -> usize;
 
+    /// The model family's FIM format (`copilot_fim::Template`): which strings its FIM and
+    /// repository tokens are, which layouts it was trained with. The embedded engine finds
+    /// it from the tokenizer's special tokens; by default StarCoder's when `info().fim`.
+    fn template(&self) -> Option<&'static copilot_fim::Template> {
+        self.info().fim.then_some(&copilot_fim::STARCODER)
+    }
+
     /// Generate for `job`. Must stop within one token once `job.cancel` is set or the future
     /// is dropped, and then answer with `stop_reason: Some(StopReason::Cancelled)` or
     /// [`PipelineError::Cancelled`] if still awaited.

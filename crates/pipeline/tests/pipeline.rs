@@ -66,7 +66,19 @@ fn layouts_splice_special_ids_around_separately_encoded_text() {
     testkit::write_tiny_checkpoint(dir.path(), true, 5).unwrap();
     let c = Ids::new(dir.path());
     let tok = c.e.tokenizer();
-    let s = tok.specials();
+    struct Specials {
+        eos: u32,
+        fim_prefix: u32,
+        fim_suffix: u32,
+        fim_middle: u32,
+    }
+    let id = |s: &str| tok.token_id(s).unwrap();
+    let s = Specials {
+        eos: tok.specials().eos,
+        fim_prefix: id("<fim_prefix>"),
+        fim_suffix: id("<fim_suffix>"),
+        fim_middle: id("<fim_middle>"),
+    };
     let text = "x = '<fim_middle>'\ny = <|endoftext|>\n";
     let cursor = text.find('\n').unwrap() + 1;
     let enc = |t: &str| tok.encode_text(t).unwrap();

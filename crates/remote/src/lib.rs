@@ -71,6 +71,7 @@ pub(crate) mod testing {
                 path,
                 snippets: &snippets,
             },
+            &copilot_fim::STARCODER,
             Layout::Spm,
             &Budget::default(),
             &CharCounter,

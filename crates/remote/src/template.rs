@@ -166,7 +166,11 @@ pub fn sections(prompt: &Prompt) -> Sections<'_> {
             Piece::Special(Special::FimPrefix) => at = At::Prefix,
             Piece::Special(Special::FimSuffix) => at = At::Suffix,
             Piece::Special(Special::FimMiddle) => at = At::Middle,
-            Piece::Special(Special::EndOfText) => {}
+            // Not in the StarCoder-format prompts a remote engine is given (the pipeline
+            // builds them with that template; repository tokens are Qwen's and StarCoder2's).
+            Piece::Special(
+                Special::EndOfText | Special::Bos | Special::RepoName | Special::FileSep,
+            ) => {}
             Piece::Text(t) => match at {
                 // In SPM the prefix section comes after the middle token.
                 At::Prefix | At::Middle => out.prefix.push(t),
@@ -188,14 +192,17 @@ pub fn render(prompt: &Prompt, family: Family) -> Vec<Part<'_>> {
         return prompt
             .pieces
             .iter()
-            .map(|p| match p {
-                Piece::Special(s) => Part::Control(match s {
-                    Special::FimPrefix => t.prefix,
-                    Special::FimSuffix => t.suffix,
-                    Special::FimMiddle => t.middle,
-                    Special::EndOfText => t.eos,
-                }),
-                Piece::Text(s) => Part::Text(s),
+            .filter_map(|p| match p {
+                Piece::Special(s) => match s {
+                    Special::FimPrefix => Some(t.prefix),
+                    Special::FimSuffix => Some(t.suffix),
+                    Special::FimMiddle => Some(t.middle),
+                    Special::EndOfText => Some(t.eos),
+                    // Not in StarCoder-format prompts (see `sections`).
+                    Special::Bos | Special::RepoName | Special::FileSep => None,
+                }
+                .map(Part::Control),
+                Piece::Text(s) => Some(Part::Text(s)),
             })
             .collect();
     }
@@ -266,7 +273,13 @@ mod tests {
             path: extras.then_some("a.py"),
             snippets: if extras { &snippets } else { &[] },
         };
-        build_prompt(&input, layout, &Budget::default(), &CharCounter)
+        build_prompt(
+            &input,
+            &copilot_fim::STARCODER,
+            layout,
+            &Budget::default(),
+            &CharCounter,
+        )
     }
 
     #[test]

@@ -113,6 +113,7 @@ fn job(prefix: &str, suffix: &str) -> Job {
             suffix,
             ..PromptInput::default()
         },
+        &copilot_fim::STARCODER,
         Layout::Psm,
         &Budget::default(),
         &copilot_fim::CharCounter,
