@@ -712,11 +712,23 @@ impl Imports {
             return Vec::new();
         };
         let imports = self.current_imports(lang, q.text);
-        if imports.is_empty() {
-            return Vec::new();
-        }
         let mut out: Vec<Candidate> = Vec::new();
         let mut seen: HashSet<(PathBuf, String)> = HashSet::new();
+        // First, what the cursor is naming a member of: `click.Pa|` or `from .core import |`.
+        let r = Resolution {
+            imports: self,
+            lang,
+            files,
+            roots: q.roots,
+            said,
+        };
+        if let Some(c) = r.namespace_at_cursor(&imports, q) {
+            seen.insert((c.path.clone(), String::new()));
+            out.push(c);
+        }
+        if imports.is_empty() {
+            return out;
+        }
         for (distance, chain) in chains_near(q.near, q.cursor) {
             if out.len() >= MAX_DEFINITIONS {
                 break;
@@ -757,7 +769,269 @@ struct Resolution<'a> {
     said: &'a SaidOnce,
 }
 
+/// What the code just before the cursor names a member of.
+#[derive(Debug, PartialEq, Eq)]
+enum AtCursor<'t> {
+    /// `m.pa|`: an attribute of `chain` (`["m"]`) being typed, `partial` (`pa`) so far.
+    /// An empty chain: the head itself is being typed (`cli|`).
+    Attribute {
+        chain: Vec<&'t str>,
+        partial: &'t str,
+    },
+    /// `from M import a, pa|` (parenthesised over lines too).
+    FromImport { module: ModuleRef, partial: &'t str },
+}
+
+fn is_ident_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_'
+}
+
+/// The identifier characters `before` ends with.
+fn trailing_ident(before: &str) -> &str {
+    let b = before.as_bytes();
+    let mut i = b.len();
+    while i > 0 && is_ident_byte(b[i - 1]) {
+        i -= 1;
+    }
+    &before[i..]
+}
+
+/// `.x.y` / `x.y` / `` as a module reference.
+fn module_ref(spelled: &str) -> Option<ModuleRef> {
+    let level = spelled.bytes().take_while(|b| *b == b'.').count();
+    let rest = &spelled[level..];
+    let path: Vec<String> = if rest.is_empty() {
+        Vec::new()
+    } else {
+        rest.split('.').map(str::to_string).collect()
+    };
+    if path
+        .iter()
+        .any(|p| p.is_empty() || !p.bytes().all(is_ident_byte))
+        || (level == 0 && path.is_empty())
+    {
+        return None;
+    }
+    Some(ModuleRef { level, path })
+}
+
+/// Read what the cursor names a member of from the text before it (Python).
+fn at_cursor(before: &str) -> Option<AtCursor<'_>> {
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = &before[line_start..];
+    let partial = trailing_ident(line);
+    // A `from M import` statement, on this line or opened with `(` on an earlier one.
+    let stmt_start = {
+        let t = line.trim_start();
+        if t.starts_with("from ") {
+            Some(line_start + (line.len() - t.len()))
+        } else {
+            // An open parenthesis of a `from ... import (` a few lines up, not closed since.
+            let mut found = None;
+            let mut end = line_start;
+            for _ in 0..32 {
+                if end == 0 {
+                    break;
+                }
+                let start = before[..end - 1].rfind('\n').map_or(0, |i| i + 1);
+                let l = &before[start..end];
+                if l.contains(')') {
+                    break;
+                }
+                let t = l.trim_start();
+                if t.starts_with("from ") {
+                    if t.contains("import (") {
+                        found = Some(start + (l.len() - t.len()));
+                    }
+                    break;
+                }
+                end = start;
+            }
+            found
+        }
+    };
+    if let Some(at) = stmt_start {
+        let stmt = &before[at..];
+        let (head, names) = stmt.split_once(" import")?;
+        if names.contains(')') {
+            return None;
+        }
+        let module = module_ref(head.strip_prefix("from ")?.trim())?;
+        return Some(AtCursor::FromImport { module, partial });
+    }
+    if line.trim_start().starts_with("import ") {
+        return None;
+    }
+    // `a.b.pa`: identifiers joined by dots, ending at the cursor.
+    let b = line.as_bytes();
+    let mut i = line.len() - partial.len();
+    let mut chain = Vec::new();
+    while i > 0 && b[i - 1] == b'.' {
+        let end = i - 1;
+        let start = end - trailing_ident(&line[..end]).len();
+        if start == end {
+            return None; // `x().a`, `"s".a`: not a name's attribute
+        }
+        chain.push(&line[start..end]);
+        i = start;
+    }
+    if i > 0 && matches!(b[i - 1], b')' | b']' | b'"' | b'\'') {
+        return None;
+    }
+    if chain
+        .first()
+        .and_then(|c| c.bytes().next())
+        .is_some_and(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    chain.reverse();
+    if chain.is_empty() && partial.len() < 2 {
+        return None;
+    }
+    Some(AtCursor::Attribute { chain, partial })
+}
+
+/// Names shown at most for one namespace.
+const NAMESPACE_NAMES: usize = 48;
+/// A definition's line in a namespace listing is cut to this many characters.
+const NAMESPACE_LINE_CHARS: usize = 120;
+
+/// The first line a definition's summary shows for it: its signature on one line
+/// (decorators left out), or the assignment.
+fn signature_line(d: &Definition) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for l in d
+        .summary
+        .lines()
+        .skip_while(|l| l.trim_start().starts_with('@'))
+    {
+        parts.push(l.trim());
+        if l.trim_end().ends_with(':') || parts.len() >= 6 {
+            break;
+        }
+    }
+    let mut s = parts.join(" ");
+    if s.is_empty() {
+        s = format!("{} = ...", d.name);
+    }
+    if s.chars().count() > NAMESPACE_LINE_CHARS {
+        s = s.chars().take(NAMESPACE_LINE_CHARS).collect::<String>() + "...";
+    }
+    s
+}
+
+fn spell(m: &ModuleRef) -> String {
+    format!("{}{}", ".".repeat(m.level), m.path.join("."))
+}
+
+/// A module's public names as Python the model reads easily: its re-exports grouped by
+/// module (`from .core import Argument, Command`), then one line per definition. Only the
+/// names that start with `partial`; `None` when none does.
+pub fn namespace_listing(outline: &Outline, partial: &str) -> Option<String> {
+    let public = |n: &str| !n.starts_with('_') && n.starts_with(partial);
+    let mut shown = 0;
+    let mut groups: Vec<(String, Vec<&str>)> = Vec::new();
+    let mut seen: HashSet<&str> = HashSet::new();
+    for i in &outline.imports {
+        if shown >= NAMESPACE_NAMES {
+            break;
+        }
+        if i.wildcard {
+            if partial.is_empty() {
+                groups.push((spell(&i.module), vec!["*"]));
+            }
+            continue;
+        }
+        // `import os` in a module is not what users reach through it; `from x import y`
+        // re-exports are.
+        if i.name.is_none() {
+            continue;
+        }
+        if !public(&i.local) || !seen.insert(i.local.as_str()) {
+            continue;
+        }
+        let m = spell(&i.module);
+        match groups.iter_mut().find(|(g, _)| *g == m) {
+            Some((_, names)) => names.push(&i.local),
+            None => groups.push((m, vec![&i.local])),
+        }
+        shown += 1;
+    }
+    let mut lines: Vec<String> = groups
+        .into_iter()
+        .map(|(m, names)| format!("from {m} import {}", names.join(", ")))
+        .collect();
+    for d in &outline.definitions {
+        if shown >= NAMESPACE_NAMES {
+            break;
+        }
+        if public(&d.name) && seen.insert(d.name.as_str()) {
+            lines.push(signature_line(d));
+            shown += 1;
+        }
+    }
+    (shown > 0).then(|| lines.join("\n"))
+}
+
 impl Resolution<'_> {
+    /// The module `chain` names through the imports of `from` (`click`, `pkg.sub`, a
+    /// module bound by `from . import views`), if it names one.
+    fn module_of(&self, imports: &[Import], chain: &[&str], from: &Path) -> Option<PathBuf> {
+        let imp = imports.iter().rev().find(|i| i.local == chain[0])?;
+        let mut file = self.lang.resolve(&imp.module, from, self.roots)?;
+        match &imp.name {
+            Some(n) => file = self.lang.submodule(&file, n)?,
+            None if imp.dotted => {
+                let top = ModuleRef {
+                    level: 0,
+                    path: vec![chain[0].to_string()],
+                };
+                file = self.lang.resolve(&top, from, self.roots).unwrap_or(file);
+            }
+            None => {}
+        }
+        for part in &chain[1..] {
+            file = self.lang.submodule(&file, part)?;
+        }
+        Some(file)
+    }
+
+    /// A listing of the namespace the cursor is typing a member of: after `m.` where `m`
+    /// is an imported module, or in a `from M import` statement, the names that start with
+    /// what is typed so far. When the head itself is being typed (`cli|`), the first
+    /// imported module whose name it begins.
+    fn namespace_at_cursor(&self, imports: &[Import], q: &ImportQuery) -> Option<Candidate> {
+        let before = q.near.get(..q.cursor)?;
+        let (file, partial) = match at_cursor(before)? {
+            AtCursor::FromImport { module, partial } => {
+                (self.lang.resolve(&module, q.path, self.roots)?, partial)
+            }
+            AtCursor::Attribute { chain, partial } if chain.is_empty() => {
+                let file = imports
+                    .iter()
+                    .filter(|i| i.local.starts_with(partial))
+                    .find_map(|i| self.module_of(imports, &[i.local.as_str()], q.path))?;
+                (file, "")
+            }
+            AtCursor::Attribute { chain, partial } => {
+                (self.module_of(imports, &chain, q.path)?, partial)
+            }
+        };
+        if file == q.path {
+            return None;
+        }
+        let outline = self.imports.outline(&file, self.files, self.said)?;
+        let text = namespace_listing(&outline, partial)?;
+        Some(Candidate {
+            source: Source::Imports,
+            score: 2.0,
+            path: file,
+            start_line: 0,
+            text,
+        })
+    }
+
     /// Resolve a use `a.b.c` against the imports of the file `from`.
     fn chain(
         &self,
@@ -987,6 +1261,77 @@ mod tests {
         assert_eq!(o.imports.len(), 1);
         let names: Vec<&str> = o.names().collect();
         assert!(names.contains(&"run") && names.contains(&"LIMIT"));
+    }
+
+    #[test]
+    fn what_the_cursor_names_a_member_of() {
+        let m = |level, p: &[&str]| ModuleRef {
+            level,
+            path: p.iter().map(|s| s.to_string()).collect(),
+        };
+        let attr = |chain: Vec<&'static str>, partial| Some(AtCursor::Attribute { chain, partial });
+        let table: Vec<(&str, Option<AtCursor>)> = vec![
+            ("x = click.Pa", attr(vec!["click"], "Pa")),
+            ("    @click.", attr(vec!["click"], "")),
+            ("y(pkg.sub.f", attr(vec!["pkg", "sub"], "f")),
+            ("    type=cli", attr(vec![], "cli")),
+            ("    c", None),
+            ("f().a", None),
+            ("'s'.jo", None),
+            ("import os.pa", None),
+            (
+                "from .core import Com",
+                Some(AtCursor::FromImport {
+                    module: m(1, &["core"]),
+                    partial: "Com",
+                }),
+            ),
+            (
+                "from pkg.mod import a, ",
+                Some(AtCursor::FromImport {
+                    module: m(0, &["pkg", "mod"]),
+                    partial: "",
+                }),
+            ),
+            (
+                "from .. import (\n    a,\n    b",
+                Some(AtCursor::FromImport {
+                    module: m(2, &[]),
+                    partial: "b",
+                }),
+            ),
+            ("from x import (a)\ny = z.", attr(vec!["z"], "")),
+            ("from x import (a,\n b)\n", None),
+            ("from  import a", None),
+        ];
+        for (before, want) in table {
+            assert_eq!(at_cursor(before), want, "{before:?}");
+        }
+    }
+
+    #[test]
+    fn a_namespace_lists_re_exports_and_definitions_that_match_what_is_typed() {
+        let init = Python.outline(
+            "import os\nfrom .core import Argument as Argument\nfrom .core import Command\n\
+             from .types import Path, ParamType\nfrom .x import *\nimport a.b as ab\n\
+             @deco\ndef echo(\n    message=None,\n    err=False,\n) -> None:\n    pass\n\
+             class Group(Command):\n    def add(self): pass\n_private = 1\nVERSION = '8'\n",
+        );
+        assert_eq!(
+            namespace_listing(&init, "").unwrap(),
+            "from .core import Argument, Command\nfrom .types import Path, ParamType\n\
+             from .x import *\n\
+             def echo( message=None, err=False, ) -> None:\nclass Group(Command):\nVERSION = '8'"
+        );
+        assert_eq!(
+            namespace_listing(&init, "Pa").unwrap(),
+            "from .types import Path, ParamType"
+        );
+        assert_eq!(
+            namespace_listing(&init, "Gr").unwrap(),
+            "class Group(Command):"
+        );
+        assert_eq!(namespace_listing(&init, "Zz"), None);
     }
 
     #[test]

@@ -107,6 +107,51 @@ fn imported_signatures_and_docstrings_through_every_import_form() {
 }
 
 #[test]
+fn the_namespace_the_cursor_types_a_member_of_is_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    package(root);
+    let ws = Workspace::with_virtualenv(
+        root.to_path_buf(),
+        settings(Sources::only(Source::Imports)),
+        None,
+    );
+    let first = |rel: &str, text: &str| {
+        let got = ask(&ws, &root.join(rel), text);
+        import_texts(&got)
+            .first()
+            .map(|(p, t)| (p.to_string(), t.to_string()))
+    };
+    // `from M import |`: what M offers, filtered by what is typed.
+    assert_eq!(
+        first("a.py", "from pkg.mod import $0"),
+        Some((
+            "pkg/mod.py".into(),
+            "def fetch_user(user_id, *, timeout=3.0):\nclass Session:".into()
+        ))
+    );
+    assert_eq!(
+        first("b.py", "from pkg.mod import (\n    fetch_user,\n    Se$0"),
+        Some(("pkg/mod.py".into(), "class Session:".into()))
+    );
+    // `m.|` where m is an imported module, and a package's re-exports.
+    assert_eq!(
+        first("c.py", "import pkg.mod as m\n\nx = m.Se$0"),
+        Some(("pkg/mod.py".into(), "class Session:".into()))
+    );
+    assert_eq!(
+        first("d.py", "import pkg\n\nx = pkg.$0"),
+        Some((
+            "pkg/__init__.py".into(),
+            "from .mod import fetch_user".into()
+        ))
+    );
+    // Nothing that starts with what is typed, or not a module: no listing.
+    assert_eq!(first("e.py", "from pkg.mod import Zz$0"), None);
+    assert_eq!(first("f.py", "import pkg.mod as m\n\nx = q.Se$0"), None);
+}
+
+#[test]
 fn src_layouts_and_the_virtualenv_resolve() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("proj");

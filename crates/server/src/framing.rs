@@ -117,7 +117,8 @@ fn find_mark(bytes: &[u8], from: usize) -> Result<usize, Option<usize>> {
 fn partial_name(bytes: &[u8], from: usize) -> Option<usize> {
     let first = bytes.len().saturating_sub(NAME.len());
     (first..bytes.len()).find(|&start| {
-        start + NAME.len() >= from && bytes[start..].eq_ignore_ascii_case(&NAME[..bytes.len() - start])
+        start + NAME.len() >= from
+            && bytes[start..].eq_ignore_ascii_case(&NAME[..bytes.len() - start])
     })
 }
 
@@ -552,7 +553,10 @@ mod tests {
             Some(&msg(r#"{"jsonrpc":"2.0","method":"x"}"#)),
             "{got:?}"
         );
-        assert!(matches!(got[0], Event::Mislabelled { declared: 12, .. }), "{got:?}");
+        assert!(
+            matches!(got[0], Event::Mislabelled { declared: 12, .. }),
+            "{got:?}"
+        );
     }
 
     #[test]
