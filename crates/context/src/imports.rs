@@ -463,6 +463,32 @@ fn outline_block(block: tree_sitter::Node<'_>, src: &str, out: &mut Outline, dep
     }
 }
 
+/// Byte ranges of Python text that are prose, not code: comments and the text of string
+/// literals (an f-string's `{...}` parts are code). Empty when the text does not parse.
+pub fn prose_ranges(text: &str) -> Vec<std::ops::Range<usize>> {
+    let Some(tree) = parse_python(text) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let mut c = tree.walk();
+    'walk: loop {
+        let n = c.node();
+        let prose = matches!(n.kind(), "comment" | "string_content");
+        if prose {
+            out.push(n.start_byte()..n.end_byte());
+        }
+        if !prose && c.goto_first_child() {
+            continue;
+        }
+        while !c.goto_next_sibling() {
+            if !c.goto_parent() {
+                break 'walk;
+            }
+        }
+    }
+    out
+}
+
 /// The 0-based lines where Python code may be cut into chunks: the start of every
 /// top-level statement and of every statement in a top-level class's body. `None` when
 /// the text does not parse at all.
@@ -1332,6 +1358,13 @@ mod tests {
             "class Group(Command):"
         );
         assert_eq!(namespace_listing(&init, "Zz"), None);
+    }
+
+    #[test]
+    fn prose_is_comments_and_string_text() {
+        let text = "x = f\"a {name} b\"  # see Helper\ny = 'word' + z\n";
+        let prose: Vec<&str> = prose_ranges(text).into_iter().map(|r| &text[r]).collect();
+        assert_eq!(prose, ["a ", " b", "# see Helper", "word"]);
     }
 
     #[test]

@@ -19,6 +19,17 @@ use serde::Serialize;
 
 use crate::Task;
 
+/// Whether `t`'s target identifier `id` (at its first occurrence) is code rather than a
+/// word in a comment or a string, judged on the file with the target put back.
+fn in_code(t: &Task, prose: &[std::ops::Range<usize>], id: &str) -> bool {
+    copilot_context::tokens::identifiers(&t.target)
+        .find(|(_, s)| *s == id)
+        .is_none_or(|(at, _)| {
+            let at = t.cursor + at;
+            !prose.iter().any(|r| r.contains(&at))
+        })
+}
+
 /// Recall of one source (or all together).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Recall {
@@ -33,6 +44,10 @@ pub struct Recall {
     pub identifier_recall: f64,
     /// Mean tokens of context per line.
     pub mean_tokens: f64,
+    /// The same line recall over the lines whose needed identifiers are code (not words in
+    /// a comment or a docstring).
+    pub code_lines_found: usize,
+    pub code_recall: f64,
 }
 
 /// Cross-file identifier recall over the sampled lines.
@@ -43,6 +58,8 @@ pub struct RecallReport {
     pub needing: usize,
     /// Such (line, identifier) pairs.
     pub needed_identifiers: usize,
+    /// Lines needing one whose needed identifiers are all code, not prose.
+    pub needing_in_code: usize,
     pub rows: Vec<Recall>,
 }
 
@@ -117,9 +134,11 @@ pub fn cross_file_recall(
             identifiers_found: 0,
             identifier_recall: 0.0,
             mean_tokens: 0.0,
+            code_lines_found: 0,
+            code_recall: 0.0,
         })
         .collect();
-    let (mut needing, mut pairs) = (0, 0);
+    let (mut needing, mut pairs, mut in_code_lines) = (0, 0, 0);
     for t in tasks {
         let need = needed(t, defined, g.budget, counter);
         if need.is_empty() {
@@ -127,6 +146,12 @@ pub fn cross_file_recall(
         }
         needing += 1;
         pairs += need.len();
+        let code = t.rel.ends_with(".py") && {
+            let whole = format!("{}{}{}", &t.text[..t.cursor], t.target, &t.text[t.cursor..]);
+            let prose = copilot_context::imports::prose_ranges(&whole);
+            need.iter().all(|id| in_code(t, &prose, id))
+        };
+        in_code_lines += usize::from(code);
         for (row, (_, sources)) in rows.iter_mut().zip(configs) {
             let doc = g.repo.join(&t.rel);
             let snippets = g.snippets(&doc, &t.text, t.cursor, sources, settings, counter);
@@ -144,6 +169,7 @@ pub fn cross_file_recall(
             }
             row.identifiers_found += found;
             row.lines_found += usize::from(found == need.len());
+            row.code_lines_found += usize::from(code && found == need.len());
             row.mean_tokens += snippets.iter().map(|s| s.tokens).sum::<usize>() as f64;
         }
     }
@@ -152,11 +178,13 @@ pub fn cross_file_recall(
         r.recall = r.lines_found as f64 / needing.max(1) as f64;
         r.identifier_recall = r.identifiers_found as f64 / pairs.max(1) as f64;
         r.mean_tokens /= needing.max(1) as f64;
+        r.code_recall = r.code_lines_found as f64 / in_code_lines.max(1) as f64;
     }
     RecallReport {
         sampled: tasks.len(),
         needing,
         needed_identifiers: pairs,
+        needing_in_code: in_code_lines,
         rows,
     }
 }
@@ -168,13 +196,17 @@ pub fn recall_table(r: &RecallReport) -> String {
         r.needing, r.sampled, r.needed_identifiers
     );
     s += &format!(
-        "{:<8}  {:>12}  {:>17}  {:>15}\n",
-        "context", "line recall", "identifier recall", "tokens per line"
+        "{} of them need it in code, not in a comment or a string (\"code\" column)\n",
+        r.needing_in_code
+    );
+    s += &format!(
+        "{:<8}  {:>12}  {:>17}  {:>11}  {:>15}\n",
+        "context", "line recall", "identifier recall", "code recall", "tokens per line"
     );
     for x in &r.rows {
         s += &format!(
-            "{:<8}  {:>12.3}  {:>17.3}  {:>15.0}\n",
-            x.source, x.recall, x.identifier_recall, x.mean_tokens
+            "{:<8}  {:>12.3}  {:>17.3}  {:>11.3}  {:>15.0}\n",
+            x.source, x.recall, x.identifier_recall, x.code_recall, x.mean_tokens
         );
     }
     s
@@ -268,6 +300,12 @@ mod tests {
                 "import pkg.util as u\n\n$0\n",
                 "u.helper_fn(1)",
             ),
+            // The name in a docstring: needed, but prose, not code.
+            task(
+                "pkg/app.py",
+                "import pkg.util as u\n\ndef f():\n    \"\"\"Calls $0\n    \"\"\"\n",
+                "helper_fn twice.",
+            ),
         ];
         let r = cross_file_recall(
             &mut g,
@@ -276,19 +314,29 @@ mod tests {
             &ContextSettings::default(),
             &CharCounter,
         );
-        assert_eq!((r.sampled, r.needing, r.needed_identifiers), (2, 2, 2));
-        let by: Vec<(&str, usize)> = r
+        assert_eq!((r.sampled, r.needing, r.needed_identifiers), (3, 3, 3));
+        assert_eq!(r.needing_in_code, 2);
+        let by: Vec<(&str, usize, usize)> = r
             .rows
             .iter()
-            .map(|x| (x.source.as_str(), x.lines_found))
+            .map(|x| (x.source.as_str(), x.lines_found, x.code_lines_found))
             .collect();
         // Used nearby, the module's text shares `other_fn` with the cursor's lines: the open
-        // sibling's window and the index both bring `helper_fn`; imports resolves only the
-        // names used (`other_fn`; the bare `u.` names none). With nothing but the import
-        // near, only the index knows util.py, by its file name's term `util`; with every
-        // source on it must still answer though util.py is also open.
-        assert_eq!(by, [("open", 1), ("imports", 0), ("index", 2), ("all", 2)]);
-        assert_eq!(r.rows[3].recall, 1.0);
-        assert!(recall_table(&r).contains("2 of 2 sampled lines"));
+        // sibling's window and the index both bring `helper_fn`; imports lists the module's
+        // namespace after the bare `u.`. With nothing but the import near, only the index
+        // knows util.py, by its file name's term `util`; with every source on it must still
+        // answer though util.py is also open. The docstring line counts in line recall
+        // only.
+        assert_eq!(
+            by,
+            [
+                ("open", 1, 1),
+                ("imports", 1, 1),
+                ("index", 3, 2),
+                ("all", 3, 2)
+            ]
+        );
+        assert_eq!(r.rows[3].code_recall, 1.0);
+        assert!(recall_table(&r).contains("3 of 3 sampled lines"));
     }
 }
