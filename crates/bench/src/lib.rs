@@ -60,6 +60,8 @@ pub struct BenchOptions {
     pub remote: Option<copilot_remote::RemoteSpec>,
     /// With a remote engine: the same cursors through the embedded engine too.
     pub compare_embedded: bool,
+    /// A PEFT adapter directory: raw, typing and cold run again with it (unmerged).
+    pub adapter: Option<std::path::PathBuf>,
 }
 
 impl Default for BenchOptions {
@@ -79,6 +81,7 @@ impl Default for BenchOptions {
             raw_decode_tokens: 32,
             runs: 5,
             events: true,
+            adapter: None,
             remote: None,
             compare_embedded: false,
         }
@@ -110,6 +113,10 @@ pub struct Report {
     pub raw: Option<RawFigures>,
     pub typing: Option<Latency>,
     pub cold: Option<Latency>,
+    /// With `--adapter`: the same scenarios with the adapter applied unmerged.
+    pub raw_adapter: Option<RawFigures>,
+    pub typing_adapter: Option<Latency>,
+    pub cold_adapter: Option<Latency>,
     pub events: Option<EventCost>,
     pub remote: Option<remote::RemoteFigures>,
     /// Typing in a workspace file that imports two workspace modules, three other files
@@ -187,13 +194,40 @@ impl Report {
                 l.prefill_share * 100.0
             );
         }
-        for (name, l) in [("typing", &self.typing), ("cold", &self.cold)] {
+        if let (Some(r), Some(base)) = (&self.raw_adapter, &self.raw) {
+            s += &format!(
+                "raw+lora prefill {} tokens: p50 {:.1} ms ({:.2}x base) | decode: {:.2} ms/token ({:.2}x base)\n",
+                r.prompt_tokens,
+                r.prefill_ms_p50,
+                r.prefill_ms_p50 / base.prefill_ms_p50.max(1e-9),
+                r.decode_ms_per_token_p50,
+                r.decode_ms_per_token_p50 / base.decode_ms_per_token_p50.max(1e-9)
+            );
+        }
+        for (name, l) in [
+            ("typing", &self.typing),
+            ("cold", &self.cold),
+            ("typing+lora", &self.typing_adapter),
+            ("cold+lora", &self.cold_adapter),
+        ] {
             if let Some(l) = l {
                 s += &format!(
                     "{name:<7} keystroke-to-answer p50 {:.1} ms, p95 {:.1} ms over {} pauses | prompt {:.0} tokens, computed {:.0} (reuse {:.0}%) | {} empty, {} model calls, {} cache hits | {:.1} CPU-s per minute\n",
                     l.p50_ms, l.p95_ms, l.samples, l.mean_prompt_tokens, l.mean_computed_tokens,
                     l.reuse_ratio * 100.0, l.empty_answers, l.model_calls, l.cache_hits,
                     l.cpu_seconds_per_minute
+                );
+            }
+        }
+        for (name, with, base) in [
+            ("typing", &self.typing_adapter, &self.typing),
+            ("cold", &self.cold_adapter, &self.cold),
+        ] {
+            if let (Some(w), Some(b)) = (with, base) {
+                s += &format!(
+                    "adapter {name} p50 with/without {:.3}x, p95 {:.3}x\n",
+                    w.p50_ms / b.p50_ms.max(1e-9),
+                    w.p95_ms / b.p95_ms.max(1e-9)
                 );
             }
         }
@@ -309,10 +343,24 @@ pub fn run(opts: &BenchOptions) -> Result<Report> {
         ids.truncate(opts.raw_prompt_tokens);
         report.raw = Some(copilot_engine::bench::raw(
             &engine,
-            ids,
+            ids.clone(),
             opts.raw_decode_tokens,
             opts.runs,
         )?);
+        if let Some(dir) = &opts.adapter {
+            let dir = dir.clone();
+            let lora = engine
+                .run_blocking(move |g| copilot_service::loader::read_peft(&dir, &g.model))?
+                .map_err(|e| anyhow!("the adapter: {e}"))?;
+            engine.add_adapter("bench".into(), lora)?;
+            report.raw_adapter = Some(copilot_engine::bench::raw_with(
+                &engine,
+                ids,
+                opts.raw_decode_tokens,
+                opts.runs,
+                Some("bench".into()),
+            )?);
+        }
     }
     if wants("typing") || wants("cold") || wants("open") {
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -326,6 +374,18 @@ pub fn run(opts: &BenchOptions) -> Result<Report> {
             }
             if wants("cold") {
                 report.cold = Some(client.cold(opts).await?);
+            }
+            if opts.adapter.is_some() && (wants("typing") || wants("cold")) {
+                // A second server whose workspace has the adapter: same text, same cursors.
+                let mut with =
+                    Client::start_with_adapter(opts, None, opts.adapter.as_deref()).await?;
+                if wants("typing") {
+                    report.typing_adapter = Some(with.typing(opts).await?);
+                }
+                if wants("cold") {
+                    report.cold_adapter = Some(with.cold(opts).await?);
+                }
+                with.shutdown().await?;
             }
             if wants("open") {
                 report.open = Some(client.open_scenario().await?);
@@ -499,6 +559,15 @@ struct Client {
 
 impl Client {
     async fn start(opts: &BenchOptions, root: Option<&std::path::Path>) -> Result<Self> {
+        Self::start_with_adapter(opts, root, None).await
+    }
+
+    /// A server whose workspace (`root`, else `/bench`) has `adapter`, if given.
+    async fn start_with_adapter(
+        opts: &BenchOptions,
+        root: Option<&std::path::Path>,
+        adapter: Option<&std::path::Path>,
+    ) -> Result<Self> {
         let (client_w, server_r) = tokio::io::duplex(1 << 22);
         let (server_w, client_r) = tokio::io::duplex(1 << 22);
         let loader = Arc::new(EngineLoader);
@@ -539,6 +608,11 @@ impl Client {
             server,
             docs: 0,
         };
+        let mut adapters = serde_json::Map::new();
+        if let Some(a) = adapter {
+            let folder = root.map_or_else(|| "/bench".to_string(), |r| r.display().to_string());
+            adapters.insert(folder, json!(a.display().to_string()));
+        }
         let init = json!({
             "processId": null,
             // The documents' folder: their events are logged (the log is per folder).
@@ -551,6 +625,7 @@ impl Client {
                 "debounceMs": opts.debounce_ms, "fimMode": opts.fim_mode,
                 "prefixTokens": opts.prefix_tokens, "suffixTokens": opts.suffix_tokens,
                 "events": opts.events,
+                "adapters": adapters,
             }
         });
         c.request("initialize", init).await?;

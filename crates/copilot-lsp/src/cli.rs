@@ -117,6 +117,10 @@ pub struct BenchArgs {
     /// With a remote engine: run the same cursors through the embedded engine (`--model`).
     #[arg(long)]
     pub compare_embedded: bool,
+    /// A LoRA adapter directory (PEFT): the raw, typing and cold scenarios run again with
+    /// it, unmerged, reported beside the base in the same run.
+    #[arg(long)]
+    pub adapter: Option<std::path::PathBuf>,
 }
 
 #[derive(ClapArgs, Debug, Clone)]
@@ -689,6 +693,7 @@ fn bench(b: BenchArgs) -> Result<()> {
         events: b.events == "on",
         remote: b.remote.spec()?,
         compare_embedded: b.compare_embedded,
+        adapter: b.adapter,
     })?;
     let mut stdout = std::io::stdout().lock();
     if b.json {

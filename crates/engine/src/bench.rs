@@ -87,7 +87,26 @@ pub fn raw(
     decode_tokens: usize,
     runs: usize,
 ) -> Result<RawFigures> {
+    raw_with(engine, prompt, decode_tokens, runs, None)
+}
+
+/// [`raw`] with the adapter registered under `adapter` applied unmerged.
+pub fn raw_with(
+    engine: &Engine,
+    prompt: Vec<u32>,
+    decode_tokens: usize,
+    runs: usize,
+    adapter: Option<String>,
+) -> Result<RawFigures> {
     engine.run_blocking(move |g| -> Result<RawFigures> {
+        let lora =
+            match &adapter {
+                Some(name) => Some(g.adapter(name).ok_or_else(|| {
+                    crate::error::EngineError::Other(format!("no adapter `{name}`"))
+                })?),
+                None => None,
+            };
+        let lora = lora.as_deref();
         let window = g.model.config().n_positions;
         let mut prompt = prompt;
         prompt.truncate(window.saturating_sub(decode_tokens + 1).max(1));
@@ -100,7 +119,7 @@ pub fn raw(
             for chunk in prompt.chunks(crate::generate::PREFILL_CHUNK) {
                 logits = Some(
                     g.model
-                        .forward_cached(chunk, &mut cache, Logits::Last, None)?,
+                        .forward_cached(chunk, &mut cache, Logits::Last, lora)?,
                 );
             }
             prefill.push(t.elapsed().as_secs_f64() * 1000.0);
@@ -112,7 +131,7 @@ pub fn raw(
             for _ in 0..decode_tokens {
                 let l = g
                     .model
-                    .forward_cached(&[next], &mut cache, Logits::Last, None)?;
+                    .forward_cached(&[next], &mut cache, Logits::Last, lora)?;
                 next = l.argmax(0)?.to_scalar::<u32>()?;
             }
             if decode_tokens > 0 {

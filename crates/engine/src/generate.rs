@@ -138,9 +138,12 @@ impl Generator {
         }
     }
 
+    /// Register (or replace) an adapter; its pairs are prepared for inference once here
+    /// ([`crate::low_rank::prepare`]).
     pub fn add_adapter(&mut self, name: String, lora: Lora) {
         self.caches.remove(&Some(name.clone()));
-        self.adapters.insert(name, Arc::new(lora));
+        self.adapters
+            .insert(name, Arc::new(crate::low_rank::prepare(&lora)));
     }
 
     pub fn remove_adapter(&mut self, name: &str) {

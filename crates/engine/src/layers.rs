@@ -32,6 +32,20 @@ pub struct LoraPair {
     pub a: Tensor,
     pub b: Tensor,
     pub scale: f64,
+    /// `scale · Bᵀ` `[r, out]` contiguous in f32, once the pair is prepared for inference
+    /// on the CPU ([`crate::low_rank::prepare`]; then `scale` is 1 and `b` scaled too).
+    pub(crate) bt: Option<Tensor>,
+}
+
+impl LoraPair {
+    pub fn new(a: Tensor, b: Tensor, scale: f64) -> Self {
+        Self {
+            a,
+            b,
+            scale,
+            bt: None,
+        }
+    }
 }
 
 /// Where weights come from, by hub tensor name (`transformer.h.0.attn.c_attn.weight`):
@@ -147,11 +161,19 @@ pub(crate) fn linear_lora(layer: &Linear, lora: Option<&LoraPair>, x: &Tensor) -
     let y = layer.forward(x)?;
     match lora {
         None => Ok(y),
-        Some(l) => {
-            let delta = lora_delta(l, x, y.dtype())?;
-            Ok((y + delta)?)
-        }
+        Some(l) => add_lora(y, l, x),
     }
+}
+
+/// `y + scale · (x Aᵀ) Bᵀ`: in place on a prepared pair at inference
+/// ([`crate::low_rank`]), else through tensors (training, other devices).
+fn add_lora(y: Tensor, l: &LoraPair, x: &Tensor) -> Result<Tensor> {
+    if crate::low_rank::applies(&y, x, l) {
+        crate::low_rank::add_in_place(&y, x, l)?;
+        return Ok(y);
+    }
+    let delta = lora_delta(l, x, y.dtype())?;
+    Ok((y + delta)?)
 }
 
 pub(crate) fn softmax(x: &Tensor, pass: Pass) -> Result<Tensor> {
@@ -399,7 +421,7 @@ impl Projections {
                     let part = y.narrow(last, at, n)?;
                     at += n;
                     out.push(match lora.get(i).copied().flatten() {
-                        Some(l) => (part + lora_delta(l, x, y.dtype())?)?,
+                        Some(l) => add_lora(part, l, x)?,
                         None => part,
                     });
                 }
@@ -435,7 +457,12 @@ fn lora_delta(l: &LoraPair, x: &Tensor, dtype: DType) -> Result<Tensor> {
     let a = l.a.to_dtype(x.dtype())?;
     let b = l.b.to_dtype(x.dtype())?;
     let delta = x.broadcast_matmul(&a.t()?)?.broadcast_matmul(&b.t()?)?;
-    Ok((delta * l.scale)?.to_dtype(dtype)?)
+    let delta = if l.scale == 1.0 {
+        delta
+    } else {
+        (delta * l.scale)?
+    };
+    Ok(delta.to_dtype(dtype)?)
 }
 
 /// RMSNorm as Llama and Qwen2 have it: `x / sqrt(mean(x²) + eps) · weight`, in f32.

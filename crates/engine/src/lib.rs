@@ -20,6 +20,7 @@ pub mod layers;
 pub mod llama;
 pub mod load;
 pub mod lora;
+pub mod low_rank;
 pub mod matmul;
 pub mod model;
 pub mod qmatmul;

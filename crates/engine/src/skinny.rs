@@ -119,6 +119,37 @@ pub fn matmul_t_slices_at(
     y
 }
 
+/// [`matmul_t_slices`] on the calling thread only, for products too small to be worth a
+/// hand-over to the pool (a LoRA pair's `A`: 16 rows). Returns `(rows, n)`.
+pub(crate) fn matmul_t_slices_serial(
+    level: Level,
+    x: &[f32],
+    rows: usize,
+    w: &[f32],
+    n: usize,
+    k: usize,
+) -> Vec<f32> {
+    assert!(level.supported(), "{level} is not supported by this CPU");
+    assert_eq!(x.len(), rows * k);
+    assert_eq!(w.len(), n * k);
+    let dots = dots_kernel(level);
+    let mut yt = vec![0f32; n * rows];
+    for (j, out_row) in yt.chunks_mut(rows.max(1)).enumerate() {
+        // SAFETY: the level is supported (asserted above); `x` holds `rows` rows of `k`.
+        unsafe { dots(&w[j * k..(j + 1) * k], x, k, out_row) };
+    }
+    if rows <= 1 {
+        return yt;
+    }
+    let mut y = vec![0f32; rows * n];
+    for j in 0..n {
+        for i in 0..rows {
+            y[i * n + j] = yt[j * rows + i];
+        }
+    }
+    y
+}
+
 /// `out[i] = w · x_i` for every row `x_i` of `x`.
 type Dots = unsafe fn(&[f32], &[f32], usize, &mut [f32]);
 
@@ -372,6 +403,9 @@ mod tests {
                 let want = matmul_t_slices_at(Level::Scalar, &x, rows, &w, n, k);
                 for level in crate::cpu::available() {
                     let got = matmul_t_slices_at(level, &x, rows, &w, n, k);
+                    // The calling-thread variant computes the very same dots.
+                    let serial = matmul_t_slices_serial(level, &x, rows, &w, n, k);
+                    assert_eq!(serial, got, "{n}x{k} {rows} {level}: serial differs");
                     for (g, e) in got.iter().zip(&want) {
                         assert!(
                             (g - e).abs() < 1e-4 * (k as f32).sqrt(),

@@ -208,11 +208,11 @@ fn pair(cfg: &copilot_engine::Config, module: Module, seed: u64) -> LoraPair {
             .map(|i| (((i as u64 * 2654435761 + k * 97) % 1000) as f32 / 1000.0 - 0.5) * 0.4)
             .collect()
     };
-    LoraPair {
-        a: Tensor::from_vec(vals(r * inp, seed), (r, inp), &Device::Cpu).unwrap(),
-        b: Tensor::from_vec(vals(out * r, seed + 1), (out, r), &Device::Cpu).unwrap(),
-        scale: 1.5,
-    }
+    LoraPair::new(
+        Tensor::from_vec(vals(r * inp, seed), (r, inp), &Device::Cpu).unwrap(),
+        Tensor::from_vec(vals(out * r, seed + 1), (out, r), &Device::Cpu).unwrap(),
+        1.5,
+    )
 }
 
 #[test]
@@ -255,6 +255,30 @@ fn lora_on_every_module_equals_the_merged_weights() {
         assert!(
             diff(&with_lora, &merged) < 1e-4,
             "{arch:?}: adapter != merged"
+        );
+        // Prepared for inference (scale folded in, added in place; what the engine serves),
+        // over the whole prompt and then one row at a time through the cache (decode).
+        let prepared = copilot_engine::low_rank::prepare(&lora);
+        let fast = model
+            .forward_cached(&ids, &mut KvCache::new(), Logits::All, Some(&prepared))
+            .unwrap();
+        assert!(
+            diff(&fast, &merged) < 1e-4,
+            "{arch:?}: prepared adapter != merged"
+        );
+        let mut cache = KvCache::new();
+        let mut last = None;
+        for id in &ids {
+            last = Some(
+                model
+                    .forward_cached(&[*id], &mut cache, Logits::Last, Some(&prepared))
+                    .unwrap(),
+            );
+        }
+        let want = merged.get(ids.len() - 1).unwrap();
+        assert!(
+            diff(&last.unwrap(), &want) < 1e-4,
+            "{arch:?}: prepared adapter, row by row != merged"
         );
     }
 }

@@ -61,14 +61,7 @@ pub fn to_engine_lora<'a>(
     let mut blocks = vec![BlockLora::default(); n_layer];
     for (l, m, a, b, scale) in pairs {
         if let Some(block) = blocks.get_mut(l) {
-            block.set(
-                m,
-                Some(LoraPair {
-                    a: a.clone(),
-                    b: b.clone(),
-                    scale,
-                }),
-            );
+            block.set(m, Some(LoraPair::new(a.clone(), b.clone(), scale)));
         }
     }
     Lora { blocks }

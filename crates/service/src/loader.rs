@@ -100,7 +100,7 @@ impl Loader for EngineLoader {
 }
 
 /// A PEFT adapter directory as the engine's LoRA deltas, in f32.
-fn read_peft(
+pub fn read_peft(
     dir: &std::path::Path,
     model: &copilot_engine::Model,
 ) -> Result<copilot_engine::Lora, String> {
