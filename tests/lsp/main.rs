@@ -28,6 +28,7 @@ mod events;
 mod fixtures;
 mod handshake;
 mod hostile;
+mod http_loop;
 mod lifecycle;
 mod llama_server;
 mod remote;

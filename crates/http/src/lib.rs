@@ -6,6 +6,9 @@
 //!   `data: [DONE]`; extensions `postprocess` and `adapter`.
 //! - `POST /infill` (`infill.rs`): llama-server's FIM endpoint as llama.vim and llama.vscode
 //!   call it (`input_prefix`, `prompt`, `input_suffix`, `input_extra`, `response_fields`...).
+//! - `GET /props`, `POST /tokenize` (`llama_extras.rs`): llama-server's window and
+//!   tokenizer, which its clients (copilot-lsp's own `llama.cpp` engine among them) size
+//!   their prompts with.
 //! - `GET /health`, `GET /v1/models`, `GET /stats` (`status.rs`): load progress (503 while
 //!   loading, as llama-server), the model, the service's request counters.
 //!
@@ -24,6 +27,7 @@ mod auth;
 pub mod error;
 mod fields;
 mod infill;
+mod llama_extras;
 mod openai;
 mod status;
 mod stream;
@@ -143,6 +147,8 @@ impl Api {
             .route("/v1/completions", post(openai::completions))
             .route("/completions", post(openai::completions))
             .route("/infill", post(infill::infill))
+            .route("/props", get(llama_extras::props))
+            .route("/tokenize", post(llama_extras::tokenize))
             .route("/v1/models", get(status::models))
             .route("/models", get(status::models))
             .route("/stats", get(status::stats))

@@ -417,8 +417,22 @@ async fn health_is_503_with_progress_while_loading() {
     // Requests meanwhile get llama-server's 503 at once instead of waiting.
     let r = post(&api, "/infill", r#"{"input_prefix": "x"}"#).await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        get(&api, "/props").await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
     gate.add_permits(1);
     ready(&api).await;
+    // llama-server's window and tokenizer, as its clients size their prompts with.
+    let props = get(&api, "/props").await;
+    assert_eq!(props.status, StatusCode::OK, "{}", props.body);
+    assert_eq!(props.json()["default_generation_settings"]["n_ctx"], 4096);
+    let t = post(&api, "/tokenize", r#"{"content": "a b c"}"#).await;
+    assert_eq!(t.status, StatusCode::OK, "{}", t.body);
+    assert_eq!(t.json(), json!({"tokens": [97, 32, 98, 32, 99]}));
+    let t = post(&api, "/tokenize", r#"{"text": "a"}"#).await;
+    assert_eq!(t.status, StatusCode::BAD_REQUEST);
+    assert_eq!(t.json()["error"]["param"], "content");
     let a = health().await;
     assert_eq!(a.status, StatusCode::OK);
     assert_eq!(a.json(), json!({"status": "ok"}));

@@ -242,6 +242,10 @@ impl LanguageModel for Embedded {
         self.template
     }
 
+    fn tokenize(&self, text: &str) -> Option<Vec<u32>> {
+        self.engine.tokenizer().encode_text(text).ok()
+    }
+
     fn count_tokens(&self, text: &str) -> usize {
         let compute = || {
             self.engine

@@ -101,6 +101,13 @@ pub trait LanguageModel: Send + Sync + 'static {
     /// tokenizer at hand: say so once in the log).
     fn count_tokens(&self, text: &str) -> usize;
 
+    /// `text`'s token ids in the model's vocabulary (special-token strings in it stay
+    /// text), where the engine has its tokenizer at hand; `None` otherwise.
+    fn tokenize(&self, text: &str) -> Option<Vec<u32>> {
+        let _ = text;
+        None
+    }
+
     /// The model family's FIM format (`copilot_fim::Template`): which strings its FIM and
     /// repository tokens are, which layouts it was trained with. The embedded engine finds
     /// it from the tokenizer's special tokens; by default StarCoder's when `info().fim`.

@@ -65,6 +65,11 @@ impl LanguageModel for Model {
         text.chars().count()
     }
 
+    /// One token per character, its code: consistent with `count_tokens`.
+    fn tokenize(&self, text: &str) -> Option<Vec<u32>> {
+        Some(text.chars().map(u32::from).collect())
+    }
+
     fn generate(&self, mut job: Job) -> BoxFuture<Result<Generated, PipelineError>> {
         let script = self.script.clone();
         Box::pin(async move {

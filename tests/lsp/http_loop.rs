@@ -1,0 +1,151 @@
+//! copilot-lsp talking to copilot-lsp: an editor server whose engine is `llama.cpp`,
+//! pointed at our own `serve --http` (llama-server's `/props`, `/tokenize` and `/infill`),
+//! answers what an editor server with the embedded engine answers, cursor for cursor.
+//! Needs `COPILOT_LSP_SHARED` (the pico model, so that completions are not empty); prints
+//! `SKIPPED` without.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::client::{caps, inline_params, texts, Lsp, BIN};
+use crate::fixtures::pico;
+
+/// Sources and the text each cursor follows (ASCII: UTF-16 columns are byte columns).
+const CASES: [(&str, &[&str]); 2] = [
+    (
+        "import os\n\n\ndef read_config(path):\n    with open(path) as f:\n        return f.read()\n\n\ndef main():\n    cfg = read_config(os.environ[\"CONFIG\"])\n    print(cfg)\n",
+        &["with open(", "return f.", "cfg = read_", "print("],
+    ),
+    (
+        "class Stack:\n    def __init__(self):\n        self.items = []\n\n    def push(self, item):\n        self.items.append(item)\n\n    def pop(self):\n        return self.items.pop()\n",
+        &["self.items = ", "def pop(self):\n", "return self.items."],
+    ),
+];
+
+struct HttpServer {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl HttpServer {
+    fn start(model: &Path) -> HttpServer {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("http.log");
+        let child = Command::new(BIN)
+            .args(["serve", "--http", "127.0.0.1:0", "--model"])
+            .arg(model)
+            .arg("--log-file")
+            .arg(&log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start copilot-lsp serve --http");
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let url = loop {
+            assert!(
+                Instant::now() < deadline,
+                "the HTTP server never said where it listens"
+            );
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if let Some(at) = text.find("listening on http://") {
+                let rest = &text[at + "listening on ".len()..];
+                break rest.split_whitespace().next().unwrap().to_string();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let server = HttpServer {
+            child,
+            url,
+            _dir: dir,
+        };
+        while !server.healthy() {
+            assert!(Instant::now() < deadline, "the model did not load in 120 s");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        server
+    }
+
+    /// `GET /health` answers 200.
+    fn healthy(&self) -> bool {
+        use std::io::{Read, Write};
+        let host = self.url.trim_start_matches("http://");
+        let Ok(mut s) = std::net::TcpStream::connect(host) else {
+            return false;
+        };
+        let _ = write!(
+            s,
+            "GET /health HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        );
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out.starts_with("HTTP/1.1 200")
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn editor(options: serde_json::Value) -> Lsp {
+    let mut common = json!({
+        "temperature": 0, "debounceMs": 0, "timeBudgetMs": 60000, "cache": false,
+        "prefixTokens": 512, "suffixTokens": 128, "maxTokens": 24,
+        "context": {"openFiles": false, "imports": false, "index": false},
+    });
+    for (k, v) in options.as_object().unwrap() {
+        common[k] = v.clone();
+    }
+    let mut lsp = Lsp::spawn(&["--stdio"]);
+    lsp.initialize(common, caps(&["utf-16"]), None);
+    assert_eq!(lsp.wait_model(), "ready", "{}", lsp.log_tail());
+    lsp
+}
+
+fn position(text: &str, at: usize) -> (u32, u32) {
+    let before = &text[..at];
+    let line = before.matches('\n').count();
+    let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1);
+    (line as u32, col as u32)
+}
+
+#[test]
+fn an_editor_server_on_our_http_server_answers_as_the_embedded_engine() {
+    let Some(model) = pico("an_editor_server_on_our_http_server_answers_as_the_embedded_engine")
+    else {
+        return;
+    };
+    let http = HttpServer::start(&model.dir);
+    let mut remote = editor(json!({"engine": "llama.cpp", "endpoint": http.url}));
+    let mut embedded = editor(json!({"model": model.dir}));
+    let (mut compared, mut non_empty) = (0, 0);
+    for (i, (text, marks)) in CASES.iter().enumerate() {
+        let uri = format!("file:///tmp/harness/loop{i}.py");
+        remote.open(&uri, text);
+        embedded.open(&uri, text);
+        for m in marks.iter() {
+            let at = text.find(m).unwrap() + m.len();
+            let (line, col) = position(text, at);
+            let got = texts(&remote.call(
+                "textDocument/inlineCompletion",
+                inline_params(&uri, line, col, 1),
+            ));
+            let want = texts(&embedded.call(
+                "textDocument/inlineCompletion",
+                inline_params(&uri, line, col, 1),
+            ));
+            assert_eq!(got, want, "after {m:?} in case {i}: {}", remote.log_tail());
+            compared += 1;
+            non_empty += usize::from(want.iter().any(|t| !t.trim().is_empty()));
+        }
+    }
+    eprintln!("{compared} cursors compared, {non_empty} with a non-empty answer");
+    assert!(non_empty >= 3, "too few answers to compare: {non_empty}");
+}
