@@ -59,6 +59,9 @@ pub enum Reply {
     Json(String),
     /// Accept and never answer.
     Silence,
+    /// Read the request and close the connection without a word (a keep-alive connection
+    /// that the server closed as the client reused it).
+    Close,
 }
 
 impl Reply {
@@ -241,6 +244,7 @@ fn answer(out: &mut TcpStream, reply: Reply, stop: &AtomicBool) -> (usize, bool,
         _ => "599 Scripted",
     };
     match reply {
+        Reply::Close => (0, false, false),
         Reply::Status(code, body) => {
             let head = format!(
                 "HTTP/1.1 {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",

@@ -108,24 +108,40 @@ impl Http {
         path: &str,
         body: Option<&Value>,
     ) -> Result<reqwest::Response, Fault> {
-        let mut rb = self.request(method, path);
-        if let Some(b) = body {
-            rb = rb
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(b.to_string());
-        }
-        let resp = tokio::time::timeout(self.timeouts.response, rb.send())
-            .await
-            .map_err(|_| {
-                Fault::new(
-                    FaultKind::Timeout,
-                    format!(
-                        "no answer from {path} within {:.1} s",
-                        self.timeouts.response.as_secs_f64()
-                    ),
-                )
-            })?
-            .map_err(|e| self.classify(&e, path))?;
+        let attempt = || {
+            let mut rb = self.request(method.clone(), path);
+            if let Some(b) = body {
+                rb = rb
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(b.to_string());
+            }
+            tokio::time::timeout(self.timeouts.response, rb.send())
+        };
+        let timed_out = || {
+            Fault::new(
+                FaultKind::Timeout,
+                format!(
+                    "no answer from {path} within {:.1} s",
+                    self.timeouts.response.as_secs_f64()
+                ),
+            )
+        };
+        let resp = match attempt().await.map_err(|_| timed_out())? {
+            Ok(r) => r,
+            // A pooled keep-alive connection that the server closed meanwhile fails before
+            // any answer ("connection closed before message completed": seen against
+            // llama-server between typing pauses). Asking again on a fresh connection is
+            // safe: a completion has no side effect. A server that is really down fails
+            // the second time too, with the same fault.
+            Err(e) if !e.is_timeout() => {
+                tracing::debug!("{path}: {e}; asking again on a new connection");
+                attempt()
+                    .await
+                    .map_err(|_| timed_out())?
+                    .map_err(|e| self.classify(&e, path))?
+            }
+            Err(e) => return Err(self.classify(&e, path)),
+        };
         let status = resp.status();
         if status.is_success() {
             return Ok(resp);

@@ -195,6 +195,43 @@ async fn connections_are_reused() {
 }
 
 #[tokio::test]
+async fn a_connection_closed_before_any_answer_is_asked_again_once() {
+    // The pooled connection is closed unanswered on the second completion, as
+    // llama-server's were between typing pauses.
+    let n = std::sync::atomic::AtomicUsize::new(0);
+    let server = llama_server(move |_| {
+        if n.fetch_add(1, Ordering::SeqCst) == 1 {
+            Reply::Close
+        } else {
+            Reply::sse(&infill_events(&["a"]), Duration::ZERO)
+        }
+    });
+    let remote = connect(spec(EngineKind::LlamaCpp, &server.url())).await;
+    for _ in 0..3 {
+        let g = remote.generate(job("x", "y")).await.unwrap();
+        assert_eq!(g.text, "a");
+    }
+    let conns: Vec<usize> = server.seen_at("/infill").iter().map(|s| s.conn).collect();
+    assert_eq!(
+        conns.len(),
+        4,
+        "three completions, one asked again: {conns:?}"
+    );
+    assert_ne!(conns[1], conns[2], "asked again on a new connection");
+    // A server that closes every connection unanswered is a fault, asked twice, not more.
+    let closing = llama_server(|s| {
+        if s.path == "/infill" {
+            Reply::Close
+        } else {
+            Reply::Json("{}".into())
+        }
+    });
+    let remote = connect(spec(EngineKind::LlamaCpp, &closing.url())).await;
+    assert!(remote.generate(job("x", "y")).await.is_err());
+    assert_eq!(closing.seen_at("/infill").len(), 2);
+}
+
+#[tokio::test]
 async fn openai_gets_our_prompt_as_the_embedded_engines_ids() {
     let dir = tempfile::tempdir().unwrap();
     copilot_engine::testkit::write_tiny_checkpoint(dir.path(), true, 0).unwrap();
