@@ -760,13 +760,6 @@ impl Imports {
                 break;
             }
             let mut found = Vec::new();
-            let r = Resolution {
-                imports: self,
-                lang,
-                files,
-                roots: q.roots,
-                said,
-            };
             r.chain(&imports, &chain, q.path, &mut found);
             for (file, def) in found {
                 if file == q.path || def.summary.trim().is_empty() {

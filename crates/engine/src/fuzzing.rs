@@ -25,12 +25,28 @@ pub fn micro_config() -> Config {
     }
 }
 
-fn scratch(ext: &str, data: &[u8]) -> PathBuf {
+/// A scratch file holding the input, removed with its folder when dropped (the fuzzer
+/// runs millions of inputs and many processes: nothing may be left in the temp folder).
+struct Scratch {
+    path: PathBuf,
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+        if let Some(dir) = self.path.parent() {
+            // Fails while another thread's file is still there; the last one removes it.
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+fn scratch(ext: &str, data: &[u8]) -> Scratch {
     let dir = std::env::temp_dir().join(format!("copilot-fuzz-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("scratch directory");
     let path = dir.join(format!("{:?}.{ext}", std::thread::current().id()).replace(['(', ')'], ""));
     std::fs::write(&path, data).expect("scratch file");
-    path
+    Scratch { path }
 }
 
 fn files(weights: Weights) -> ModelFiles {
@@ -49,8 +65,8 @@ fn usable(model: crate::model::Model) {
 
 /// Arbitrary bytes as `model.safetensors` of [`micro_config`].
 pub fn safetensors(data: &[u8]) {
-    let path = scratch("safetensors", data);
-    let files = files(Weights::Safetensors(vec![path]));
+    let file = scratch("safetensors", data);
+    let files = files(Weights::Safetensors(vec![file.path.clone()]));
     if let Ok(model) = load_model(&files, &micro_config(), &Device::Cpu, DType::F32) {
         usable(model);
     }
@@ -58,7 +74,8 @@ pub fn safetensors(data: &[u8]) {
 
 /// Arbitrary bytes as a `.gguf` file: its metadata, config, tokenizer and tensors.
 pub fn gguf(data: &[u8]) {
-    let path = scratch("gguf", data);
+    let file = scratch("gguf", data);
+    let path = file.path.clone();
     if let Ok(g) = crate::gguf::Gguf::open(&path, &Device::Cpu) {
         let _ = g.config();
     }

@@ -107,7 +107,12 @@ pub fn matmul_t_slices_at(
                 unsafe { dots(w_row, x, k, out_row) };
             }
         });
-    if rows == 1 {
+    untranspose(yt, rows, n)
+}
+
+/// `(n, rows)` back to `(rows, n)` (one row is its own transpose).
+fn untranspose(yt: Vec<f32>, rows: usize, n: usize) -> Vec<f32> {
+    if rows <= 1 {
         return yt;
     }
     let mut y = vec![0f32; rows * n];
@@ -138,16 +143,7 @@ pub(crate) fn matmul_t_slices_serial(
         // SAFETY: the level is supported (asserted above); `x` holds `rows` rows of `k`.
         unsafe { dots(&w[j * k..(j + 1) * k], x, k, out_row) };
     }
-    if rows <= 1 {
-        return yt;
-    }
-    let mut y = vec![0f32; rows * n];
-    for j in 0..n {
-        for i in 0..rows {
-            y[i * n + j] = yt[j * rows + i];
-        }
-    }
-    y
+    untranspose(yt, rows, n)
 }
 
 /// `out[i] = w · x_i` for every row `x_i` of `x`.
