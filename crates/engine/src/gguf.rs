@@ -248,6 +248,20 @@ impl Gguf {
     fn qtensor(&self, hub: &str, shape: &[usize]) -> Result<QTensor> {
         let name = gguf_name(hub)
             .ok_or_else(|| EngineError::Other(format!("no GGUF name for tensor {hub}")))?;
+        // The shape the file declares is checked before candle reads the tensor: its
+        // element count is a product that a hostile file can overflow (found by the `gguf`
+        // fuzz target: "attempt to multiply with overflow" in candle's reader).
+        if let Some(dims) = self.dims(&name) {
+            if dims != shape {
+                return Err(EngineError::File {
+                    path: self.path.clone(),
+                    message: format!(
+                        "tensor {name} has shape {dims:?}, expected {shape:?} (the metadata \
+                         disagrees with the tensors)"
+                    ),
+                });
+            }
+        }
         let mut r = self.reader.lock().expect("gguf reader lock");
         let q = self
             .content

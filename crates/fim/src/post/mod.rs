@@ -15,7 +15,8 @@
 //! 5. [`whitespace::trim_trailing_whitespace`]: per line, and trailing blank lines.
 //! 6. [`overlap::drop_suffix_overlap`]: trailing lines that repeat the lines below the cursor,
 //!    and the end of the last line that repeats the rest of the cursor line (an auto-closed
-//!    `)` or `"`), until neither applies.
+//!    `)` or `"`), until neither applies; then step 4's rule again on what is left (a cut
+//!    can bare a loop).
 //! 7. [`indent::restyle_indentation`]: continuation lines take the file's tabs or spaces and
 //!    indentation width.
 //! 8. [`whitespace::drop_whitespace_only`]: nothing to show.
@@ -136,7 +137,13 @@ fn run(
     step(2, &mut lines, &|l| scope::limit_to_scope(l, &site));
     step(3, &mut lines, &repetition::drop_repetition);
     step(4, &mut lines, &whitespace::trim_trailing_whitespace);
-    step(5, &mut lines, &|l| overlap::drop_suffix_overlap(l, &site));
+    step(5, &mut lines, &|l| {
+        overlap::drop_suffix_overlap(l, &site);
+        // The overlap's cut can bare a loop that the text after it hid (`..F\0F\0F\0` once
+        // `?` repeating the suffix is gone): the repetition rule applies to what is left,
+        // or a second pass would drop it (found by the `fim` fuzz target).
+        repetition::drop_repetition(l);
+    });
     step(6, &mut lines, &|l| indent::restyle_indentation(l, &site));
     step(7, &mut lines, &whitespace::drop_whitespace_only);
     let text = line_endings::restore_line_endings(&lines.join("\n"), ctx.is_crlf());
