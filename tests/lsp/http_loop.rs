@@ -72,18 +72,7 @@ impl HttpServer {
 
     /// `GET /health` answers 200.
     fn healthy(&self) -> bool {
-        use std::io::{Read, Write};
-        let host = self.url.trim_start_matches("http://");
-        let Ok(mut s) = std::net::TcpStream::connect(host) else {
-            return false;
-        };
-        let _ = write!(
-            s,
-            "GET /health HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-        );
-        let mut out = String::new();
-        let _ = s.read_to_string(&mut out);
-        out.starts_with("HTTP/1.1 200")
+        crate::llama_server::http(&self.url, "GET", "/health", None).0 == 200
     }
 }
 

@@ -82,9 +82,10 @@ fn pico_gguf(model: &Model, dir: &Path) -> PathBuf {
 }
 
 /// One plain HTTP/1.1 exchange (`Connection: close`): status and JSON body.
-fn http(url: &str, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+/// One HTTP request on its own connection: the status and the JSON body (`Null` if none).
+pub(crate) fn http(url: &str, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
     let host = url.trim_start_matches("http://");
-    let mut s = TcpStream::connect(host).expect("connect to llama-server");
+    let mut s = TcpStream::connect(host).expect("connect to the HTTP server");
     s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
     let body = body.map(Value::to_string).unwrap_or_default();
     write!(

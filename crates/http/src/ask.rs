@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use copilot_fim::Snippet;
-use copilot_pipeline::{Completion, CompletionOptions, Extras, TextSink};
+use copilot_pipeline::{Completer, Completion, CompletionOptions, Extras, TextSink};
 use copilot_service::{
     CompletionSource, ModelState, Outcome, RequestSettings, Service, Skip, Snapshot, Trigger, Why,
 };
@@ -114,25 +114,26 @@ impl Drop for Watch {
     }
 }
 
+/// The loaded model, or llama-server's 503 while it loads (or after it failed to).
+pub(crate) fn loaded(state: &State) -> Result<Completer, ApiError> {
+    match state.service.host.state() {
+        ModelState::Ready(c) => Ok(c),
+        ModelState::Idle | ModelState::Loading => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Loading model",
+        )),
+        ModelState::Failed(e) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the model failed to load: {e}"),
+        )),
+    }
+}
+
 /// The model must be loaded before a request is taken (llama-server answers 503 too), and
 /// a named adapter loaded before its request, so that a broken one is an error, not a
 /// silent fallback to the base model.
 pub async fn ready(state: &State, ask: &Ask) -> Result<(), ApiError> {
-    let completer = match state.service.host.state() {
-        ModelState::Ready(c) => c,
-        ModelState::Idle | ModelState::Loading => {
-            return Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Loading model",
-            ))
-        }
-        ModelState::Failed(e) => {
-            return Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("the model failed to load: {e}"),
-            ))
-        }
-    };
+    let completer = loaded(state)?;
     if let Some(dir) = &ask.adapter {
         completer
             .load_adapter(&dir.display().to_string(), dir)

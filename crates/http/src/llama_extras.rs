@@ -10,27 +10,12 @@ use axum::body::Body;
 use axum::extract::State as AxState;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use copilot_pipeline::Completer;
-use copilot_service::ModelState;
 use serde_json::json;
 
+use crate::ask::loaded;
 use crate::error::{ApiError, Json};
 use crate::fields::{read_object, Fields};
 use crate::State;
-
-fn loaded(state: &State) -> Result<Completer, ApiError> {
-    match state.service.host.state() {
-        ModelState::Ready(c) => Ok(c),
-        ModelState::Idle | ModelState::Loading => Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Loading model",
-        )),
-        ModelState::Failed(e) => Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("the model failed to load: {e}"),
-        )),
-    }
-}
 
 pub async fn props(AxState(state): AxState<Arc<State>>) -> Response {
     match loaded(&state) {
