@@ -205,6 +205,8 @@ fn cases() -> Vec<Case> {
         ),
         case("degenerate_pass_lines", "class E(Exception):$0\n", "\n    pass\n    pass\n    pass\n    pass\n    pass", "\n    pass"),
         case("blank_interleaved_repetition", "def f():$0\n", "\n    x()\n\n    x()\n\n    x()\n\n", "\n    x()"),
+        // Stopping after the third blank would be early: a fourth ends the scope before it.
+        case("repetition_ending_in_a_blank_line", "def f():\n    $0\n", "x()\n\n    x()\n\n    x()\n\n    y()\n", "x()"),
         case("line_looping_inside_is_dropped", "def f():\n$0\n", "    url = \"http://www.1.1.1.1.1.1.1", ""),
         case(
             "lines_before_an_inner_loop_stay",

@@ -43,7 +43,7 @@ pub mod settled;
 pub mod special;
 pub mod whitespace;
 
-use crate::context::{CursorContext, IndentStyle};
+use crate::context::{is_blank, CursorContext, IndentStyle};
 use crate::shape::{shape, Shape};
 
 /// The names of the steps, in the order [`postprocess`] applies them.
@@ -171,6 +171,12 @@ pub fn should_stop(ctx: &CursorContext, shape: Shape, generated: &str) -> bool {
     if cut.decided {
         return true;
     }
-    let complete = cut.keep.min(lines.len() - 1);
+    let mut complete = cut.keep.min(lines.len() - 1);
+    // A blank last complete line is not settled while the line being written may turn out
+    // blank too: two blank lines end the scope before it, and a repetition that needs it
+    // (`a`, blank, three times) would no longer be one (found by the `fim` fuzz target).
+    if complete > 0 && is_blank(lines[complete - 1]) && is_blank(lines[complete]) {
+        complete -= 1;
+    }
     repetition::repetition_cut(&lines[..complete]).is_some()
 }
