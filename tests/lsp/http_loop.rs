@@ -1,6 +1,7 @@
 //! copilot-lsp talking to copilot-lsp: an editor server whose engine is `llama.cpp`,
-//! pointed at our own `serve --http` (llama-server's `/props`, `/tokenize` and `/infill`),
-//! answers what an editor server with the embedded engine answers, cursor for cursor.
+//! pointed at our own `serve --http` (llama-server's `/props`, `/tokenize` and `/infill`), or
+//! `openai` (`/v1/models`, and `/v1/completions` with our prompt as token ids), answers what
+//! an editor server with the embedded engine answers, cursor for cursor.
 //! Needs `COPILOT_LSP_SHARED` (the pico model, so that completions are not empty); prints
 //! `SKIPPED` without.
 
@@ -105,15 +106,8 @@ fn position(text: &str, at: usize) -> (u32, u32) {
     (line as u32, col as u32)
 }
 
-#[test]
-fn an_editor_server_on_our_http_server_answers_as_the_embedded_engine() {
-    let Some(model) = pico("an_editor_server_on_our_http_server_answers_as_the_embedded_engine")
-    else {
-        return;
-    };
-    let http = HttpServer::start(&model.dir);
-    let mut remote = editor(json!({"engine": "llama.cpp", "endpoint": http.url}));
-    let mut embedded = editor(json!({"model": model.dir}));
+/// Ask both editor servers at every cursor of [`CASES`]; `(compared, non-empty)`.
+fn compare(remote: &mut Lsp, embedded: &mut Lsp) -> (usize, usize) {
     let (mut compared, mut non_empty) = (0, 0);
     for (i, (text, marks)) in CASES.iter().enumerate() {
         let uri = format!("file:///tmp/harness/loop{i}.py");
@@ -137,4 +131,42 @@ fn an_editor_server_on_our_http_server_answers_as_the_embedded_engine() {
     }
     eprintln!("{compared} cursors compared, {non_empty} with a non-empty answer");
     assert!(non_empty >= 3, "too few answers to compare: {non_empty}");
+    (compared, non_empty)
+}
+
+#[test]
+fn an_editor_server_on_our_http_server_answers_as_the_embedded_engine() {
+    let Some(model) = pico("an_editor_server_on_our_http_server_answers_as_the_embedded_engine")
+    else {
+        return;
+    };
+    let http = HttpServer::start(&model.dir);
+    let mut remote = editor(json!({"engine": "llama.cpp", "endpoint": http.url}));
+    let mut embedded = editor(json!({"model": model.dir}));
+    compare(&mut remote, &mut embedded);
+}
+
+/// The `openai` engine with the model's tokenizer sends our own FIM prompt as token ids to
+/// `/v1/completions`, which runs them as given: the same prompt as the embedded engine's,
+/// so the same completions.
+#[test]
+fn an_openai_engine_on_our_http_server_answers_as_the_embedded_engine() {
+    let Some(model) = pico("an_openai_engine_on_our_http_server_answers_as_the_embedded_engine")
+    else {
+        return;
+    };
+    let http = HttpServer::start(&model.dir);
+    let tokenizer = model.dir.join("tokenizer.json");
+    let mut remote = editor(json!({
+        "engine": "openai", "endpoint": http.url, "tokenizer": tokenizer,
+    }));
+    let mut embedded = editor(json!({"model": model.dir}));
+    let (compared, _) = compare(&mut remote, &mut embedded);
+    // Every answer was the HTTP server's: it ran a generation per cursor (some ended by
+    // the client, whose early-stop rule closes the stream once the answer is final).
+    let (status, body) = crate::llama_server::http(&http.url, "GET", "/stats", None);
+    assert_eq!(status, 200, "{body}");
+    let generations = body["requests"]["generations"].as_u64().unwrap_or(0);
+    assert!(generations >= compared as u64, "{body}");
+    assert_eq!(body["requests"]["failed"], 0, "{body}");
 }

@@ -299,6 +299,7 @@ fn against_a_real_llama_server() {
             cursor: *at,
             path: None,
             adapter: None,
+            ids: None,
             snippets: Vec::new(),
             options: CompletionOptions {
                 temperature: 0.0,
@@ -392,6 +393,7 @@ fn against_a_real_llama_server() {
         cursor: at,
         path: None,
         adapter: None,
+        ids: None,
         snippets: Vec::new(),
         options: CompletionOptions {
             temperature: 1.0,

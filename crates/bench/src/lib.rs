@@ -35,6 +35,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, oneshot};
 
+mod http;
 pub mod remote;
 
 #[derive(Clone, Debug)]
@@ -124,6 +125,8 @@ pub struct Report {
     pub context: Option<ContextFigures>,
     /// The first completion in a file, 3 s after it was opened.
     pub open: Option<OpenFigures>,
+    /// The typing scenario's keystrokes through the HTTP API (`/infill`, as llama.vim).
+    pub http: Option<Latency>,
     pub peak_rss_mib: f64,
 }
 
@@ -209,6 +212,7 @@ impl Report {
             ("cold", &self.cold),
             ("typing+lora", &self.typing_adapter),
             ("cold+lora", &self.cold_adapter),
+            ("http", &self.http),
         ] {
             if let Some(l) = l {
                 s += &format!(
@@ -218,6 +222,13 @@ impl Report {
                     l.cpu_seconds_per_minute
                 );
             }
+        }
+        if let (Some(h), Some(t)) = (&self.http, &self.typing) {
+            s += &format!(
+                "http    over LSP typing p50 {:.3}x, p95 {:.3}x\n",
+                h.p50_ms / t.p50_ms.max(1e-9),
+                h.p95_ms / t.p95_ms.max(1e-9)
+            );
         }
         for (name, with, base) in [
             ("typing", &self.typing_adapter, &self.typing),
@@ -305,9 +316,19 @@ pub fn run(opts: &BenchOptions) -> Result<Report> {
     for s in &opts.scenarios {
         if !matches!(
             s.as_str(),
-            "all" | "raw" | "typing" | "cold" | "context" | "open" | "events" | "remote"
+            "all"
+                | "raw"
+                | "typing"
+                | "cold"
+                | "context"
+                | "open"
+                | "events"
+                | "remote"
+                | "http"
         ) {
-            bail!("unknown scenario `{s}` (raw, typing, cold, open, events, context, remote, all)");
+            bail!(
+                "unknown scenario `{s}` (raw, typing, cold, open, events, context, http, remote, all)"
+            );
         }
     }
     if let Some(spec) = &opts.remote {
@@ -395,6 +416,13 @@ pub fn run(opts: &BenchOptions) -> Result<Report> {
             }
             client.shutdown().await
         })?;
+    }
+    if wants("http") {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        report.http = Some(rt.block_on(http::typing(opts, spec.clone(), TYPED))?);
     }
     if wants("events") {
         report.events = Some(events::cost(opts.runs.max(1) * 400)?);
@@ -521,6 +549,49 @@ pub fn python_file(variant: usize) -> String {
 
 /// What a person types in the typing scenario (a function, inserted mid-file).
 const TYPED: &str = "def restock(items, threshold=10):\n    low = [i for i in items if i.quantity < threshold]\n    for item in low:\n        item.quantity += threshold\n    return low\n";
+
+/// Where the typing scenarios type into `text`: between two
+/// classes, a third of the way down; `(line, byte offset)` of that line's start.
+fn typing_site(text: &str) -> (usize, usize) {
+    let lines: Vec<&str> = text.lines().collect();
+    let at_line = lines.len() / 3;
+    let at_line = (at_line..lines.len())
+        .find(|&l| lines[l].starts_with("@dataclass"))
+        .unwrap_or(at_line);
+    let offset = lines[..at_line].iter().map(|l| l.len() + 1).sum();
+    (at_line, offset)
+}
+
+/// Whether a typing scenario waits for the answer after typing `ch` (`next` is the key
+/// after it): at a space, a newline, `(`, `.`, `:` and the last key, as a person pauses.
+fn pauses_after(ch: char, next: Option<&char>) -> bool {
+    matches!(ch, ' ' | '\n' | '(' | '.' | ':') || next.is_none()
+}
+
+/// A typing scenario's figures from its samples and the server's totals before and after.
+fn latency(samples: &mut [f64], since: Totals, now: Totals, empty: usize) -> Latency {
+    let calls = (now.model_answers - since.model_answers) as usize;
+    let hits = (now.cache_hits - since.cache_hits) as usize;
+    let n = calls.max(1) as f64;
+    let prompt = (now.prompt_tokens - since.prompt_tokens) as usize;
+    let reused = (now.reused_tokens - since.reused_tokens) as usize;
+    Latency {
+        samples: samples.len(),
+        p50_ms: median(samples),
+        p95_ms: percentile(samples, 95.0),
+        mean_prompt_tokens: prompt as f64 / n,
+        mean_computed_tokens: (prompt - reused) as f64 / n,
+        reuse_ratio: if prompt > 0 {
+            reused as f64 / prompt as f64
+        } else {
+            0.0
+        },
+        empty_answers: empty,
+        model_calls: calls,
+        cache_hits: hits,
+        cpu_seconds_per_minute: 0.0,
+    }
+}
 
 /// The server's running totals of answered completions (`copilot/debugStats`).
 #[derive(Clone, Copy, Debug, Default)]
@@ -703,27 +774,7 @@ impl Client {
         empty: usize,
     ) -> Result<Latency> {
         let now = self.totals().await?;
-        let calls = (now.model_answers - since.model_answers) as usize;
-        let hits = (now.cache_hits - since.cache_hits) as usize;
-        let n = calls.max(1) as f64;
-        let prompt = (now.prompt_tokens - since.prompt_tokens) as usize;
-        let reused = (now.reused_tokens - since.reused_tokens) as usize;
-        Ok(Latency {
-            samples: samples.len(),
-            p50_ms: median(samples),
-            p95_ms: percentile(samples, 95.0),
-            mean_prompt_tokens: prompt as f64 / n,
-            mean_computed_tokens: (prompt - reused) as f64 / n,
-            reuse_ratio: if prompt > 0 {
-                reused as f64 / prompt as f64
-            } else {
-                0.0
-            },
-            empty_answers: empty,
-            model_calls: calls,
-            cache_hits: hits,
-            cpu_seconds_per_minute: 0.0,
-        })
+        Ok(latency(samples, since, now, empty))
     }
 
     /// Wait until the model answers once (loading included), so timings exclude the load.
@@ -758,13 +809,7 @@ impl Client {
         mut text: String,
         typed: &str,
     ) -> Result<Latency> {
-        // Type the new function between two classes, a third of the way down.
-        let lines: Vec<&str> = text.lines().collect();
-        let at_line = lines.len() / 3;
-        let at_line = (at_line..lines.len())
-            .find(|&l| lines[l].starts_with("@dataclass"))
-            .unwrap_or(at_line);
-        let mut offset: usize = lines[..at_line].iter().map(|l| l.len() + 1).sum();
+        let (at_line, mut offset) = typing_site(&text);
         let since = self.totals().await?;
         let (mut line, mut col) = (at_line, 0usize);
         let mut version = 1;
@@ -799,9 +844,7 @@ impl Client {
             let sent = Instant::now();
             // Requests at other keystrokes are superseded by the next one; the server answers
             // them empty or cancelled, and nobody waits for them (as in an editor).
-            let next = chars.get(i + 1);
-            let pause = matches!(ch, ' ' | '\n' | '(' | '.' | ':') || next.is_none();
-            if pause {
+            if pauses_after(*ch, chars.get(i + 1)) {
                 let resp = tokio::time::timeout(Duration::from_secs(120), rx)
                     .await
                     .context("no answer at a pause")??;

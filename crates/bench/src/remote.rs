@@ -107,6 +107,7 @@ fn measure(completer: &Completer, opts: &BenchOptions) -> Result<Measured> {
             cursor,
             path: None,
             adapter: None,
+            ids: None,
             snippets: Vec::new(),
             options: CompletionOptions {
                 temperature: 0.0,

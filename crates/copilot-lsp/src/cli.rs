@@ -68,7 +68,8 @@ pub struct BenchArgs {
     /// auto, f32, f16, bf16, q8_0, q4_0, q4k.
     #[arg(long, default_value = "auto")]
     pub dtype: String,
-    /// Scenarios to run: raw, typing, cold, open, events, all (comma-separated); `context`
+    /// Scenarios to run: raw, typing, cold, open, events, http (the typing keystrokes through
+    /// the HTTP API's `/infill`), all (comma-separated); `context`
     /// (not in `all`) types in a workspace with context on, then off; `remote` with
     /// `--engine`; `soak` alone (not in `all`): mixed messages through this binary over stdio.
     #[arg(long, default_value = "all", value_delimiter = ',')]
@@ -547,6 +548,7 @@ fn complete(c: CompleteArgs, threads: Option<usize>) -> Result<()> {
         // No path header: it would differ between the CLI (a file path) and editors (a URI).
         path: None,
         adapter: None,
+        ids: None,
         snippets: copilot_context::to_fim(&context),
         options: CompletionOptions {
             temperature: c.temperature,

@@ -348,6 +348,7 @@ pub fn evaluate(
                 cursor: t.cursor,
                 path: Some(t.rel.clone()),
                 adapter: v.clone(),
+                ids: None,
                 snippets: t.snippets.clone(),
                 options: o.completion.clone(),
             };

@@ -32,6 +32,8 @@ pub struct Ask {
     pub snippets: Vec<Snippet>,
     /// A named adapter's directory.
     pub adapter: Option<PathBuf>,
+    /// A prompt of the model's token ids, run as given (`prefix` and `suffix` are empty).
+    pub ids: Option<Vec<u32>>,
 }
 
 struct Source {
@@ -82,6 +84,10 @@ impl CompletionSource for Source {
 
     fn adapter(&self) -> Option<PathBuf> {
         self.ask.adapter.clone()
+    }
+
+    fn ids(&self) -> Option<Vec<u32>> {
+        self.ask.ids.clone()
     }
 }
 
@@ -146,6 +152,25 @@ pub async fn ready(state: &State, ask: &Ask) -> Result<(), ApiError> {
             })?;
     }
     Ok(())
+}
+
+/// Token-id prompts hold only ids of the model's vocabulary, where the model knows it.
+pub fn check_ids(state: &State, asks: &[Ask]) -> Result<(), ApiError> {
+    let Some(n) = loaded(state)?.model().vocab_size() else {
+        return Ok(());
+    };
+    let bad = asks
+        .iter()
+        .filter_map(|a| a.ids.as_deref())
+        .flatten()
+        .find(|&&id| id as usize >= n);
+    match bad {
+        Some(id) => Err(ApiError::field(
+            "prompt",
+            format!("token id {id} is outside the model's vocabulary (ids below {n})"),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Run `ask` to its `n` completions (greedy decoding gives one answer however often asked:

@@ -85,6 +85,7 @@ fn parse(state: &State, obj: &Map<String, Value>) -> Result<Parsed, ApiError> {
             stop,
             snippets,
             adapter,
+            ids: None,
         },
         stream: f.bool("stream")?.unwrap_or(false),
         response_fields,

@@ -2,7 +2,10 @@
 //! also serve it: `prompt` is the code before the cursor, `suffix` the code after.
 //!
 //! Fields: `model` (any name: one model is served), `prompt` (a string or an array of
-//! strings, one answer set each), `suffix`, `max_tokens`, `temperature`, `top_p`, `stop` (at
+//! strings, one answer set each; or the model's token ids, an array of integers or an array
+//! of such arrays, run as given, as vLLM and llama-server run them: no prompt of ours
+//! around them, no `suffix`, and the raw text back, since post-processing needs the
+//! cursor's text), `suffix`, `max_tokens`, `temperature`, `top_p`, `stop` (at
 //! most 4, as OpenAI), `n`, `seed`, `stream` (+ `stream_options.include_usage`), `user`;
 //! our extensions `postprocess` (default true: our cleaning rules; false for the model's
 //! raw text), `adapter` (a name from `--adapter NAME=DIR`) and `top_k`. Fields we cannot
@@ -43,36 +46,27 @@ fn parse(state: &State, obj: &serde_json::Map<String, Value>) -> Result<Parsed, 
     let f = Fields(obj);
     f.string("model")?;
     f.string("user")?;
-    let prompts = match f.value("prompt") {
-        None => {
-            return Err(ApiError::field(
-                "prompt",
-                "`prompt` is required: the code before the cursor",
-            ))
-        }
-        Some(Value::String(s)) => vec![s.clone()],
-        Some(Value::Array(items)) if !items.is_empty() && items.iter().all(Value::is_string) => {
-            items
-                .iter()
-                .map(|v| v.as_str().unwrap_or_default().to_string())
-                .collect()
-        }
-        Some(Value::Array(items)) if items.iter().any(Value::is_number) => {
-            return Err(ApiError::field(
-                "prompt",
-                "`prompt` as token ids is not supported: send the text",
-            ))
-        }
-        Some(_) => {
-            return Err(ApiError::field(
-                "prompt",
-                "`prompt` must be a string or a non-empty array of strings",
-            ))
-        }
-    };
+    let prompts = prompts(f.value("prompt"))?;
     let suffix = f.string("suffix")?.unwrap_or_default();
     let mut options = common_options(state, &f)?;
     options.time_budget = None;
+    let by_ids = matches!(prompts.first(), Some(Prompt::Ids(_)));
+    if by_ids {
+        if !suffix.is_empty() {
+            return Err(ApiError::field(
+                "suffix",
+                "`suffix` needs a text `prompt`: a prompt of token ids is run as given",
+            ));
+        }
+        if f.bool("postprocess")? == Some(true) {
+            return Err(ApiError::field(
+                "postprocess",
+                "`postprocess` needs a text `prompt` (the rules read the code around the \
+                 cursor): a prompt of token ids gets the model's raw text",
+            ));
+        }
+        options.postprocess = false;
+    }
     if let Some(m) = f.int("max_tokens", 1, MAX_TOKENS)? {
         options.max_tokens = m as usize;
     }
@@ -130,14 +124,21 @@ fn parse(state: &State, obj: &serde_json::Map<String, Value>) -> Result<Parsed, 
     let adapter = adapter(state, &f)?;
     let asks = prompts
         .into_iter()
-        .map(|prefix| Ask {
-            prefix,
-            suffix: suffix.clone(),
-            options: options.clone(),
-            n,
-            stop: stop.clone(),
-            snippets: Vec::new(),
-            adapter: adapter.clone(),
+        .map(|prompt| {
+            let (prefix, ids) = match prompt {
+                Prompt::Text(t) => (t, None),
+                Prompt::Ids(ids) => (String::new(), Some(ids)),
+            };
+            Ask {
+                prefix,
+                suffix: suffix.clone(),
+                options: options.clone(),
+                n,
+                stop: stop.clone(),
+                snippets: Vec::new(),
+                adapter: adapter.clone(),
+                ids,
+            }
         })
         .collect();
     Ok(Parsed {
@@ -145,6 +146,52 @@ fn parse(state: &State, obj: &serde_json::Map<String, Value>) -> Result<Parsed, 
         stream,
         include_usage,
     })
+}
+
+/// One prompt of a request.
+enum Prompt {
+    /// The code before the cursor.
+    Text(String),
+    /// The model's token ids.
+    Ids(Vec<u32>),
+}
+
+/// `prompt`: a string, strings, token ids or arrays of them (all of one kind).
+fn prompts(v: Option<&Value>) -> Result<Vec<Prompt>, ApiError> {
+    let bad = |m: &str| ApiError::field("prompt", m);
+    let ids = |items: &[Value]| -> Option<Vec<u32>> {
+        items
+            .iter()
+            .map(|v| v.as_u64().and_then(|id| u32::try_from(id).ok()))
+            .collect()
+    };
+    match v {
+        None => Err(bad("`prompt` is required: the code before the cursor")),
+        Some(Value::String(s)) => Ok(vec![Prompt::Text(s.clone())]),
+        Some(Value::Array(items)) if items.is_empty() => Err(bad("`prompt` must not be empty")),
+        Some(Value::Array(items)) if items.iter().all(Value::is_string) => Ok(items
+            .iter()
+            .map(|v| Prompt::Text(v.as_str().unwrap_or_default().to_string()))
+            .collect()),
+        Some(Value::Array(items)) if items.iter().all(Value::is_number) => match ids(items) {
+            Some(ids) => Ok(vec![Prompt::Ids(ids)]),
+            None => Err(bad(
+                "`prompt` token ids must be integers from 0 to 4294967295",
+            )),
+        },
+        Some(Value::Array(items)) if items.iter().all(Value::is_array) => items
+            .iter()
+            .map(|v| match v.as_array().map(|a| (a.is_empty(), ids(a))) {
+                Some((false, Some(ids))) => Ok(Prompt::Ids(ids)),
+                _ => Err(bad(
+                    "each prompt of token ids must be a non-empty array of integers from 0 to 4294967295",
+                )),
+            })
+            .collect(),
+        Some(_) => Err(bad(
+            "`prompt` must be a string, an array of strings, an array of token ids or an array of such arrays",
+        )),
+    }
 }
 
 /// The sampling fields both APIs share, over the server's defaults.
@@ -233,6 +280,7 @@ async fn handle(state: Arc<State>, headers: HeaderMap, body: Body) -> Result<Res
     let obj = read_object(&headers, body, state.config.body_limit).await?;
     let parsed = parse(&state, &obj)?;
     ask::ready(&state, &parsed.asks[0]).await?;
+    ask::check_ids(&state, &parsed.asks)?;
     let id = completion_id(&state);
     let model = state.config.model_id.clone();
     let created = unix_now();

@@ -51,10 +51,15 @@ pub async fn models(AxState(state): AxState<Arc<State>>) -> Response {
         .started
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let description = match state.service.host.state() {
-        ModelState::Ready(c) => Some(c.description().to_string()),
-        _ => None,
+    let (description, window) = match state.service.host.state() {
+        ModelState::Ready(c) => (
+            Some(c.description().to_string()),
+            Some(c.model().info().window),
+        ),
+        _ => (None, None),
     };
+    // The window as vLLM (`max_model_len`) and llama-server (`meta.n_ctx_train`) give it:
+    // clients size their prompts from it.
     Json(json!({
         "object": "list",
         "data": [{
@@ -62,9 +67,11 @@ pub async fn models(AxState(state): AxState<Arc<State>>) -> Response {
             "object": "model",
             "created": created,
             "owned_by": "copilot-lsp",
+            "max_model_len": window,
             "meta": {
                 "description": description,
                 "adapters": state.config.adapters.keys().collect::<Vec<_>>(),
+                "n_ctx_train": window,
             },
         }],
     }))

@@ -73,6 +73,43 @@ async fn completions_answer_in_openai_shape() {
 }
 
 #[tokio::test]
+async fn token_id_prompts_run_as_given_with_the_raw_text_back() {
+    let script = Arc::new(Script::default());
+    let api = api(script.clone(), config());
+    ready(&api).await;
+    let a = post(
+        &api,
+        "/v1/completions",
+        r#"{"model": "x", "prompt": [97, 40], "temperature": 0, "seed": 5, "max_tokens": 64}"#,
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK);
+    let v = a.json();
+    // The model got the ids, no prompt of ours, and the text came back raw (the
+    // post-processing rules would keep the first line only).
+    assert_eq!(
+        v["choices"][0]["text"],
+        "<ids:97,40|5|0>\nalpha\nbeta\ngamma\ndelta\n"
+    );
+    assert_eq!(script.prefixes.lock().unwrap().last().unwrap(), "");
+    // Several prompts of ids, one answer set each.
+    let a = post(
+        &api,
+        "/v1/completions",
+        r#"{"prompt": [[1], [2, 3]], "temperature": 0, "seed": 5, "max_tokens": 9}"#,
+    )
+    .await;
+    let v = a.json();
+    let texts: Vec<&str> = v["choices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts, ["<ids:1|5|", "<ids:2,3|"]);
+}
+
+#[tokio::test]
 async fn several_prompts_and_choices() {
     let script = Arc::new(Script::default());
     let api = api(script, config());
@@ -185,7 +222,21 @@ async fn bad_requests_name_the_field() {
         ("{", None, "invalid JSON"),
         ("[1]", None, "must be a JSON object"),
         (r#"{"model": "x"}"#, Some("prompt"), "`prompt` is required"),
-        (r#"{"prompt": [1, 2]}"#, Some("prompt"), "token ids"),
+        (r#"{"prompt": []}"#, Some("prompt"), "must not be empty"),
+        (r#"{"prompt": [1, -2]}"#, Some("prompt"), "integers from 0"),
+        (r#"{"prompt": [1, "a"]}"#, Some("prompt"), "must be a string"),
+        (r#"{"prompt": [[1], []]}"#, Some("prompt"), "non-empty array"),
+        (r#"{"prompt": [1114112]}"#, Some("prompt"), "outside the model's vocabulary"),
+        (
+            r#"{"prompt": [1, 2], "suffix": "x"}"#,
+            Some("suffix"),
+            "needs a text `prompt`",
+        ),
+        (
+            r#"{"prompt": [1, 2], "postprocess": true}"#,
+            Some("postprocess"),
+            "needs a text `prompt`",
+        ),
         (
             r#"{"prompt": "a", "max_tokens": "16"}"#,
             Some("max_tokens"),
@@ -440,6 +491,9 @@ async fn health_is_503_with_progress_while_loading() {
     assert_eq!(m["object"], "list");
     assert_eq!(m["data"][0]["id"], "scripted");
     assert_eq!(m["data"][0]["object"], "model");
+    // The window, where vLLM and llama-server give theirs.
+    assert_eq!(m["data"][0]["max_model_len"], 4096);
+    assert_eq!(m["data"][0]["meta"]["n_ctx_train"], 4096);
 }
 
 #[tokio::test]

@@ -173,19 +173,24 @@ impl Embedded {
     /// the front to leave `max_new` positions of the window for generating.
     pub fn encode(&self, prompt: &Prompt, max_new: usize) -> Result<Vec<u32>, PipelineError> {
         let tok = self.engine.tokenizer();
-        let specials = tok.specials();
         // Special pieces by the family's strings, looked up in the vocabulary.
-        let mut ids = prompt.encode(
+        let ids = prompt.encode(
             |t| tok.encode_text(t),
             |s| {
                 tok.token_id(s)
                     .ok_or_else(|| EngineError::Tokenizer(format!("no `{s}` token")))
             },
         )?;
+        Ok(self.fit(ids, max_new))
+    }
+
+    /// A prompt's ids as the model runs them: never empty, and cut at the front to leave
+    /// `max_new` positions of the window.
+    fn fit(&self, mut ids: Vec<u32>, max_new: usize) -> Vec<u32> {
         if ids.is_empty() {
             // An empty document in left-to-right mode: start from end-of-text, as the model
             // saw at the start of every training document.
-            ids.push(specials.eos);
+            ids.push(self.engine.tokenizer().specials().eos);
         }
         let window = self.info.window;
         if ids.len() + max_new > window {
@@ -194,12 +199,35 @@ impl Embedded {
             let keep = window.saturating_sub(max_new).max(1);
             ids.drain(..ids.len() - keep);
         }
-        Ok(ids)
+        ids
+    }
+
+    /// Ids the model can read: its embedding's rows that the tokenizer also knows.
+    fn ids_below(&self) -> usize {
+        self.engine
+            .config()
+            .vocab_size
+            .min(self.engine.tokenizer().vocab_size())
+    }
+
+    /// A prompt given as ids: checked against the vocabulary, cut at the front as
+    /// [`Embedded::encode`] cuts.
+    fn given_ids(&self, ids: Vec<u32>, max_new: usize) -> Result<Vec<u32>, PipelineError> {
+        let n = self.ids_below();
+        if let Some(bad) = ids.iter().find(|&&id| id as usize >= n) {
+            return Err(PipelineError::Engine(format!(
+                "token id {bad} is outside the vocabulary (ids below {n})"
+            )));
+        }
+        Ok(self.fit(ids, max_new))
     }
 
     fn request(&self, job: Job) -> Result<GenerateRequest, PipelineError> {
         let s = job.sampling;
-        let ids = self.encode(&job.prompt, s.max_new_tokens)?;
+        let ids = match job.ids {
+            Some(ids) => self.given_ids(ids, s.max_new_tokens)?,
+            None => self.encode(&job.prompt, s.max_new_tokens)?,
+        };
         let mut req = GenerateRequest::new(
             ids,
             GenerateParams {
@@ -244,6 +272,10 @@ impl LanguageModel for Embedded {
 
     fn tokenize(&self, text: &str) -> Option<Vec<u32>> {
         self.engine.tokenizer().encode_text(text).ok()
+    }
+
+    fn vocab_size(&self) -> Option<usize> {
+        Some(self.ids_below())
     }
 
     fn count_tokens(&self, text: &str) -> usize {

@@ -223,6 +223,11 @@ pub struct CompletionRequest {
     /// before the prefix while the prompt budget has room.
     pub snippets: Vec<copilot_fim::Snippet>,
     pub options: CompletionOptions,
+    /// A prompt given as the model's token ids (the HTTP API's token-id `prompt`): run as
+    /// is instead of the prompt built from `text` (then empty), never answered from or kept
+    /// in the completion cache. Post-processing needs the cursor's text, so callers turn
+    /// `options.postprocess` off.
+    pub ids: Option<Vec<u32>>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -275,6 +280,12 @@ impl From<EngineError> for PipelineError {
     fn from(e: EngineError) -> Self {
         Self::Engine(e.to_string())
     }
+}
+
+/// Whether a request is answered from and kept in the completion cache: a prompt given as
+/// ids has no text to key it by.
+fn uses_cache(req: &CompletionRequest) -> bool {
+    req.options.cache && req.ids.is_none()
 }
 
 /// Counts tokens for the prompt budgets through the model.
@@ -584,6 +595,7 @@ impl Completer {
             on_text,
             cancel,
             adapter: req.adapter.clone(),
+            ids: req.ids.clone(),
         }
     }
 
@@ -662,7 +674,7 @@ impl Completer {
             sent.finish(&out.text);
         }
         self.remember(&req, &p, &out, &extras.stop);
-        if req.options.cache && !out.text.is_empty() {
+        if uses_cache(&req) && !out.text.is_empty() {
             self.compute_ahead(&req, &p, &out.text, &extras.stop);
         }
         Ok(out)
@@ -675,7 +687,7 @@ impl Completer {
     }
 
     fn cached(&self, req: &CompletionRequest, stop: &[String]) -> Option<Completion> {
-        if !req.options.cache {
+        if !uses_cache(req) {
             return None;
         }
         let cursor = floor_char_boundary(&req.text, req.cursor);
@@ -698,7 +710,7 @@ impl Completer {
     }
 
     fn remember(&self, req: &CompletionRequest, p: &Prepared, out: &Completion, stop: &[String]) {
-        if req.options.cache && !out.text.is_empty() {
+        if uses_cache(req) && !out.text.is_empty() {
             let ctx = p.context();
             self.cache.lock().expect("cache lock").insert(
                 req.options.variant(&req.adapter, &req.snippets, stop),

@@ -67,6 +67,9 @@ pub struct Job {
     pub cancel: CancelToken,
     /// The adapter to apply, by the name it was loaded under (`None`: the base model).
     pub adapter: Option<String>,
+    /// A prompt given as the model's token ids (an API client's): the engine runs these
+    /// instead of `prompt` (then empty), cut at the front to the window like any prompt.
+    pub ids: Option<Vec<u32>>,
 }
 
 impl std::fmt::Debug for Job {
@@ -105,6 +108,12 @@ pub trait LanguageModel: Send + Sync + 'static {
     /// text), where the engine has its tokenizer at hand; `None` otherwise.
     fn tokenize(&self, text: &str) -> Option<Vec<u32>> {
         let _ = text;
+        None
+    }
+
+    /// The ids a token-id prompt ([`Job::ids`]) may hold, `0..n`, where the engine knows
+    /// its vocabulary; `None` otherwise.
+    fn vocab_size(&self) -> Option<usize> {
         None
     }
 

@@ -53,6 +53,7 @@ fn request(fixture: &str, fim: FimChoice) -> CompletionRequest {
         cursor,
         path: None,
         adapter: None,
+        ids: None,
         snippets: Vec::new(),
         options: CompletionOptions {
             temperature: 0.0,

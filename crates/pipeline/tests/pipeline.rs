@@ -49,6 +49,7 @@ fn request(text: &str, cursor: usize, fim: FimChoice) -> CompletionRequest {
         cursor,
         path: None,
         adapter: None,
+        ids: None,
         snippets: Vec::new(),
         options: CompletionOptions {
             temperature: 0.0,

@@ -410,6 +410,12 @@ impl Inner {
         if cancel.is_cancelled() {
             return Err(PipelineError::Cancelled);
         }
+        if job.ids.is_some() && self.spec.kind != EngineKind::OpenAi {
+            // `/infill` and Ollama's `/api/generate` take text only.
+            return Err(PipelineError::Unsupported(
+                "prompts given as token ids (the `openai` engine does)",
+            ));
+        }
         let probe = match self.lock_backoff().admit(Instant::now()) {
             Admit::Wait(fault, _) => return Err(self.error(&fault)),
             Admit::Go { probe } => probe,
@@ -474,7 +480,10 @@ impl Inner {
                 (ollama::GENERATE, body, false, ollama::parse)
             }
             EngineKind::OpenAi => {
-                let prompt = self.openai_prompt(&job.prompt, max_new);
+                let prompt = match &job.ids {
+                    Some(ids) => PromptBody::Ids(ids.clone()),
+                    None => self.openai_prompt(&job.prompt, max_new),
+                };
                 let body = openai::completions_body(&job, self.model(), &prompt, &stops);
                 (openai::COMPLETIONS, body, true, openai::parse)
             }

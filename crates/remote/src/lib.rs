@@ -90,6 +90,7 @@ pub(crate) mod testing {
             },
             stop: None,
             on_text: None,
+            ids: None,
             cancel: CancelToken::new(),
             adapter: None,
         }

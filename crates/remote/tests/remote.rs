@@ -93,6 +93,7 @@ fn request(text: &str, cursor: usize) -> CompletionRequest {
         cursor,
         path: None,
         adapter: None,
+        ids: None,
         snippets: Vec::new(),
         options: CompletionOptions {
             temperature: 0.0,
@@ -132,6 +133,7 @@ fn job(prefix: &str, suffix: &str) -> Job {
         },
         stop: None,
         on_text: None,
+        ids: None,
         cancel: CancelToken::new(),
         adapter: None,
     }

@@ -101,6 +101,11 @@ pub trait CompletionSource: Send {
     fn adapter(&self) -> Option<std::path::PathBuf> {
         None
     }
+    /// A prompt the request gives as the model's token ids (the HTTP API's token-id
+    /// `prompt`): run as is instead of one built from the snapshot.
+    fn ids(&self) -> Option<Vec<u32>> {
+        None
+    }
 }
 
 /// What the front-end turns into a response.
@@ -228,6 +233,7 @@ impl Service {
                     None
                 },
                 adapter: adapter.clone(),
+                ids: source.ids(),
                 snippets: snippets.clone(),
                 options,
             };
@@ -379,6 +385,7 @@ impl Service {
                 None
             },
             adapter,
+            ids: None,
             snippets,
             options: opts,
         });

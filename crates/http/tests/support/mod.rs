@@ -40,10 +40,17 @@ pub struct Script {
     pub load_gate: Option<Arc<Semaphore>>,
 }
 
-/// The scripted answer: the cursor line before the cursor, the seed, how many snippets,
-/// then a fixed tail of lines, one character per token.
+/// The scripted answer: the cursor line before the cursor (or `ids:` and the ids of a
+/// token-id prompt), the seed, how many snippets, then a fixed tail of lines, one character
+/// per token.
 pub fn scripted_text(job: &Job) -> String {
-    let line = job.prompt.prefix.rsplit('\n').next().unwrap_or("");
+    let ids = job.ids.as_ref().map(|ids| {
+        let ids: Vec<String> = ids.iter().map(u32::to_string).collect();
+        format!("ids:{}", ids.join(","))
+    });
+    let line = ids
+        .as_deref()
+        .unwrap_or_else(|| job.prompt.prefix.rsplit('\n').next().unwrap_or(""));
     format!(
         "<{line}|{}|{}>\nalpha\nbeta\ngamma\ndelta\n",
         job.sampling.seed,
@@ -68,6 +75,11 @@ impl LanguageModel for Model {
     /// One token per character, its code: consistent with `count_tokens`.
     fn tokenize(&self, text: &str) -> Option<Vec<u32>> {
         Some(text.chars().map(u32::from).collect())
+    }
+
+    /// Token ids are character codes.
+    fn vocab_size(&self) -> Option<usize> {
+        Some(0x11_0000)
     }
 
     fn generate(&self, mut job: Job) -> BoxFuture<Result<Generated, PipelineError>> {
