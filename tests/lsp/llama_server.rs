@@ -431,3 +431,112 @@ fn against_a_real_llama_server() {
     );
     assert!(after - before < 512.0, "{}", server.log_text());
 }
+
+/// The transformers-made checkpoint of every new family (the engine's fixtures: Qwen2 tied
+/// and untied with GQA, Llama with linear RoPE scaling, StarCoder2), written as f32 GGUF by
+/// our writer: llama.cpp loads each file and, greedy, continues each prompt with the very
+/// tokens the embedded engine gives for the same file.
+#[test]
+fn llama_cpp_runs_our_gguf_of_every_family_with_our_greedy_tokens() {
+    let test = "llama_cpp_runs_our_gguf_of_every_family_with_our_greedy_tokens";
+    let Some(bin) = llama_bin(test) else {
+        return;
+    };
+    const NEW_TOKENS: usize = 12;
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../engine/tests/fixtures/families");
+    let prompts = [
+        "def total(xs):\n    s = 0\n    for x in xs:\n",
+        "import os\n\nclass Config:\n    def __init__(self, path):\n        self.",
+        "x = [1, 2, 3]\nprint(",
+    ];
+    let (mut compared, mut same) = (0, 0);
+    for name in [
+        "qwen2-tied",
+        "qwen2-untied-kv4",
+        "llama-linear-rope",
+        "starcoder2-window",
+    ] {
+        let src = fixtures.join(name);
+        let dir = tempfile::tempdir().unwrap();
+        let cfg_path = src.join("config.json");
+        let cfg = copilot_engine::Config::from_json(
+            &std::fs::read_to_string(&cfg_path).unwrap(),
+            &cfg_path,
+        )
+        .unwrap();
+        let tensors = candle_core::safetensors::load(
+            src.join("model.safetensors"),
+            &candle_core::Device::Cpu,
+        )
+        .unwrap();
+        let tok: Value =
+            serde_json::from_str(&std::fs::read_to_string(src.join("tokenizer.json")).unwrap())
+                .unwrap();
+        let gguf = dir.path().join(format!("{name}.gguf"));
+        copilot_engine::gguf::write(
+            &gguf,
+            &cfg,
+            &tensors,
+            candle_core::quantized::GgmlDType::F32,
+            Some(&tok),
+        )
+        .unwrap();
+        let engine = copilot_engine::load(
+            &copilot_engine::ModelSpec {
+                model: gguf.display().to_string(),
+                ..Default::default()
+            },
+            &mut |_| {},
+        )
+        .unwrap();
+        let server = LlamaServer::start(&bin, &gguf, dir.path());
+        // StarCoder2's sliding window: llama.cpp reads none for `starcoder2` (its hparams
+        // loader takes the norm epsilon only) and attends to every key, so prompt and
+        // continuation stay within the window here; the engine's own tests check the
+        // window against transformers.
+        let window = cfg.window().unwrap_or(usize::MAX);
+        for text in prompts {
+            let mut ids = engine.tokenizer().encode_text(text).unwrap();
+            ids.truncate(window.saturating_sub(NEW_TOKENS).max(1));
+            let ours = engine
+                .generate_blocking(copilot_engine::GenerateRequest::new(
+                    ids.clone(),
+                    copilot_engine::GenerateParams {
+                        max_new_tokens: NEW_TOKENS,
+                        temperature: 0.0,
+                        ..Default::default()
+                    },
+                ))
+                .unwrap()
+                .tokens;
+            let (status, v) = http(
+                &server.url,
+                "POST",
+                "/completion",
+                Some(&json!({
+                    "prompt": ids, "n_predict": NEW_TOKENS, "temperature": 0, "top_k": 1,
+                    "return_tokens": true, "cache_prompt": false,
+                })),
+            );
+            assert_eq!(status, 200, "{name}: {v}\n{}", server.log_text());
+            let theirs: Vec<u32> = v["tokens"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{name}: no tokens in {v}"))
+                .iter()
+                .map(|t| t.as_u64().unwrap() as u32)
+                .collect();
+            // Either may end early on an end-of-generation token the other does not treat
+            // as one (llama.cpp stops on a family's FIM tokens): compare what both made.
+            let n = ours.len().min(theirs.len());
+            assert!(n > 0, "{name} {text:?}: ours {ours:?}, llama.cpp {theirs:?}");
+            assert_eq!(
+                ours[..n],
+                theirs[..n],
+                "{name} {text:?}: the embedded engine and llama.cpp differ"
+            );
+            compared += 1;
+            same += usize::from(ours == theirs);
+        }
+    }
+    eprintln!("{compared} continuations compared, {same} identical to the last token");
+}

@@ -23,7 +23,9 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::{latency, pauses_after, python_file, typing_site, BenchOptions, Latency, Totals};
+use crate::{
+    cpu_seconds, latency, pauses_after, python_file, typing_site, BenchOptions, Latency, Totals,
+};
 
 /// One request on its own connection: status and JSON body.
 async fn call(addr: SocketAddr, method: &str, path: &str, body: Option<&Value>) -> Result<(u16, Value)> {
@@ -118,6 +120,7 @@ pub async fn typing(opts: &BenchOptions, spec: ModelSpec, typed: &str) -> Result
     let mut empty = 0;
     let mut in_flight: Option<tokio::task::JoinHandle<Result<(u16, Value)>>> = None;
     let chars: Vec<char> = typed.chars().collect();
+    let (cpu0, wall0) = (cpu_seconds(), Instant::now());
     for (i, ch) in chars.iter().enumerate() {
         // The next key drops the request in flight.
         if let Some(h) = in_flight.take() {
@@ -148,8 +151,12 @@ pub async fn typing(opts: &BenchOptions, spec: ModelSpec, typed: &str) -> Result
             tokio::time::sleep(Duration::from_millis(opts.keystroke_ms)).await;
         }
     }
+    let minutes = wall0.elapsed().as_secs_f64() / 60.0;
+    let cpu = cpu_seconds() - cpu0;
     let now = totals(&service)?;
     let _ = stop.send(());
     server.await??;
-    Ok(latency(&mut samples, since, now, empty))
+    let mut l = latency(&mut samples, since, now, empty);
+    l.cpu_seconds_per_minute = cpu / minutes.max(1e-9);
+    Ok(l)
 }
