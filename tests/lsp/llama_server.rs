@@ -528,7 +528,10 @@ fn llama_cpp_runs_our_gguf_of_every_family_with_our_greedy_tokens() {
             // Either may end early on an end-of-generation token the other does not treat
             // as one (llama.cpp stops on a family's FIM tokens): compare what both made.
             let n = ours.len().min(theirs.len());
-            assert!(n > 0, "{name} {text:?}: ours {ours:?}, llama.cpp {theirs:?}");
+            assert!(
+                n > 0,
+                "{name} {text:?}: ours {ours:?}, llama.cpp {theirs:?}"
+            );
             assert_eq!(
                 ours[..n],
                 theirs[..n],

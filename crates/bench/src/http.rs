@@ -28,7 +28,12 @@ use crate::{
 };
 
 /// One request on its own connection: status and JSON body.
-async fn call(addr: SocketAddr, method: &str, path: &str, body: Option<&Value>) -> Result<(u16, Value)> {
+async fn call(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> Result<(u16, Value)> {
     let mut s = TcpStream::connect(addr).await.context("connect")?;
     s.set_nodelay(true)?;
     let body = body.map(Value::to_string).unwrap_or_default();

@@ -316,15 +316,7 @@ pub fn run(opts: &BenchOptions) -> Result<Report> {
     for s in &opts.scenarios {
         if !matches!(
             s.as_str(),
-            "all"
-                | "raw"
-                | "typing"
-                | "cold"
-                | "context"
-                | "open"
-                | "events"
-                | "remote"
-                | "http"
+            "all" | "raw" | "typing" | "cold" | "context" | "open" | "events" | "remote" | "http"
         ) {
             bail!(
                 "unknown scenario `{s}` (raw, typing, cold, open, events, context, http, remote, all)"

@@ -224,9 +224,21 @@ async fn bad_requests_name_the_field() {
         (r#"{"model": "x"}"#, Some("prompt"), "`prompt` is required"),
         (r#"{"prompt": []}"#, Some("prompt"), "must not be empty"),
         (r#"{"prompt": [1, -2]}"#, Some("prompt"), "integers from 0"),
-        (r#"{"prompt": [1, "a"]}"#, Some("prompt"), "must be a string"),
-        (r#"{"prompt": [[1], []]}"#, Some("prompt"), "non-empty array"),
-        (r#"{"prompt": [1114112]}"#, Some("prompt"), "outside the model's vocabulary"),
+        (
+            r#"{"prompt": [1, "a"]}"#,
+            Some("prompt"),
+            "must be a string",
+        ),
+        (
+            r#"{"prompt": [[1], []]}"#,
+            Some("prompt"),
+            "non-empty array",
+        ),
+        (
+            r#"{"prompt": [1114112]}"#,
+            Some("prompt"),
+            "outside the model's vocabulary",
+        ),
         (
             r#"{"prompt": [1, 2], "suffix": "x"}"#,
             Some("suffix"),
