@@ -57,28 +57,30 @@ fn llama_bin(test: &str) -> Option<PathBuf> {
 
 /// The pico checkpoint as an f32 GGUF with its tokenizer inside, by our writer.
 fn pico_gguf(model: &Model, dir: &Path) -> PathBuf {
-    let cfg_path = model.dir.join("config.json");
+    f32_gguf(&model.dir, &dir.join("pico-f32.gguf"))
+}
+
+/// A hub-format checkpoint directory written as an f32 GGUF at `path` by our writer.
+fn f32_gguf(src: &Path, path: &Path) -> PathBuf {
+    let cfg_path = src.join("config.json");
     let cfg =
         copilot_engine::Config::from_json(&std::fs::read_to_string(&cfg_path).unwrap(), &cfg_path)
             .unwrap();
-    let tensors = candle_core::safetensors::load(
-        model.dir.join("model.safetensors"),
-        &candle_core::Device::Cpu,
-    )
-    .unwrap();
-    let tok: Value =
-        serde_json::from_str(&std::fs::read_to_string(model.dir.join("tokenizer.json")).unwrap())
+    let tensors =
+        candle_core::safetensors::load(src.join("model.safetensors"), &candle_core::Device::Cpu)
             .unwrap();
-    let path = dir.join("pico-f32.gguf");
+    let tok: Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("tokenizer.json")).unwrap())
+            .unwrap();
     copilot_engine::gguf::write(
-        &path,
+        path,
         &cfg,
         &tensors,
         candle_core::quantized::GgmlDType::F32,
         Some(&tok),
     )
     .unwrap();
-    path
+    path.to_path_buf()
 }
 
 /// One plain HTTP/1.1 exchange (`Connection: close`): status and JSON body.
@@ -456,31 +458,11 @@ fn llama_cpp_runs_our_gguf_of_every_family_with_our_greedy_tokens() {
         "llama-linear-rope",
         "starcoder2-window",
     ] {
-        let src = fixtures.join(name);
         let dir = tempfile::tempdir().unwrap();
-        let cfg_path = src.join("config.json");
-        let cfg = copilot_engine::Config::from_json(
-            &std::fs::read_to_string(&cfg_path).unwrap(),
-            &cfg_path,
-        )
-        .unwrap();
-        let tensors = candle_core::safetensors::load(
-            src.join("model.safetensors"),
-            &candle_core::Device::Cpu,
-        )
-        .unwrap();
-        let tok: Value =
-            serde_json::from_str(&std::fs::read_to_string(src.join("tokenizer.json")).unwrap())
-                .unwrap();
-        let gguf = dir.path().join(format!("{name}.gguf"));
-        copilot_engine::gguf::write(
-            &gguf,
-            &cfg,
-            &tensors,
-            candle_core::quantized::GgmlDType::F32,
-            Some(&tok),
-        )
-        .unwrap();
+        let gguf = f32_gguf(
+            &fixtures.join(name),
+            &dir.path().join(format!("{name}.gguf")),
+        );
         let engine = copilot_engine::load(
             &copilot_engine::ModelSpec {
                 model: gguf.display().to_string(),
@@ -494,7 +476,7 @@ fn llama_cpp_runs_our_gguf_of_every_family_with_our_greedy_tokens() {
         // loader takes the norm epsilon only) and attends to every key, so prompt and
         // continuation stay within the window here; the engine's own tests check the
         // window against transformers.
-        let window = cfg.window().unwrap_or(usize::MAX);
+        let window = engine.config().window().unwrap_or(usize::MAX);
         for text in prompts {
             let mut ids = engine.tokenizer().encode_text(text).unwrap();
             ids.truncate(window.saturating_sub(NEW_TOKENS).max(1));

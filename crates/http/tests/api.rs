@@ -72,6 +72,16 @@ async fn completions_answer_in_openai_shape() {
     assert_eq!(a.json()["choices"][0]["text"], "<x = ");
 }
 
+/// The `text` of each choice of a completions answer, in order.
+fn choice_texts(v: &serde_json::Value) -> Vec<&str> {
+    v["choices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["text"].as_str().unwrap())
+        .collect()
+}
+
 #[tokio::test]
 async fn token_id_prompts_run_as_given_with_the_raw_text_back() {
     let script = Arc::new(Script::default());
@@ -100,12 +110,7 @@ async fn token_id_prompts_run_as_given_with_the_raw_text_back() {
     )
     .await;
     let v = a.json();
-    let texts: Vec<&str> = v["choices"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["text"].as_str().unwrap())
-        .collect();
+    let texts = choice_texts(&v);
     assert_eq!(texts, ["<ids:1|5|", "<ids:2,3|"]);
 }
 
@@ -122,12 +127,7 @@ async fn several_prompts_and_choices() {
     )
     .await;
     let v = a.json();
-    let texts: Vec<&str> = v["choices"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["text"].as_str().unwrap())
-        .collect();
+    let texts = choice_texts(&v);
     // Each prompt's choices come from seeds 3 and 4, indexed across prompts.
     assert_eq!(texts, ["<a|3|0>", "<a|4|0>", "<b|3|0>", "<b|4|0>"]);
     let indexes: Vec<u64> = v["choices"]

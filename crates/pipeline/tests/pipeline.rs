@@ -310,3 +310,41 @@ fn streamed_pieces_add_up_to_the_answer() {
         "no layout gave a raw answer long enough to stream"
     );
 }
+
+/// A prompt given as ids runs exactly those ids: the ids the pipeline builds for a cursor,
+/// given back, give that cursor's raw answer; an id outside the vocabulary is an error,
+/// never an index past the embedding.
+#[test]
+fn a_prompt_of_ids_runs_as_given() {
+    let dir = tempfile::tempdir().unwrap();
+    testkit::write_tiny_checkpoint(dir.path(), true, 5).unwrap();
+    let ids = Ids::new(dir.path());
+    let text = "def add(a, b):\n    return \n";
+    let built = request(text, 26, FimChoice::Psm);
+    let want = ids
+        .c
+        .complete_blocking(built.clone(), CancelToken::new())
+        .unwrap();
+    let given = CompletionRequest {
+        text: String::new(),
+        cursor: 0,
+        ids: Some(ids.of(&built)),
+        ..built.clone()
+    };
+    let got = ids
+        .c
+        .complete_blocking(given.clone(), CancelToken::new())
+        .unwrap();
+    assert_eq!(got.raw, want.raw);
+    assert_eq!(got.stats.prompt_tokens, want.stats.prompt_tokens);
+    let vocab = copilot_pipeline::LanguageModel::vocab_size(&ids.e).unwrap();
+    let bad = CompletionRequest {
+        ids: Some(vec![1, vocab as u32]),
+        ..given
+    };
+    let err = ids
+        .c
+        .complete_blocking(bad, CancelToken::new())
+        .unwrap_err();
+    assert!(err.to_string().contains("outside the vocabulary"), "{err}");
+}
