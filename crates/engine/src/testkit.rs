@@ -454,20 +454,71 @@ pub const QWEN2_5_CODER_ADDED: [(u32, &str); 22] = [
 ];
 
 /// Give a Qwen-family `tokenizer.json` (Qwen1.5's, as llama.cpp's `ggml-vocab-qwen2.gguf`
-/// holds it) Qwen2.5-Coder's added tokens at their ids, replacing what sits there.
+/// holds it) Qwen2.5-Coder's added tokens at their ids, replacing what sits there, and
+/// dropping any other entry with one of their strings (another family's `<|endoftext|>`
+/// at id 0): every token string stays unique, as llama.cpp requires of a vocabulary.
 pub fn with_qwen2_5_coder_specials(tok: &mut Value) {
+    let taken = |id: u64, text: &str| {
+        QWEN2_5_CODER_ADDED
+            .iter()
+            .any(|(i, s)| u64::from(*i) == id || *s == text)
+    };
     let added = tok["added_tokens"].as_array_mut().expect("added_tokens");
     added.retain(|t| {
-        let id = t["id"].as_u64().unwrap_or(0) as u32;
-        !QWEN2_5_CODER_ADDED.iter().any(|(i, _)| *i == id)
+        !taken(
+            t["id"].as_u64().unwrap_or(0),
+            t["content"].as_str().unwrap_or(""),
+        )
     });
     for (id, s) in QWEN2_5_CODER_ADDED {
         added.push(added_token(id as usize, s));
     }
     if let Some(vocab) = tok["model"]["vocab"].as_object_mut() {
-        vocab.retain(|_, v| {
-            let id = v.as_u64().unwrap_or(0) as u32;
-            !QWEN2_5_CODER_ADDED.iter().any(|(i, _)| *i == id)
+        vocab.retain(|text, v| !taken(v.as_u64().unwrap_or(0), text));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn qwen_specials_leave_every_token_string_unique() {
+        let mut tok = json!({
+            "added_tokens": [added_token(0, "<|endoftext|>"), added_token(1, "<fim_prefix>")],
+            "model": {"vocab": {"<|endoftext|>": 0, "<fim_prefix>": 1, "a": 2, "<|im_end|>": 3}},
         });
+        with_qwen2_5_coder_specials(&mut tok);
+        let mut strings: Vec<String> = tok["added_tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["content"].as_str().unwrap().to_string())
+            .collect();
+        let added: std::collections::HashSet<String> = strings.iter().cloned().collect();
+        strings.extend(
+            tok["model"]["vocab"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .filter(|k| !added.contains(*k))
+                .cloned(),
+        );
+        let n = strings.len();
+        strings.sort();
+        strings.dedup();
+        assert_eq!(strings.len(), n, "{tok}");
+        let id_of = |s: &str| {
+            tok["added_tokens"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|t| t["content"] == s)
+                .map(|t| t["id"].as_u64().unwrap())
+        };
+        assert_eq!(id_of("<|endoftext|>"), Some(151643));
+        assert_eq!(id_of("<fim_prefix>"), Some(1));
+        assert!(tok["model"]["vocab"].get("<|im_end|>").is_none());
+        assert_eq!(tok["model"]["vocab"]["a"], 2);
     }
 }
