@@ -51,6 +51,9 @@ pub struct BenchOptions {
     pub fim_mode: String,
     pub prefix_tokens: usize,
     pub suffix_tokens: usize,
+    /// The LSP scenarios leave the budgets to the server (machine-fitted) instead of the
+    /// two above.
+    pub auto_budget: bool,
     /// Raw scenario: prompt length and decoded tokens.
     pub raw_prompt_tokens: usize,
     pub raw_decode_tokens: usize,
@@ -78,6 +81,7 @@ impl Default for BenchOptions {
             fim_mode: "auto".into(),
             prefix_tokens: 1536,
             suffix_tokens: 512,
+            auto_budget: false,
             raw_prompt_tokens: 1000,
             raw_decode_tokens: 32,
             runs: 5,
@@ -676,7 +680,7 @@ impl Client {
             let folder = root.map_or_else(|| "/bench".to_string(), |r| r.display().to_string());
             adapters.insert(folder, json!(a.display().to_string()));
         }
-        let init = json!({
+        let mut init = json!({
             "processId": null,
             // The documents' folder: their events are logged (the log is per folder).
             "rootUri": root.map_or_else(|| "file:///bench".to_string(), |r| format!("file://{}", r.display())),
@@ -691,6 +695,13 @@ impl Client {
                 "adapters": adapters,
             }
         });
+        if opts.auto_budget {
+            let o = &mut init["initializationOptions"];
+            if let Some(o) = o.as_object_mut() {
+                o.remove("prefixTokens");
+                o.remove("suffixTokens");
+            }
+        }
         c.request("initialize", init).await?;
         c.notify("initialized", json!({})).await?;
         Ok(c)

@@ -97,6 +97,10 @@ pub struct BenchArgs {
     pub prefix_tokens: usize,
     #[arg(long, default_value_t = 512)]
     pub suffix_tokens: usize,
+    /// Typing and cold: leave the prompt budgets to the server (sized to this machine, as for
+    /// a user who sets none) instead of `--prefix-tokens` and `--suffix-tokens`.
+    #[arg(long)]
+    pub auto_budget: bool,
     /// Raw scenario: prompt tokens computed from scratch.
     #[arg(long, default_value_t = 1000)]
     pub raw_prompt_tokens: usize,
@@ -689,6 +693,7 @@ fn bench(b: BenchArgs) -> Result<()> {
         fim_mode: b.fim,
         prefix_tokens: b.prefix_tokens,
         suffix_tokens: b.suffix_tokens,
+        auto_budget: b.auto_budget,
         raw_prompt_tokens: b.raw_prompt_tokens,
         raw_decode_tokens: b.raw_decode_tokens,
         runs: b.runs,

@@ -71,6 +71,21 @@ pub struct RequestSettings {
 /// What a cold completion should take at most, when the budgets are the machine's.
 pub const COLD_TARGET: Duration = Duration::from_millis(1500);
 
+/// What computing the suffix again may take at a keystroke, for a family trained with PSM
+/// only (the suffix sits behind the prefix's changing end, so its keys and values are
+/// computed again at every key), when the budgets are the machine's.
+pub const PSM_SUFFIX_TARGET: Duration = Duration::from_millis(100);
+
+/// The smallest suffix budget [`PSM_SUFFIX_TARGET`] leaves: the rest of the block.
+const PSM_SUFFIX_MIN: usize = 32;
+
+/// A PSM-only family's suffix budget: `suffix`, or what prefill computes in
+/// [`PSM_SUFFIX_TARGET`] at `prefill_tokens_per_s` if less, never under [`PSM_SUFFIX_MIN`].
+fn psm_suffix_budget(suffix: usize, prefill_tokens_per_s: f64) -> usize {
+    let per_key = (prefill_tokens_per_s * PSM_SUFFIX_TARGET.as_secs_f64()) as usize;
+    suffix.min(per_key.max(PSM_SUFFIX_MIN))
+}
+
 /// The front-end's side of a request: its document and settings, asked for at the moment
 /// they are needed (both may change while the request waits).
 pub trait CompletionSource: Send {
@@ -342,7 +357,13 @@ impl Service {
         let mut opts = settings.completion.clone();
         if settings.auto_budget {
             if let Some(speed) = completer.speed() {
-                let (p, s) = speed.budgets(&opts, COLD_TARGET);
+                let (p, mut s) = speed.budgets(&opts, COLD_TARGET);
+                let psm_only = completer
+                    .template()
+                    .is_some_and(|t| !t.supports(copilot_fim::Layout::Spm));
+                if psm_only {
+                    s = psm_suffix_budget(s, speed.prefill_tokens_per_s);
+                }
                 // Said when it changes by a tenth or more, not at every drift of the speed.
                 let mut last = self.budget_said.lock().unwrap_or_else(|e| e.into_inner());
                 if last.is_none_or(|(lp, _)| p.abs_diff(lp) * 10 > lp.max(1)) {
@@ -517,5 +538,21 @@ impl CompletionSource for Fixed {
     }
     fn settings(&self) -> RequestSettings {
         self.settings.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_psm_only_suffix_fits_a_keystroke() {
+        // Qwen2.5-Coder-0.5B q8_0 here: ~400 tokens/s, so 40 tokens in 100 ms.
+        assert_eq!(psm_suffix_budget(128, 400.0), 40);
+        // A fast model keeps the budget it had.
+        assert_eq!(psm_suffix_budget(128, 5000.0), 128);
+        // A slow one keeps the rest of the block at least; a smaller budget stays.
+        assert_eq!(psm_suffix_budget(128, 50.0), PSM_SUFFIX_MIN);
+        assert_eq!(psm_suffix_budget(10, 50.0), 10);
     }
 }
