@@ -290,10 +290,16 @@ local function run()
   check(has(function(e) return e.event == 'accepted' and e.how == 'command' and e.complete end),
     'accepting all ran the item\'s command', vim.inspect(events))
 
-  -- A key falls through to its normal meaning when nothing is shown.
+  -- Dismiss hides what is shown and drops a request still in flight (accepting all asked
+  -- anew): whichever of the two the key meets, nothing shows after it, not even an answer
+  -- the server was already sending. Then a key falls through to its normal meaning.
   sleep(800)
+  local shown0 = ghost.stats.shown
   feed('<C-]>')
   check(not ghost.visible(buf), 'dismiss hides the suggestion')
+  sleep(2500)
+  check(not ghost.visible(buf) and ghost.stats.shown == shown0, 'nothing shows after dismiss',
+    ('shown %d -> %d'):format(shown0, ghost.stats.shown))
   local before = api.nvim_get_current_line()
   local col = api.nvim_win_get_cursor(0)[2]
   feed('<Tab>')

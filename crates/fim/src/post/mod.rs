@@ -15,8 +15,8 @@
 //! 5. [`whitespace::trim_trailing_whitespace`]: per line, and trailing blank lines.
 //! 6. [`overlap::drop_suffix_overlap`]: trailing lines that repeat the lines below the cursor,
 //!    and the end of the last line that repeats the rest of the cursor line (an auto-closed
-//!    `)` or `"`), until neither applies; then step 4's rule again on what is left (a cut
-//!    can bare a loop).
+//!    `)` or `"`), and step 4's rule again on what is left (a cut can bare a loop), until
+//!    none applies.
 //! 7. [`indent::restyle_indentation`]: continuation lines take the file's tabs or spaces and
 //!    indentation width.
 //! 8. [`whitespace::drop_whitespace_only`]: nothing to show.
@@ -137,12 +137,19 @@ fn run(
     step(2, &mut lines, &|l| scope::limit_to_scope(l, &site));
     step(3, &mut lines, &repetition::drop_repetition);
     step(4, &mut lines, &whitespace::trim_trailing_whitespace);
-    step(5, &mut lines, &|l| {
-        overlap::drop_suffix_overlap(l, &site);
+    step(5, &mut lines, &|l| loop {
         // The overlap's cut can bare a loop that the text after it hid (`..F\0F\0F\0` once
-        // `?` repeating the suffix is gone): the repetition rule applies to what is left,
-        // or a second pass would drop it (found by the `fim` fuzz target).
+        // `?` repeating the suffix is gone), and the repetition's cut can make a line the
+        // last one, whose end may repeat the rest of the cursor line: both rules, with the
+        // trailing blank lines a cut leaves, until none changes anything, or a second pass
+        // would (both found by the `fim` fuzz target). Each only removes text, so it ends.
+        let before = l.len() + l.iter().map(String::len).sum::<usize>();
+        overlap::drop_suffix_overlap(l, &site);
         repetition::drop_repetition(l);
+        whitespace::trim_trailing_whitespace(l);
+        if l.len() + l.iter().map(String::len).sum::<usize>() == before {
+            break;
+        }
     });
     step(6, &mut lines, &|l| indent::restyle_indentation(l, &site));
     step(7, &mut lines, &whitespace::drop_whitespace_only);

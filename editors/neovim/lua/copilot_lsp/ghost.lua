@@ -102,6 +102,8 @@ local function cancel(bufnr)
     cancel_request(client, st.pending.id)
   end
   st.pending = nil
+  -- An answer the server sent before it saw the cancel is still dropped when it arrives.
+  st.seq = st.seq + 1
   M.stats.cancelled = M.stats.cancelled + 1
 end
 
@@ -412,14 +414,20 @@ end
 
 local function map_keys(bufnr, keys)
   local st = states[bufnr]
-  -- Accept/dismiss keys fall through to their usual meaning when nothing is shown.
+  -- Accept/dismiss keys fall through to their usual meaning when nothing is shown. The
+  -- dismiss key also cancels a request still in flight (copilot.vim's `<C-]>` does the
+  -- same), so a suggestion the user declined before it arrived never appears after the key.
   local function fallthrough(lhs, action, desc)
     if not lhs then
       return
     end
     vim.keymap.set('i', lhs, function()
+      local cmd = ('<Cmd>lua require("copilot_lsp.ghost").%s(%d)<CR>'):format(action, bufnr)
       if M.visible(bufnr) then
-        return ('<Cmd>lua require("copilot_lsp.ghost").%s(%d)<CR>'):format(action, bufnr)
+        return cmd
+      end
+      if action == 'dismiss' and st.pending then
+        return cmd .. lhs
       end
       return lhs
     end, { buffer = bufnr, expr = true, silent = true, desc = desc })
