@@ -118,10 +118,16 @@ pub struct Report {
     pub raw: Option<RawFigures>,
     pub typing: Option<Latency>,
     pub cold: Option<Latency>,
-    /// With `--adapter`: the same scenarios with the adapter applied unmerged.
+    /// With `--adapter`: the same scenarios with the adapter applied unmerged
+    /// (`adapterMemoryMb: 0`)...
     pub raw_adapter: Option<RawFigures>,
     pub typing_adapter: Option<Latency>,
     pub cold_adapter: Option<Latency>,
+    /// ... and served by its merged copy (the default budget), once the copy is made.
+    pub raw_merged: Option<RawFigures>,
+    pub typing_merged: Option<Latency>,
+    /// How long making the merged copy took, on the raw scenario's engine.
+    pub merge_ms: Option<f64>,
     pub events: Option<EventCost>,
     pub remote: Option<remote::RemoteFigures>,
     /// Typing in a workspace file that imports two workspace modules, three other files
@@ -201,21 +207,30 @@ impl Report {
                 l.prefill_share * 100.0
             );
         }
-        if let (Some(r), Some(base)) = (&self.raw_adapter, &self.raw) {
-            s += &format!(
-                "raw+lora prefill {} tokens: p50 {:.1} ms ({:.2}x base) | decode: {:.2} ms/token ({:.2}x base)\n",
-                r.prompt_tokens,
-                r.prefill_ms_p50,
-                r.prefill_ms_p50 / base.prefill_ms_p50.max(1e-9),
-                r.decode_ms_per_token_p50,
-                r.decode_ms_per_token_p50 / base.decode_ms_per_token_p50.max(1e-9)
-            );
+        for (name, r) in [
+            ("raw+lora", &self.raw_adapter),
+            ("raw+merged", &self.raw_merged),
+        ] {
+            if let (Some(r), Some(base)) = (r, &self.raw) {
+                s += &format!(
+                    "{name} prefill {} tokens: p50 {:.1} ms ({:.2}x base) | decode: {:.2} ms/token ({:.2}x base)\n",
+                    r.prompt_tokens,
+                    r.prefill_ms_p50,
+                    r.prefill_ms_p50 / base.prefill_ms_p50.max(1e-9),
+                    r.decode_ms_per_token_p50,
+                    r.decode_ms_per_token_p50 / base.decode_ms_per_token_p50.max(1e-9)
+                );
+            }
+        }
+        if let Some(ms) = self.merge_ms {
+            s += &format!("merge   the adapter's merged copy made in {ms:.0} ms (in the background while typing)\n");
         }
         for (name, l) in [
             ("typing", &self.typing),
             ("cold", &self.cold),
             ("typing+lora", &self.typing_adapter),
             ("cold+lora", &self.cold_adapter),
+            ("typing+merged", &self.typing_merged),
             ("http", &self.http),
         ] {
             if let Some(l) = l {
@@ -237,6 +252,7 @@ impl Report {
         for (name, with, base) in [
             ("typing", &self.typing_adapter, &self.typing),
             ("cold", &self.cold_adapter, &self.cold),
+            ("typing merged", &self.typing_merged, &self.typing),
         ] {
             if let (Some(w), Some(b)) = (with, base) {
                 s += &format!(
@@ -372,11 +388,20 @@ pub fn run(opts: &BenchOptions) -> Result<Report> {
             engine.add_adapter("bench".into(), lora)?;
             report.raw_adapter = Some(copilot_engine::bench::raw_with(
                 &engine,
-                ids,
+                ids.clone(),
                 opts.raw_decode_tokens,
                 opts.runs,
                 Some("bench".into()),
             )?);
+            let (merged, ms) = copilot_engine::bench::raw_merged(
+                &engine,
+                ids,
+                opts.raw_decode_tokens,
+                opts.runs,
+                "bench".into(),
+            )?;
+            report.raw_merged = Some(merged);
+            report.merge_ms = Some(ms);
         }
     }
     if wants("typing") || wants("cold") || wants("open") {
@@ -393,9 +418,11 @@ pub fn run(opts: &BenchOptions) -> Result<Report> {
                 report.cold = Some(client.cold(opts).await?);
             }
             if opts.adapter.is_some() && (wants("typing") || wants("cold")) {
-                // A second server whose workspace has the adapter: same text, same cursors.
+                // A second server whose workspace has the adapter, unmerged: same text, same
+                // cursors.
                 let mut with =
-                    Client::start_with_adapter(opts, None, opts.adapter.as_deref()).await?;
+                    Client::start_with_adapter(opts, None, opts.adapter.as_deref(), Some(0))
+                        .await?;
                 if wants("typing") {
                     report.typing_adapter = Some(with.typing(opts).await?);
                 }
@@ -403,6 +430,18 @@ pub fn run(opts: &BenchOptions) -> Result<Report> {
                     report.cold_adapter = Some(with.cold(opts).await?);
                 }
                 with.shutdown().await?;
+                if wants("typing") {
+                    // A third with the default merge budget: its first completion starts the
+                    // merge; typing starts once the copy had time to be made.
+                    let mut merged =
+                        Client::start_with_adapter(opts, None, opts.adapter.as_deref(), None)
+                            .await?;
+                    merged.warm_up().await?;
+                    let wait = report.merge_ms.map_or(3000.0, |ms| (3.0 * ms).max(1000.0));
+                    tokio::time::sleep(Duration::from_millis(wait as u64)).await;
+                    report.typing_merged = Some(merged.typing(opts).await?);
+                    merged.shutdown().await?;
+                }
             }
             if wants("open") {
                 report.open = Some(client.open_scenario().await?);
@@ -626,14 +665,16 @@ struct Client {
 
 impl Client {
     async fn start(opts: &BenchOptions, root: Option<&std::path::Path>) -> Result<Self> {
-        Self::start_with_adapter(opts, root, None).await
+        Self::start_with_adapter(opts, root, None, None).await
     }
 
-    /// A server whose workspace (`root`, else `/bench`) has `adapter`, if given.
+    /// A server whose workspace (`root`, else `/bench`) has `adapter`, if given, with
+    /// `adapter_memory_mb` for merged copies (None: the server's default).
     async fn start_with_adapter(
         opts: &BenchOptions,
         root: Option<&std::path::Path>,
         adapter: Option<&std::path::Path>,
+        adapter_memory_mb: Option<u64>,
     ) -> Result<Self> {
         let (client_w, server_r) = tokio::io::duplex(1 << 22);
         let (server_w, client_r) = tokio::io::duplex(1 << 22);
@@ -695,6 +736,9 @@ impl Client {
                 "adapters": adapters,
             }
         });
+        if let Some(mb) = adapter_memory_mb {
+            init["initializationOptions"]["adapterMemoryMb"] = json!(mb);
+        }
         if opts.auto_budget {
             let o = &mut init["initializationOptions"];
             if let Some(o) = o.as_object_mut() {

@@ -371,6 +371,10 @@ pub struct EvalArgs {
     /// Leave the base model out of the comparison.
     #[arg(long)]
     pub no_base: bool,
+    /// Serve the adapters unmerged (the base plus the low-rank delta at every step) rather
+    /// than by merged copies, as the server does within `adapterMemoryMb`.
+    #[arg(long)]
+    pub unmerged: bool,
     /// Print JSON (with every sample's outcome) instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -463,6 +467,29 @@ pub fn eval(a: EvalArgs, threads: Option<usize>) -> Result<()> {
         let name = d.display().to_string();
         engine.add_adapter(name.clone(), lora)?;
         variants.push(Some(name));
+    }
+    // The latency column is the steady state a user sees: the adapters' merged copies made
+    // before the first sample, all of them or (when the budget holds fewer) none, so that
+    // no row mixes merged and unmerged samples.
+    let names: Vec<String> = variants.iter().flatten().cloned().collect();
+    let mut merged = !a.unmerged && !names.is_empty();
+    for name in &names {
+        merged = merged && engine.merge_now(name.clone())?;
+    }
+    if merged {
+        merged = engine.run_blocking({
+            let names = names.clone();
+            move |g| {
+                let have = g.merged_copies().names();
+                names.iter().all(|n| have.contains(n))
+            }
+        })?;
+    }
+    if !merged && !names.is_empty() {
+        engine.set_merge_budget(0)?;
+        if !a.unmerged {
+            tracing::info!("the adapters' merged copies do not all fit: served unmerged");
+        }
     }
     let rows = if a.recall_only {
         Vec::new()

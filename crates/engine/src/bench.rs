@@ -98,6 +98,38 @@ pub fn raw_with(
     runs: usize,
     adapter: Option<String>,
 ) -> Result<RawFigures> {
+    raw_on(engine, prompt, decode_tokens, runs, adapter, false)
+}
+
+/// [`raw`] on the merged copy of the adapter registered under `adapter`, made first
+/// ([`crate::Generator::merge_now`]); also returns how long making it took (ms). An error
+/// when the engine's merge budget cannot hold the copy.
+pub fn raw_merged(
+    engine: &Engine,
+    prompt: Vec<u32>,
+    decode_tokens: usize,
+    runs: usize,
+    adapter: String,
+) -> Result<(RawFigures, f64)> {
+    let t = Instant::now();
+    if !engine.merge_now(adapter.clone())? {
+        return Err(crate::error::EngineError::Other(format!(
+            "the merged copy of `{adapter}` does not fit the merge budget"
+        )));
+    }
+    let merge_ms = t.elapsed().as_secs_f64() * 1000.0;
+    let figures = raw_on(engine, prompt, decode_tokens, runs, Some(adapter), true)?;
+    Ok((figures, merge_ms))
+}
+
+fn raw_on(
+    engine: &Engine,
+    prompt: Vec<u32>,
+    decode_tokens: usize,
+    runs: usize,
+    adapter: Option<String>,
+    merged: bool,
+) -> Result<RawFigures> {
     engine.run_blocking(move |g| -> Result<RawFigures> {
         let lora =
             match &adapter {
@@ -106,8 +138,19 @@ pub fn raw_with(
                 })?),
                 None => None,
             };
-        let lora = lora.as_deref();
-        let window = g.model.config().n_positions;
+        let copy = match (&adapter, merged) {
+            (Some(name), true) => Some(g.merged_copies().model(name).ok_or_else(|| {
+                crate::error::EngineError::Other(format!("no merged copy of `{name}`"))
+            })?),
+            _ => None,
+        };
+        let model: &crate::Model = copy.as_deref().unwrap_or(&g.model);
+        let lora = if copy.is_some() {
+            None
+        } else {
+            lora.as_deref()
+        };
+        let window = model.config().n_positions;
         let mut prompt = prompt;
         prompt.truncate(window.saturating_sub(decode_tokens + 1).max(1));
         let mut prefill = Vec::new();
@@ -117,10 +160,7 @@ pub fn raw_with(
             let t = Instant::now();
             let mut logits = None;
             for chunk in prompt.chunks(crate::generate::PREFILL_CHUNK) {
-                logits = Some(
-                    g.model
-                        .forward_cached(chunk, &mut cache, Logits::Last, lora)?,
-                );
+                logits = Some(model.forward_cached(chunk, &mut cache, Logits::Last, lora)?);
             }
             prefill.push(t.elapsed().as_secs_f64() * 1000.0);
             let mut next = logits
@@ -129,9 +169,7 @@ pub fn raw_with(
                 .to_scalar::<u32>()?;
             let t = Instant::now();
             for _ in 0..decode_tokens {
-                let l = g
-                    .model
-                    .forward_cached(&[next], &mut cache, Logits::Last, lora)?;
+                let l = model.forward_cached(&[next], &mut cache, Logits::Last, lora)?;
                 next = l.argmax(0)?.to_scalar::<u32>()?;
             }
             if decode_tokens > 0 {
@@ -147,8 +185,8 @@ pub fn raw_with(
         };
         let decode_tokens_per_s = if d > 0.0 { 1000.0 / d } else { 0.0 };
         // What bounds them.
-        let cfg = g.model.config();
-        let projections = g.model.projections();
+        let cfg = model.config();
+        let projections = model.projections();
         let weight_bytes: usize = projections.iter().map(|w| w.bytes()).sum();
         let params: usize = projections
             .iter()

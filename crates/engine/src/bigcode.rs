@@ -23,6 +23,7 @@ use crate::layers::{
 use crate::lora::{BlockLora, Lora, Module};
 use crate::model::{Architecture, Logits};
 
+#[derive(Clone)]
 struct Attention {
     c_attn: Linear,
     c_proj: Linear,
@@ -114,6 +115,7 @@ impl Attention {
     }
 }
 
+#[derive(Clone)]
 struct Block {
     ln_1: LayerNorm,
     attn: Attention,
@@ -184,6 +186,7 @@ impl Block {
 }
 
 /// A GPTBigCode model with its weights.
+#[derive(Clone)]
 pub(crate) struct BigCode {
     cfg: Config,
     wte: Tensor,
@@ -261,6 +264,24 @@ impl Architecture for BigCode {
         }
         n += usize::from(self.lm_head.quantize(dtype)?);
         Ok(n)
+    }
+
+    fn boxed_clone(&self) -> Box<dyn Architecture> {
+        Box::new(self.clone())
+    }
+
+    fn merge(&mut self, lora: &Lora, dry: bool) -> Result<usize> {
+        let mut bytes = 0;
+        for (i, b) in self.blocks.iter_mut().enumerate() {
+            let Some(l) = lora.block(i) else {
+                continue;
+            };
+            bytes += b.attn.c_attn.merge(l.get(Module::CAttn), dry)?;
+            bytes += b.attn.c_proj.merge(l.get(Module::AttnCProj), dry)?;
+            bytes += b.c_fc.merge(l.get(Module::CFc), dry)?;
+            bytes += b.mlp_c_proj.merge(l.get(Module::MlpCProj), dry)?;
+        }
+        Ok(bytes)
     }
 
     fn projections(&self) -> Vec<&WeightMatrix> {

@@ -50,6 +50,7 @@ impl Family {
     }
 }
 
+#[derive(Clone)]
 struct Attention {
     qkv: Projections,
     o_proj: Linear,
@@ -115,6 +116,7 @@ impl Attention {
     }
 }
 
+#[derive(Clone)]
 enum Mlp {
     SwiGlu {
         gate_up: Projections,
@@ -164,6 +166,7 @@ impl Mlp {
     }
 }
 
+#[derive(Clone)]
 struct Block {
     norm1: Norm,
     attn: Attention,
@@ -227,6 +230,7 @@ impl Block {
 }
 
 /// A rotary decoder (Llama, Qwen2, StarCoder2) with its weights.
+#[derive(Clone)]
 pub(crate) struct Decoder {
     cfg: Config,
     embed: Embedding,
@@ -318,6 +322,35 @@ impl Architecture for Decoder {
             n += usize::from(self.lm_head.quantize(dtype)?);
         }
         Ok(n)
+    }
+
+    fn boxed_clone(&self) -> Box<dyn Architecture> {
+        Box::new(self.clone())
+    }
+
+    fn merge(&mut self, lora: &Lora, dry: bool) -> Result<usize> {
+        let mut bytes = 0;
+        for (i, b) in self.blocks.iter_mut().enumerate() {
+            let Some(l) = lora.block(i) else {
+                continue;
+            };
+            let g = |m: Module| l.get(m);
+            bytes += b
+                .attn
+                .qkv
+                .merge(&[g(Module::QProj), g(Module::KProj), g(Module::VProj)], dry)?;
+            bytes += b.attn.o_proj.merge(g(Module::OProj), dry)?;
+            bytes += match &mut b.mlp {
+                Mlp::SwiGlu { gate_up, down } => {
+                    gate_up.merge(&[g(Module::GateProj), g(Module::UpProj)], dry)?
+                        + down.merge(g(Module::DownProj), dry)?
+                }
+                Mlp::Plain { c_fc, c_proj, .. } => {
+                    c_fc.merge(g(Module::CFc), dry)? + c_proj.merge(g(Module::MlpCProj), dry)?
+                }
+            };
+        }
+        Ok(bytes)
     }
 
     fn projections(&self) -> Vec<&WeightMatrix> {

@@ -10,6 +10,7 @@ use candle_transformers::generation::{LogitsProcessor, Sampling};
 
 use crate::cancel::CancelToken;
 use crate::error::Result;
+use crate::merged::{MergedCopies, Switched};
 use crate::model::{KvCache, Logits, Lora, Model};
 use crate::tokenizer::{Tokenizer, Utf8Decoder};
 
@@ -125,6 +126,8 @@ pub struct Generator {
     adapters: HashMap<String, Arc<Lora>>,
     /// Keep at most this many caches besides the base one.
     max_caches: usize,
+    /// Adapters served merged, within a memory budget ([`Self::set_merge_budget`]).
+    merged: MergedCopies,
 }
 
 impl Generator {
@@ -135,18 +138,60 @@ impl Generator {
             caches: HashMap::new(),
             adapters: HashMap::new(),
             max_caches: 4,
+            merged: MergedCopies::default(),
+        }
+    }
+
+    /// Memory for merged copies of adapters (0, the default here: every adapter unmerged).
+    /// Within it, an adapter's first use starts merging it in the background; it is served
+    /// unmerged until its copy is ready, merged after, and the least recently used copy is
+    /// dropped to make room for another.
+    pub fn set_merge_budget(&mut self, bytes: usize) {
+        let switched = self.merged.set_budget(bytes);
+        self.reset_switched(switched);
+    }
+
+    /// The merged copies: budget, bytes held, adapters served merged (most recent first).
+    pub fn merged_copies(&self) -> &MergedCopies {
+        &self.merged
+    }
+
+    /// Merge `name` now if the budget allows, and wait for it (benchmarks and evaluation
+    /// measure the steady state). Returns whether it is served merged.
+    pub fn merge_now(&mut self, name: &str) -> Result<bool> {
+        let lora = self
+            .adapter(name)
+            .ok_or_else(|| crate::EngineError::Other(format!("unknown adapter `{name}`")))?;
+        let switched = self.merged.wait();
+        self.reset_switched(switched);
+        let (copy, switched) = self.merged.serve(name, &self.model, &lora);
+        self.reset_switched(switched);
+        if copy.is_some() {
+            return Ok(true);
+        }
+        let switched = self.merged.wait();
+        self.reset_switched(switched);
+        Ok(self.merged.names().iter().any(|n| n == name))
+    }
+
+    /// Adapters now served by other weights than those that filled their caches.
+    fn reset_switched(&mut self, switched: Switched) {
+        for name in switched.0 {
+            self.caches.remove(&Some(name));
         }
     }
 
     /// Register (or replace) an adapter; its pairs are prepared for inference once here
     /// ([`crate::low_rank::prepare`]).
     pub fn add_adapter(&mut self, name: String, lora: Lora) {
+        let _ = self.merged.forget(&name);
         self.caches.remove(&Some(name.clone()));
         self.adapters
             .insert(name, Arc::new(crate::low_rank::prepare(&lora)));
     }
 
     pub fn remove_adapter(&mut self, name: &str) {
+        let _ = self.merged.forget(name);
         self.caches.remove(&Some(name.to_string()));
         self.adapters.remove(name);
     }
@@ -174,7 +219,7 @@ impl Generator {
         req: &mut GenerateRequest,
         abandoned: &dyn Fn() -> bool,
     ) -> Result<Generation> {
-        let lora =
+        let mut lora =
             match &req.adapter {
                 None => None,
                 Some(name) => Some(self.adapter(name).ok_or_else(|| {
@@ -182,6 +227,23 @@ impl Generator {
                 })?),
             };
         let adapter = req.adapter.clone();
+        // A merged copy serves its adapter when there is one (it needs no delta); the base
+        // and the unmerged delta otherwise.
+        let copy = match (&adapter, &lora) {
+            (Some(name), Some(l)) => {
+                let (copy, switched) = self.merged.serve(name, &self.model, l);
+                self.reset_switched(switched);
+                copy
+            }
+            _ => {
+                let switched = self.merged.poll();
+                self.reset_switched(switched);
+                None
+            }
+        };
+        if copy.is_some() {
+            lora = None;
+        }
         let window = self.model.config().n_positions;
         if req.prompt.is_empty() {
             return Err(crate::EngineError::Other("empty prompt".into()));
@@ -198,6 +260,7 @@ impl Generator {
         let tokenizer = self.tokenizer.clone();
         // Temporarily take the cache out so the model can be borrowed alongside it.
         let mut cache = std::mem::take(self.cache_for(&adapter));
+        let model: &Model = copy.as_deref().unwrap_or(&self.model);
         // Keep the longest common prefix; at least one token must be computed to get logits.
         let reused = cache.common_prefix(&prompt).min(prompt.len() - 1);
         cache.truncate(reused);
@@ -210,12 +273,8 @@ impl Generator {
                 break;
             }
             let end = (pos + PREFILL_CHUNK).min(prompt.len());
-            let res = self.model.forward_cached(
-                &prompt[pos..end],
-                &mut cache,
-                Logits::Last,
-                lora.as_deref(),
-            );
+            let res =
+                model.forward_cached(&prompt[pos..end], &mut cache, Logits::Last, lora.as_deref());
             match res {
                 Ok(l) => logits = Some(l),
                 Err(e) => {
@@ -241,6 +300,7 @@ impl Generator {
             return Ok(gen);
         }
         let result = self.decode(
+            model,
             req,
             &mut cache,
             logits.expect("prefill ran"),
@@ -259,6 +319,7 @@ impl Generator {
     #[allow(clippy::too_many_arguments)]
     fn decode(
         &self,
+        model: &Model,
         req: &mut GenerateRequest,
         cache: &mut KvCache,
         mut logits: candle_core::Tensor,
@@ -268,7 +329,7 @@ impl Generator {
         stopped: &dyn Fn(&GenerateRequest) -> bool,
     ) -> Result<()> {
         let p = &req.params;
-        let window = self.model.config().n_positions;
+        let window = model.config().n_positions;
         let sampling = if p.temperature < 1e-7 {
             Sampling::ArgMax
         } else {
@@ -350,9 +411,7 @@ impl Generator {
             if let Some(on_text) = req.on_text.as_mut() {
                 on_text(&gen.text);
             }
-            logits = self
-                .model
-                .forward_cached(&[next], cache, Logits::Last, lora)?;
+            logits = model.forward_cached(&[next], cache, Logits::Last, lora)?;
         }
         // A character still unfinished when decoding stopped is not text: dropped (it used to
         // become U+FFFD in the completion).

@@ -70,6 +70,7 @@ impl Weights for VarBuilder<'_> {
     }
 }
 
+#[derive(Clone)]
 pub(crate) struct LayerNorm {
     pub(crate) weight: Tensor,
     pub(crate) bias: Tensor,
@@ -111,6 +112,7 @@ impl LayerNorm {
 
 /// A linear layer `y = x Wᵀ + b`, W `[out, in]`, dense or quantized ([`WeightMatrix`]
 /// holds either, so the forward pass is the same code).
+#[derive(Clone)]
 pub(crate) struct Linear {
     pub(crate) w: WeightMatrix,
     /// None for the projections of architectures without biases (Llama, Qwen2's o_proj).
@@ -134,6 +136,19 @@ impl Linear {
             return Ok(false);
         }
         self.w.quantize(dtype)
+    }
+
+    /// Merge `pair` into the weight ([`WeightMatrix::with_low_rank`]). Returns the bytes of
+    /// the new weight (0 without a pair); with `dry`, changes nothing and returns the bytes
+    /// it would take.
+    pub(crate) fn merge(&mut self, pair: Option<&LoraPair>, dry: bool) -> Result<usize> {
+        let Some(p) = pair else {
+            return Ok(0);
+        };
+        if !dry {
+            self.w = self.w.with_low_rank(&[(0, p)])?;
+        }
+        Ok(self.w.bytes())
     }
 }
 
@@ -367,6 +382,7 @@ impl LinearSource {
 /// when their weights can be stacked: one pass over the input and one thread dispatch
 /// instead of three, which is what a one-token decoding step is bound by. Each part keeps
 /// its own LoRA delta.
+#[derive(Clone)]
 pub(crate) enum Projections {
     Fused { linear: Linear, sizes: Vec<usize> },
     Separate(Vec<Linear>),
@@ -430,6 +446,36 @@ impl Projections {
         }
     }
 
+    /// Merge each part's pair (`pairs[i]` for part `i`) into the weights, as
+    /// [`Linear::merge`]: a fused matrix is rebuilt once with every part's rows.
+    pub(crate) fn merge(&mut self, pairs: &[Option<&LoraPair>], dry: bool) -> Result<usize> {
+        let pair = |i: usize| pairs.get(i).copied().flatten();
+        match self {
+            Self::Separate(parts) => parts
+                .iter_mut()
+                .enumerate()
+                .map(|(i, l)| l.merge(pair(i), dry))
+                .sum(),
+            Self::Fused { linear, sizes } => {
+                let mut at = 0;
+                let mut deltas = Vec::new();
+                for (i, &n) in sizes.iter().enumerate() {
+                    if let Some(p) = pair(i) {
+                        deltas.push((at, p));
+                    }
+                    at += n;
+                }
+                if deltas.is_empty() {
+                    return Ok(0);
+                }
+                if !dry {
+                    linear.w = linear.w.with_low_rank(&deltas)?;
+                }
+                Ok(linear.w.bytes())
+            }
+        }
+    }
+
     /// The weights it multiplies by: one when fused.
     pub(crate) fn weights(&self) -> Vec<&WeightMatrix> {
         match self {
@@ -466,6 +512,7 @@ fn lora_delta(l: &LoraPair, x: &Tensor, dtype: DType) -> Result<Tensor> {
 }
 
 /// RMSNorm as Llama and Qwen2 have it: `x / sqrt(mean(x²) + eps) · weight`, in f32.
+#[derive(Clone)]
 pub(crate) struct RmsNorm {
     pub(crate) weight: Tensor,
     pub(crate) eps: f64,
@@ -491,6 +538,7 @@ impl RmsNorm {
 }
 
 /// The normalisation of a block: LayerNorm with bias (StarCoder2) or RMSNorm.
+#[derive(Clone)]
 pub(crate) enum Norm {
     Layer(LayerNorm),
     Rms(RmsNorm),
@@ -525,6 +573,7 @@ impl Norm {
 /// The token embedding table: dense, or quantized as a GGUF file stores it (then looked up
 /// row by row and dequantized, so a 151,936-row Qwen2 table stays at its file size instead
 /// of 545 MB of f32).
+#[derive(Clone)]
 pub(crate) enum Embedding {
     Dense(Tensor),
     Quantized {
@@ -594,6 +643,7 @@ impl Embedding {
 }
 
 /// Rotary position embeddings: the frequencies of one head and how they are scaled.
+#[derive(Clone)]
 pub(crate) struct Rope {
     /// `1 / base^(2i/d) / factor` for `i < d/2`, computed in f32 as transformers does.
     inv_freq: Vec<f32>,

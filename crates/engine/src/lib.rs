@@ -22,6 +22,7 @@ pub mod load;
 pub mod lora;
 pub mod low_rank;
 pub mod matmul;
+pub mod merged;
 pub mod model;
 pub mod qmatmul;
 pub mod qwen2;
@@ -115,5 +116,7 @@ pub fn load(spec: &ModelSpec, on_stage: &mut dyn FnMut(LoadStage)) -> Result<Eng
         cfg.n_positions,
         device.location()
     );
-    Ok(Engine::start(model, Arc::new(tokenizer), description))
+    let engine = Engine::start(model, Arc::new(tokenizer), description);
+    engine.set_merge_budget(spec.adapter_memory.unwrap_or(merged::DEFAULT_MERGE_BUDGET))?;
+    Ok(engine)
 }

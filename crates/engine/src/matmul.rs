@@ -125,6 +125,84 @@ impl WeightMatrix {
         Ok(true)
     }
 
+    /// `W + Σ scale · B·A`, each pair's rows added at its offset (`(offset, pair)`: B
+    /// `[rows, r]` adds to rows `offset..offset + rows`), in W's own format: dense in its
+    /// dtype, quantized again to its GGML format (then repacked as at load). The merged
+    /// copy of an adapter ([`crate::Model::merged`]): computed in f32 on one thread,
+    /// row by row (an axpy per rank, which the compiler vectorizes), so a merge running
+    /// beside typing takes one core, not candle's pool.
+    pub fn with_low_rank(&self, deltas: &[(usize, &crate::layers::LoraPair)]) -> Result<Self> {
+        let (n, k) = self.dims()?;
+        let mut w = self.to_f32()?;
+        for &(offset, pair) in deltas {
+            let cpu = |t: &Tensor| -> Result<(Vec<f32>, usize, usize)> {
+                let (rows, cols) = t.dims2()?;
+                let v = t
+                    .to_device(&candle_core::Device::Cpu)?
+                    .to_dtype(DType::F32)?
+                    .flatten_all()?
+                    .to_vec1::<f32>()?;
+                Ok((v, rows, cols))
+            };
+            let (a, r, ka) = cpu(&pair.a)?;
+            let (b, rows, rb) = cpu(&pair.b)?;
+            if ka != k || rb != r || offset + rows > n {
+                return Err(crate::error::EngineError::Other(format!(
+                    "a LoRA pair A {r}x{ka}, B {rows}x{rb} at row {offset} does not fit a \
+                     {n}x{k} weight"
+                )));
+            }
+            let scale = pair.scale as f32;
+            for o in 0..rows {
+                let row = &mut w[(offset + o) * k..(offset + o + 1) * k];
+                for j in 0..r {
+                    let c = b[o * r + j] * scale;
+                    if c != 0.0 {
+                        for (x, &y) in row.iter_mut().zip(&a[j * k..(j + 1) * k]) {
+                            *x += c * y;
+                        }
+                    }
+                }
+            }
+        }
+        self.from_f32_like(w, n, k)
+    }
+
+    /// The weight's values in f32, row-major `(out, in)`.
+    fn to_f32(&self) -> Result<Vec<f32>> {
+        let dense = |t: &Tensor| -> Result<Vec<f32>> {
+            Ok(t.to_device(&candle_core::Device::Cpu)?
+                .to_dtype(DType::F32)?
+                .flatten_all()?
+                .to_vec1::<f32>()?)
+        };
+        match self {
+            Self::Dense(t) | Self::Candle(QMatMul::Tensor(t) | QMatMul::TensorF16(t)) => dense(t),
+            Self::Packed(p) => Ok(p.dequantize()),
+            Self::Candle(QMatMul::QTensor(q)) => dense(&q.dequantize(&candle_core::Device::Cpu)?),
+        }
+    }
+
+    /// A weight of the same format, device and layout as `self` holding `w` `(n, k)`.
+    fn from_f32_like(&self, w: Vec<f32>, n: usize, k: usize) -> Result<Self> {
+        let like = |w: Vec<f32>, t: &Tensor| -> Result<Tensor> {
+            Ok(Tensor::from_vec(w, (n, k), t.device())?.to_dtype(t.dtype())?)
+        };
+        Ok(match self {
+            Self::Dense(t) => Self::Dense(like(w, t)?),
+            Self::Candle(QMatMul::Tensor(t)) => Self::Candle(QMatMul::Tensor(like(w, t)?)),
+            Self::Candle(QMatMul::TensorF16(t)) => Self::Candle(QMatMul::TensorF16(like(w, t)?)),
+            Self::Packed(p) => Self::Packed(Arc::new(
+                PackedQ::quantize(p.format(), &w, n, k, p.level())
+                    .map_err(crate::error::EngineError::Other)?,
+            )),
+            Self::Candle(QMatMul::QTensor(q)) => {
+                let t = Tensor::from_vec(w, (n, k), &q.device())?;
+                QMatMul::from_qtensor(QTensor::quantize(&t, q.dtype())?)?.into()
+            }
+        })
+    }
+
     /// `x (.., in) · Wᵀ` → `(.., out)`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match self {

@@ -44,6 +44,12 @@ pub(crate) trait Architecture: Send + Sync {
     fn quantize(&mut self, dtype: GgmlDType) -> Result<usize>;
     /// Every projection's weight (blocks, then the output head): what a decode step reads.
     fn projections(&self) -> Vec<&WeightMatrix>;
+    /// A copy sharing every weight (tensors and packed matrices are reference-counted).
+    fn boxed_clone(&self) -> Box<dyn Architecture>;
+    /// Merge `lora` into the weights it touches, in place (call it on a copy); returns the
+    /// bytes of the weights it made. With `dry`, changes nothing and returns what it would
+    /// make.
+    fn merge(&mut self, lora: &Lora, dry: bool) -> Result<usize>;
     /// Run `input` `(batch, t)` at positions `past..past + t`, appending keys and values to
     /// `kv` (one entry per block) when given. f32 logits: `(batch, vocab)` for
     /// [`Logits::Last`], `(batch, t, vocab)` for [`Logits::All`].
@@ -62,6 +68,16 @@ pub(crate) trait Architecture: Send + Sync {
 pub struct Model {
     cfg: Config,
     net: Box<dyn Architecture>,
+}
+
+/// A clone shares the weights (reference-counted), it does not copy them.
+impl Clone for Model {
+    fn clone(&self) -> Self {
+        Self {
+            cfg: self.cfg.clone(),
+            net: self.net.boxed_clone(),
+        }
+    }
 }
 
 impl Model {
@@ -109,6 +125,23 @@ impl Model {
 
     pub fn device(&self) -> &Device {
         self.net.device()
+    }
+
+    /// A copy with `lora` merged into the weights it touches, as fast as the base and with
+    /// the same predictions up to rounding (a quantized weight is quantized again after the
+    /// merge); the untouched weights (embeddings, norms, the output head, layers the
+    /// adapter leaves alone) are shared with `self`, not copied. Returns it with the bytes of
+    /// the weights it made. Slow (the size of those weights, on one thread): the model
+    /// thread builds it in the background ([`crate::Generator::set_merge_budget`]).
+    pub fn merged(&self, lora: &Lora) -> Result<(Model, usize)> {
+        let mut m = self.clone();
+        let bytes = m.net.merge(lora, false)?;
+        Ok((m, bytes))
+    }
+
+    /// The bytes [`Model::merged`] would make for `lora`, computed without merging.
+    pub fn merge_cost(&self, lora: &Lora) -> Result<usize> {
+        self.clone().net.merge(lora, true)
     }
 
     pub fn dtype(&self) -> DType {

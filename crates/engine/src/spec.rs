@@ -21,6 +21,9 @@ pub struct ModelSpec {
     pub dtype: DTypeSpec,
     /// Cap on compute threads (None: a default that leaves room for the editor).
     pub threads: Option<usize>,
+    /// Bytes for merged copies of LoRA adapters (None: [`crate::merged::DEFAULT_MERGE_BUDGET`];
+    /// 0: every adapter unmerged). See [`crate::merged`].
+    pub adapter_memory: Option<usize>,
 }
 
 impl Default for ModelSpec {
@@ -32,6 +35,7 @@ impl Default for ModelSpec {
             device: DeviceSpec::Auto,
             dtype: DTypeSpec::Auto,
             threads: None,
+            adapter_memory: None,
         }
     }
 }

@@ -188,6 +188,17 @@ impl Engine {
     pub fn add_adapter(&self, name: String, lora: Lora) -> Result<()> {
         self.run_blocking(move |g| g.add_adapter(name, lora))
     }
+
+    /// Memory for merged copies of adapters ([`Generator::set_merge_budget`]).
+    pub fn set_merge_budget(&self, bytes: usize) -> Result<()> {
+        self.run_blocking(move |g| g.set_merge_budget(bytes))
+    }
+
+    /// Merge adapter `name` now and wait ([`Generator::merge_now`]): whether it is served
+    /// merged.
+    pub fn merge_now(&self, name: String) -> Result<bool> {
+        self.run_blocking(move |g| g.merge_now(&name))?
+    }
 }
 
 fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {

@@ -79,6 +79,9 @@ options! {
     /// completion).
     completion_fallback: bool = "completionFallback",
     threads: usize = "threads",
+    /// MiB for merged copies of LoRA adapters (the most recently used adapters run as fast
+    /// as the base within it; 0 serves every adapter unmerged). Default 1024.
+    adapter_memory_mb: u64 = "adapterMemoryMb",
     /// How many choices an explicitly invoked inline completion may return.
     choices: usize = "choices",
     /// Soft decoding budget: once spent, the model stops at the next newline.
@@ -343,6 +346,17 @@ impl Settings {
                 model.threads = Some(t);
             }
         }
+        if let Some(mb) = opts.adapter_memory_mb {
+            if check(
+                &mut found,
+                "adapterMemoryMb",
+                mb <= 1 << 20,
+                "must be 0 to 1048576 (MiB)",
+                mb.to_string(),
+            ) {
+                model.adapter_memory = usize::try_from(mb << 20).ok();
+            }
+        }
 
         let mut c = CompletionOptions::default();
         if let Some(t) = opts.temperature {
@@ -525,6 +539,7 @@ impl Settings {
             "device" => m.device = fm.device,
             "dtype" => m.dtype = fm.dtype,
             "threads" => m.threads = fm.threads,
+            "adapterMemoryMb" => m.adapter_memory = fm.adapter_memory,
             "temperature" => c.temperature = fc.temperature,
             "topP" => c.top_p = fc.top_p,
             "topK" => c.top_k = fc.top_k,
@@ -721,6 +736,7 @@ mod tests {
             ("postprocess", json!(false), json!("no")),
             ("completionFallback", json!(true), json!(1)),
             ("threads", json!(3), json!(0)),
+            ("adapterMemoryMb", json!(64), json!(-1)),
             ("choices", json!(2), json!(99)),
             ("timeBudgetMs", json!(100), json!(0)),
             ("cache", json!(false), json!([])),
