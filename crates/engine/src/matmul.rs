@@ -165,7 +165,7 @@ impl WeightMatrix {
                 }
             }
         }
-        self.from_f32_like(w, n, k)
+        self.same_format_from_f32(w, n, k)
     }
 
     /// The weight's values in f32, row-major `(out, in)`.
@@ -184,7 +184,7 @@ impl WeightMatrix {
     }
 
     /// A weight of the same format, device and layout as `self` holding `w` `(n, k)`.
-    fn from_f32_like(&self, w: Vec<f32>, n: usize, k: usize) -> Result<Self> {
+    fn same_format_from_f32(&self, w: Vec<f32>, n: usize, k: usize) -> Result<Self> {
         let like = |w: Vec<f32>, t: &Tensor| -> Result<Tensor> {
             Ok(Tensor::from_vec(w, (n, k), t.device())?.to_dtype(t.dtype())?)
         };
