@@ -148,7 +148,7 @@ pub struct ModelArgs {
 }
 
 impl ModelArgs {
-    fn spec(&self, threads: Option<usize>) -> ModelSpec {
+    pub(crate) fn spec(&self, threads: Option<usize>) -> ModelSpec {
         ModelSpec {
             model: self.model.clone(),
             revision: self.revision.clone(),
@@ -156,6 +156,7 @@ impl ModelArgs {
             device: self.device,
             dtype: self.dtype,
             threads,
+            adapter_memory: None,
         }
     }
 }

@@ -27,14 +27,7 @@ use copilot_pipeline::{Completer, FimChoice};
 use crate::cli::ModelArgs;
 
 fn spec(m: &ModelArgs, threads: Option<usize>) -> ModelSpec {
-    ModelSpec {
-        model: m.model.clone(),
-        revision: m.revision.clone(),
-        offline: m.offline,
-        device: m.device,
-        dtype: m.dtype,
-        threads,
-    }
+    m.spec(threads)
 }
 
 /// Which files of a repository to use (shared by `finetune` and `eval`).
