@@ -184,14 +184,14 @@ impl Generator {
     /// Register (or replace) an adapter; its pairs are prepared for inference once here
     /// ([`crate::low_rank::prepare`]).
     pub fn add_adapter(&mut self, name: String, lora: Lora) {
-        let _ = self.merged.forget(&name);
+        self.merged.forget(&name);
         self.caches.remove(&Some(name.clone()));
         self.adapters
             .insert(name, Arc::new(crate::low_rank::prepare(&lora)));
     }
 
     pub fn remove_adapter(&mut self, name: &str) {
-        let _ = self.merged.forget(name);
+        self.merged.forget(name);
         self.caches.remove(&Some(name.to_string()));
         self.adapters.remove(name);
     }

@@ -101,19 +101,15 @@ impl MergedCopies {
         Switched(self.evict_to(budget))
     }
 
-    /// `name` was replaced or removed: its copy and a build of it in flight are dropped.
-    pub fn forget(&mut self, name: &str) -> Switched {
+    /// `name` was replaced or removed: its copy and a build of it in flight are dropped
+    /// (the caller drops its cache with it).
+    pub fn forget(&mut self, name: &str) {
         self.refused.remove(name);
         if self.building.as_ref().is_some_and(|b| b.name == name) {
             // The thread finishes on its own; its result is never read.
             self.building = None;
         }
-        Switched(
-            self.copies
-                .remove(name)
-                .map(|_| vec![name.to_string()])
-                .unwrap_or_default(),
-        )
+        self.copies.remove(name);
     }
 
     /// The copy that serves `name` now, if any. Adopts a finished build first; when `name`
