@@ -665,8 +665,19 @@ pub struct ImportQuery<'a> {
     /// The text near the cursor whose names are looked up, and the cursor's offset in it.
     pub near: &'a str,
     pub cursor: usize,
+    /// Byte offset of `near` in `text`.
+    pub near_start: usize,
+    /// Byte offset in `text` where the prompt's window begins: the file's own imports
+    /// above it are shown as a snippet.
+    pub window_start: usize,
     /// Where absolute imports are searched, in order.
     pub roots: &'a [PathBuf],
+    /// How often the rest of the workspace uses a name as an attribute (`x.name`): listings
+    /// of members show the most used first.
+    pub uses: &'a dyn Fn(&str) -> u32,
+    /// The members the rest of the workspace reaches through a name (`app.` gives
+    /// `test_client`, `route`, ...), most used first, with the file that uses them most.
+    pub receiver_members: &'a dyn Fn(&str) -> (Option<PathBuf>, Vec<String>),
 }
 
 impl Imports {
@@ -752,9 +763,46 @@ impl Imports {
             seen.insert((c.path.clone(), String::new()));
             out.push(c);
         }
+        // The file's own imports that the window no longer shows: the names it has at hand.
+        let above = imports_above(q.text, q.window_start);
+        let ours: Vec<&(usize, String)> = above
+            .iter()
+            .filter(|(_, stmt)| {
+                // Only what the workspace defines: the model knows the standard library.
+                lang.imports(stmt)
+                    .iter()
+                    .any(|i| lang.resolve(&i.module, q.path, q.roots).is_some())
+            })
+            .collect();
+        if let Some((line, _)) = ours.first() {
+            let text: Vec<&str> = ours.iter().map(|(_, s)| s.as_str()).collect();
+            out.push(Candidate {
+                source: Source::Imports,
+                score: 1.5,
+                path: q.path.to_path_buf(),
+                start_line: *line,
+                text: text.join("\n"),
+            });
+        }
+        // Members of the classes the code near the cursor reaches through a variable.
+        for (file, def, text) in r.receiver_listings(&imports, q) {
+            // Keyed apart from the class's own summary, which may follow.
+            if seen.insert((file.clone(), format!("{def}:members"))) {
+                out.push(Candidate {
+                    source: Source::Imports,
+                    score: 1.2,
+                    path: file,
+                    start_line: 0,
+                    text,
+                });
+            }
+        }
         if imports.is_empty() {
             return out;
         }
+        // Last, the namespace of a module the code near the cursor reaches members of
+        // (`click.` in `@click.option(...)`), the names the workspace uses most.
+        let module = r.module_near(&imports, q);
         for (distance, chain) in chains_near(q.near, q.cursor) {
             if out.len() >= MAX_DEFINITIONS {
                 break;
@@ -774,6 +822,11 @@ impl Imports {
                         text: def.summary.clone(),
                     });
                 }
+            }
+        }
+        if let Some(c) = module {
+            if seen.insert((c.path.clone(), String::new())) {
+                out.push(c);
             }
         }
         out
@@ -946,51 +999,339 @@ fn spell(m: &ModuleRef) -> String {
 
 /// A module's public names as Python the model reads easily: its re-exports grouped by
 /// module (`from .core import Argument, Command`), then one line per definition. Only the
-/// names that start with `partial`; `None` when none does.
-pub fn namespace_listing(outline: &Outline, partial: &str) -> Option<String> {
+/// names that start with `partial`; `None` when none does. When there are more than a
+/// listing shows, the ones the workspace `uses` most are kept (shown in the module's order).
+pub fn namespace_listing(
+    outline: &Outline,
+    partial: &str,
+    uses: &dyn Fn(&str) -> u32,
+) -> Option<String> {
     let public = |n: &str| !n.starts_with('_') && n.starts_with(partial);
-    let mut shown = 0;
-    let mut groups: Vec<(String, Vec<&str>)> = Vec::new();
+    // (name, the re-export's module or None for a definition of the module itself)
+    let mut entries: Vec<(&str, Option<&Import>, Option<&Definition>)> = Vec::new();
     let mut seen: HashSet<&str> = HashSet::new();
+    let mut wildcards: Vec<String> = Vec::new();
     for i in &outline.imports {
-        if shown >= NAMESPACE_NAMES {
-            break;
-        }
         if i.wildcard {
             if partial.is_empty() {
-                groups.push((spell(&i.module), vec!["*"]));
+                wildcards.push(spell(&i.module));
             }
             continue;
         }
         // `import os` in a module is not what users reach through it; `from x import y`
         // re-exports are.
-        if i.name.is_none() {
+        if i.name.is_none() || !public(&i.local) || !seen.insert(i.local.as_str()) {
             continue;
         }
-        if !public(&i.local) || !seen.insert(i.local.as_str()) {
-            continue;
+        entries.push((&i.local, Some(i), None));
+    }
+    for d in &outline.definitions {
+        if public(&d.name) && seen.insert(d.name.as_str()) {
+            entries.push((&d.name, None, Some(d)));
         }
-        let m = spell(&i.module);
-        match groups.iter_mut().find(|(g, _)| *g == m) {
-            Some((_, names)) => names.push(&i.local),
-            None => groups.push((m, vec![&i.local])),
+    }
+    if entries.len() > NAMESPACE_NAMES {
+        let mut order: Vec<usize> = (0..entries.len()).collect();
+        order.sort_by_key(|&k| std::cmp::Reverse(uses(entries[k].0)));
+        let mut keep = vec![false; entries.len()];
+        for &k in &order[..NAMESPACE_NAMES] {
+            keep[k] = true;
         }
-        shown += 1;
+        let mut k = 0;
+        entries.retain(|_| {
+            k += 1;
+            keep[k - 1]
+        });
+    }
+    let mut groups: Vec<(String, Vec<&str>)> = Vec::new();
+    let mut defs: Vec<String> = Vec::new();
+    for (name, import, def) in &entries {
+        if let Some(i) = import {
+            let m = spell(&i.module);
+            match groups.iter_mut().find(|(g, _)| *g == m) {
+                Some((_, names)) => names.push(name),
+                None => groups.push((m, vec![name])),
+            }
+        } else if let Some(d) = def {
+            defs.push(signature_line(d));
+        }
+    }
+    if entries.is_empty() && wildcards.is_empty() {
+        return None;
     }
     let mut lines: Vec<String> = groups
         .into_iter()
         .map(|(m, names)| format!("from {m} import {}", names.join(", ")))
         .collect();
-    for d in &outline.definitions {
-        if shown >= NAMESPACE_NAMES {
-            break;
+    lines.extend(wildcards.into_iter().map(|m| format!("from {m} import *")));
+    lines.extend(defs);
+    Some(lines.join("\n"))
+}
+
+/// Import statements shown at most from above the window.
+const IMPORTS_ABOVE: usize = 24;
+
+/// The current file's import statements that end before `window_start` (the prompt's
+/// window no longer shows them), one line each (a parenthesised statement joined), with
+/// the 0-based line each starts on.
+fn imports_above(text: &str, window_start: usize) -> Vec<(usize, String)> {
+    let Some(above) = text.get(..window_start) else {
+        return Vec::new();
+    };
+    let mut out: Vec<(usize, String)> = Vec::new();
+    let mut first_line = 0;
+    let mut cur = String::new();
+    let mut open = 0i32;
+    let mut continued = false;
+    for (n, line) in above.lines().enumerate() {
+        let t = line.trim();
+        // `import x` or `from x import`, not a docstring's sentence.
+        let starts = t
+            .strip_prefix("import ")
+            .is_some_and(|r| r.bytes().next().is_some_and(is_ident_byte))
+            || (t.starts_with("from ") && t.contains(" import"));
+        if !(open > 0 || continued || starts) {
+            continue;
         }
-        if public(&d.name) && seen.insert(d.name.as_str()) {
-            lines.push(signature_line(d));
-            shown += 1;
+        if cur.is_empty() {
+            first_line = n;
+        }
+        let code = t
+            .split('#')
+            .next()
+            .unwrap_or("")
+            .trim_end_matches('\\')
+            .trim();
+        if !cur.is_empty() && !cur.ends_with('(') && !code.starts_with(')') && !code.is_empty() {
+            cur.push(' ');
+        }
+        cur.push_str(code);
+        for c in code.chars() {
+            match c {
+                '(' => open += 1,
+                ')' => open -= 1,
+                _ => {}
+            }
+        }
+        open = open.clamp(0, 8);
+        continued = t.ends_with('\\');
+        if open == 0 && !continued {
+            out.push((first_line, std::mem::take(&mut cur).replace(",)", ")")));
+            if out.len() >= IMPORTS_ABOVE {
+                break;
+            }
         }
     }
-    (shown > 0).then(|| lines.join("\n"))
+    // A statement the window cuts through is in the window: not repeated.
+    out
+}
+
+/// A dotted name at the start of `s` (`a.b.C`), and what follows it.
+fn leading_chain(s: &str) -> (Vec<&str>, &str) {
+    let mut chain = Vec::new();
+    let mut rest = s;
+    loop {
+        let n = rest.bytes().take_while(|b| is_ident_byte(*b)).count();
+        if n == 0 || rest.as_bytes()[0].is_ascii_digit() {
+            break;
+        }
+        chain.push(&rest[..n]);
+        rest = &rest[n..];
+        match rest.strip_prefix('.') {
+            Some(r) if r.bytes().next().is_some_and(is_ident_byte) => rest = r,
+            _ => break,
+        }
+    }
+    (chain, rest)
+}
+
+/// Wrappers whose first argument is the type an annotation means.
+const TYPE_WRAPPERS: &[&str] = &["Optional", "Type", "type", "Final", "ClassVar", "Annotated"];
+
+/// The class an annotation names: `C`, `m.C`, `t.Optional[C]`, `"C"`.
+fn annotated_class(s: &str) -> Option<Vec<&str>> {
+    let s = s.trim_start().trim_start_matches(['"', '\'']);
+    let (chain, rest) = leading_chain(s);
+    let last = *chain.last()?;
+    if TYPE_WRAPPERS.contains(&last) {
+        return annotated_class(rest.strip_prefix('[')?);
+    }
+    Some(chain)
+}
+
+/// The bases of the class the cursor at `at` is inside (`class X(A, m.B):` gives `A` and
+/// `m.B`), keyword arguments (`metaclass=`) left out. Empty outside a class.
+fn enclosing_class_bases(text: &str, at: usize) -> Vec<Vec<&str>> {
+    let at = at.min(text.len());
+    let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let cur = &text[line_start..at];
+    let mut limit = if cur.trim().is_empty() {
+        cur.len()
+    } else {
+        indent(cur)
+    };
+    for l in text[..line_start].lines().rev().take(4000) {
+        if l.trim().is_empty() || l.trim_start().starts_with('#') {
+            continue;
+        }
+        let i = indent(l);
+        if i >= limit {
+            continue;
+        }
+        limit = i;
+        let t = l.trim_start();
+        if let Some(rest) = t.strip_prefix("class ") {
+            let (_, after) = leading_chain(rest);
+            let Some(args) = after.strip_prefix('(') else {
+                return Vec::new();
+            };
+            return top_level_args(args)
+                .into_iter()
+                .filter(|a| !a.contains('='))
+                .filter_map(|a| {
+                    let (c, _) = leading_chain(a.trim());
+                    (!c.is_empty()).then_some(c)
+                })
+                .collect();
+        }
+        if i == 0 {
+            break;
+        }
+    }
+    Vec::new()
+}
+
+/// The comma-separated arguments up to the `)` closing an argument list.
+fn top_level_args(s: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let (mut depth, mut start) = (0i32, 0);
+    for (i, c) in s.char_indices() {
+        match c {
+            '(' | '[' | '{' => depth += 1,
+            ']' | '}' => depth -= 1,
+            ')' if depth == 0 => {
+                out.push(&s[start..i]);
+                return out.into_iter().filter(|a| !a.trim().is_empty()).collect();
+            }
+            ')' => depth -= 1,
+            ',' if depth == 0 => {
+                out.push(&s[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(&s[start..]);
+    out.into_iter().filter(|a| !a.trim().is_empty()).collect()
+}
+
+/// Lines above the cursor searched for what a variable was bound to.
+const BINDING_LINES: usize = 400;
+
+/// The class `name` was last bound to before `at`: `name = C(...)` or `name = m.C(...)`,
+/// or an annotation `name: C` (a parameter's too).
+fn bound_class<'t>(text: &'t str, at: usize, name: &str) -> Option<Vec<&'t str>> {
+    let at = at.min(text.len());
+    let before = &text[..at];
+    let start = before
+        .char_indices()
+        .rev()
+        .filter(|(_, c)| *c == '\n')
+        .nth(BINDING_LINES)
+        .map_or(0, |(i, _)| i + 1);
+    let region = &before[start..];
+    let mut best: Option<Vec<&str>> = None;
+    for (i, _) in region.match_indices(name) {
+        let b = region.as_bytes();
+        if i > 0 && (is_ident_byte(b[i - 1]) || b[i - 1] == b'.') {
+            continue;
+        }
+        let after = &region[i + name.len()..];
+        if after.bytes().next().is_some_and(is_ident_byte) {
+            continue;
+        }
+        let after = after.trim_start_matches([' ', '\t']);
+        let found = if let Some(rhs) = after.strip_prefix('=') {
+            if rhs.starts_with('=') {
+                continue;
+            }
+            let (chain, rest) = leading_chain(rhs.trim_start());
+            (rest.starts_with('(') && !chain.is_empty()).then_some(chain)
+        } else if let Some(ann) = after.strip_prefix(':') {
+            annotated_class(ann).filter(|c| !c.is_empty())
+        } else {
+            None
+        };
+        if found.is_some() {
+            best = found;
+        }
+    }
+    best
+}
+
+/// Receivers (variables whose members are reached) looked at per request.
+const RECEIVERS: usize = 3;
+/// Member names listed at most for one class and its bases.
+const MEMBER_NAMES: usize = 40;
+/// Members listed at most for a receiver the workspace's uses describe.
+const RECEIVER_MEMBERS: usize = 24;
+/// Bases followed at most, deep.
+const BASE_DEPTH: usize = 3;
+
+/// A class's members as one listing: its signature line, then its public members and
+/// those of its bases, most derived first, filtered by `partial`.
+fn member_listing(signature: &str, names: &[String], partial: &str) -> Option<String> {
+    let names: Vec<&str> = names
+        .iter()
+        .map(String::as_str)
+        .filter(|n| n.starts_with(partial))
+        .take(MEMBER_NAMES)
+        .collect();
+    if names.is_empty() {
+        return None;
+    }
+    let mut lines = vec![signature.to_string()];
+    let mut line = String::from("    members:");
+    for n in names {
+        if line.len() + n.len() + 2 > NAMESPACE_LINE_CHARS {
+            lines.push(std::mem::replace(&mut line, String::from("   ")));
+        }
+        line.push(' ');
+        line.push_str(n);
+        line.push(',');
+    }
+    lines.push(line.trim_end_matches(',').to_string());
+    Some(lines.join("\n"))
+}
+
+/// The members the workspace reaches through `head`, as `head: a, b, c` lines.
+fn receiver_listing(head: &str, members: &[String], partial: &str) -> Option<String> {
+    let names: Vec<&str> = members
+        .iter()
+        .map(String::as_str)
+        .filter(|n| n.starts_with(partial))
+        .take(RECEIVER_MEMBERS)
+        .collect();
+    if names.is_empty() {
+        return None;
+    }
+    let mut lines = Vec::new();
+    let mut line = format!("{head}:");
+    for n in names {
+        if line.len() + n.len() + 2 > NAMESPACE_LINE_CHARS {
+            lines.push(std::mem::replace(&mut line, format!("{head}:")));
+        }
+        line.push(' ');
+        line.push_str(n);
+        line.push(',');
+    }
+    lines.push(line.trim_end_matches(',').to_string());
+    Some(lines.join("\n"))
+}
+
+fn is_class(d: &Definition) -> bool {
+    signature_line(d).starts_with("class ")
 }
 
 impl Resolution<'_> {
@@ -1041,7 +1382,7 @@ impl Resolution<'_> {
             return None;
         }
         let outline = self.imports.outline(&file, self.files, self.said)?;
-        let text = namespace_listing(&outline, partial)?;
+        let text = namespace_listing(&outline, partial, q.uses)?;
         Some(Candidate {
             source: Source::Imports,
             score: 2.0,
@@ -1049,6 +1390,150 @@ impl Resolution<'_> {
             start_line: 0,
             text,
         })
+    }
+
+    /// The listing of the nearest imported module whose members the code near the cursor
+    /// uses (`m.f(...)`).
+    fn module_near(&self, imports: &[Import], q: &ImportQuery) -> Option<Candidate> {
+        let file = chains_near(q.near, q.cursor)
+            .into_iter()
+            .filter(|(_, c)| c.len() >= 2)
+            .find_map(|(_, c)| self.module_of(imports, &c[..1], q.path))?;
+        if file == q.path {
+            return None;
+        }
+        let outline = self.imports.outline(&file, self.files, self.said)?;
+        let text = namespace_listing(&outline, "", q.uses)?;
+        Some(Candidate {
+            source: Source::Imports,
+            score: 0.1,
+            path: file,
+            start_line: 0,
+            text,
+        })
+    }
+
+    /// Listings of the members of the classes that variables near the cursor hold:
+    /// `self.` in a class whose bases are imported (the bases' members), `v.` where `v`
+    /// was bound to an imported class (`v = C(...)`, `v: C`). Each as (the class's file,
+    /// its name, the listing).
+    fn receiver_listings(
+        &self,
+        imports: &[Import],
+        q: &ImportQuery,
+    ) -> Vec<(PathBuf, String, String)> {
+        let before = q.near.get(..q.cursor).unwrap_or("");
+        let mut heads: Vec<(&str, &str)> = Vec::new();
+        if let Some(AtCursor::Attribute { chain, partial }) = at_cursor(before) {
+            if chain.len() == 1 {
+                heads.push((chain[0], partial));
+            }
+        }
+        for (_, chain) in chains_near(q.near, q.cursor) {
+            if chain.len() >= 2 && !heads.iter().any(|(h, _)| *h == chain[0]) {
+                heads.push((chain[0], ""));
+            }
+        }
+        let at = q.near_start + q.cursor;
+        let mut out = Vec::new();
+        for (head, partial) in heads
+            .into_iter()
+            .filter(|(h, _)| !imports.iter().any(|i| i.local == *h))
+            .take(RECEIVERS)
+        {
+            let types: Vec<Vec<&str>> = if head == "self" || head == "cls" {
+                enclosing_class_bases(q.text, at)
+            } else {
+                bound_class(q.text, at, head).into_iter().collect()
+            };
+            let mut names: Vec<String> = Vec::new();
+            let mut seen: HashSet<String> = HashSet::new();
+            let mut visited: HashSet<(PathBuf, String)> = HashSet::new();
+            let mut first: Option<(PathBuf, Definition)> = None;
+            for t in &types {
+                let mut found = Vec::new();
+                self.chain(imports, t, q.path, &mut found);
+                for (file, def) in found
+                    .into_iter()
+                    .filter(|(f, d)| *f != q.path && is_class(d))
+                {
+                    self.class_members(&file, &def, 0, &mut visited, &mut names, &mut seen);
+                    first.get_or_insert((file, def));
+                }
+            }
+            let Some((file, def)) = first else {
+                // Not bound here to a class we know (a test's fixture, a parameter): how the
+                // workspace uses the name.
+                if types.is_empty() && head != "self" && head != "cls" {
+                    let (file, members) = (q.receiver_members)(head);
+                    if let (Some(file), Some(text)) =
+                        (file, receiver_listing(head, &members, partial))
+                    {
+                        out.push((file, format!("{head}."), text));
+                    }
+                }
+                continue;
+            };
+            // Most used first (stable: definition order, most derived class first, breaks ties).
+            names.sort_by_key(|n| std::cmp::Reverse((q.uses)(n)));
+            if let Some(text) = member_listing(&signature_line(&def), &names, partial) {
+                out.push((file, def.name, text));
+            }
+        }
+        out
+    }
+
+    /// The public members of the class `def` of `file`, then those of its bases.
+    fn class_members(
+        &self,
+        file: &Path,
+        def: &Definition,
+        depth: usize,
+        visited: &mut HashSet<(PathBuf, String)>,
+        names: &mut Vec<String>,
+        seen: &mut HashSet<String>,
+    ) {
+        if depth > BASE_DEPTH || !visited.insert((file.to_path_buf(), def.name.clone())) {
+            return;
+        }
+        for m in &def.members {
+            if !m.starts_with('_') && seen.insert(m.clone()) {
+                names.push(m.clone());
+            }
+        }
+        let sig = signature_line(def);
+        let Some(args) = sig
+            .strip_prefix("class ")
+            .map(leading_chain)
+            .and_then(|(_, rest)| rest.strip_prefix('('))
+        else {
+            return;
+        };
+        let Some(outline) = self.imports.outline(file, self.files, self.said) else {
+            return;
+        };
+        for base in top_level_args(args)
+            .into_iter()
+            .filter(|a| !a.contains('='))
+        {
+            let (chain, _) = leading_chain(base.trim());
+            if chain.is_empty() {
+                continue;
+            }
+            let mut found = Vec::new();
+            match outline
+                .definitions
+                .iter()
+                .rev()
+                .find(|d| chain.len() == 1 && d.name == chain[0] && is_class(d))
+            {
+                Some(d) => found.push((file.to_path_buf(), d.clone())),
+                None => self.chain(&outline.imports, &chain, file, &mut found),
+            }
+            for (f, d) in found.into_iter().filter(|(_, d)| is_class(d)) {
+                self.class_members(&f, &d, depth + 1, visited, names, seen);
+            }
+        }
     }
 
     /// Resolve a use `a.b.c` against the imports of the file `from`.
@@ -1337,20 +1822,141 @@ mod tests {
              class Group(Command):\n    def add(self): pass\n_private = 1\nVERSION = '8'\n",
         );
         assert_eq!(
-            namespace_listing(&init, "").unwrap(),
+            namespace_listing(&init, "", &|_| 0).unwrap(),
             "from .core import Argument, Command\nfrom .types import Path, ParamType\n\
              from .x import *\n\
              def echo( message=None, err=False, ) -> None:\nclass Group(Command):\nVERSION = '8'"
         );
         assert_eq!(
-            namespace_listing(&init, "Pa").unwrap(),
+            namespace_listing(&init, "Pa", &|_| 0).unwrap(),
             "from .types import Path, ParamType"
         );
         assert_eq!(
-            namespace_listing(&init, "Gr").unwrap(),
+            namespace_listing(&init, "Gr", &|_| 0).unwrap(),
             "class Group(Command):"
         );
-        assert_eq!(namespace_listing(&init, "Zz"), None);
+        assert_eq!(namespace_listing(&init, "Zz", &|_| 0), None);
+    }
+
+    #[test]
+    fn the_ranked_namespace_keeps_the_most_used_names_in_the_module_order() {
+        let mut text = String::from("from .core import Argument, Command, Group\n");
+        for i in 0..NAMESPACE_NAMES {
+            text += &format!("def f{i}():\n    pass\n");
+        }
+        let o = Python.outline(&text);
+        // Unranked, the listing stops at the cap in the module's order.
+        let plain = namespace_listing(&o, "", &|_| 0).unwrap();
+        assert!(plain.starts_with("from .core import Argument, Command, Group\ndef f0():"));
+        assert!(!plain.contains(&format!("def f{}():", NAMESPACE_NAMES - 3)));
+        // The used names stay, in the module's order; the least used leave.
+        let uses = |n: &str| match n {
+            "Group" => 9,
+            "f47" => 5,
+            "f46" => 5,
+            "f45" => 5,
+            _ => 0,
+        };
+        let ranked = namespace_listing(&o, "", &uses).unwrap();
+        assert!(
+            ranked.contains("from .core import Argument, Command, Group\n"),
+            "{ranked}"
+        );
+        assert!(
+            ranked.ends_with("def f45():\ndef f46():\ndef f47():"),
+            "{ranked}"
+        );
+        assert_eq!(ranked.lines().count(), 1 + NAMESPACE_NAMES - 3);
+    }
+
+    #[test]
+    fn what_a_variable_was_bound_to_and_the_enclosing_bases() {
+        let table: Vec<(&str, &str, Option<Vec<&str>>)> = vec![
+            ("app = Flask(__name__)\n$0", "app", Some(vec!["Flask"])),
+            (
+                "s = pkg.mod.Session(1)\ns.$0",
+                "s",
+                Some(vec!["pkg", "mod", "Session"]),
+            ),
+            (
+                "def f(ctx: Context, n: int):\n    ctx.$0",
+                "ctx",
+                Some(vec!["Context"]),
+            ),
+            (
+                "def f(ctx: t.Optional[Context]):\n    ctx.$0",
+                "ctx",
+                Some(vec!["Context"]),
+            ),
+            ("c = A()\nc = B()\nc.$0", "c", Some(vec!["B"])),
+            ("if app == x:\n    app.$0", "app", None),
+            ("app = make\napp.$0", "app", None),
+            ("myapp = Flask()\napp.$0", "app", None),
+            ("x.app = Flask()\napp.$0", "app", None),
+        ];
+        for (marked, name, want) in table {
+            let at = marked.find("$0").unwrap();
+            let text = marked.replace("$0", "");
+            assert_eq!(bound_class(&text, at, name), want, "{marked:?}");
+        }
+        let bases: Vec<(&str, Vec<Vec<&str>>)> = vec![
+            (
+                "class A(Base, m.Mixin, metaclass=M):\n    def f(self):\n        self.$0",
+                vec![vec!["Base"], vec!["m", "Mixin"]],
+            ),
+            ("class A(Base):\n    x = 1\n\n    $0", vec![vec!["Base"]]),
+            (
+                "class A(Base):\n    pass\n\ndef g(self):\n    self.$0",
+                vec![],
+            ),
+            ("class A:\n    def f(self):\n        self.$0", vec![]),
+            (
+                "class A(G[T]):\n    def f(self):\n        if x:\n            self.$0",
+                vec![vec!["G"]],
+            ),
+        ];
+        for (marked, want) in bases {
+            let at = marked.find("$0").unwrap();
+            let text = marked.replace("$0", "");
+            assert_eq!(enclosing_class_bases(&text, at), want, "{marked:?}");
+        }
+    }
+
+    #[test]
+    fn imports_above_the_window_one_statement_a_line() {
+        let text = "\"\"\"Doc: from the start import nothing.\"\"\"\nimport os\nfrom .core import (\n    Command,\n    Group,  # groups\n)\nfrom .x import \\\n    y\n\ndef f():\n    from .late import z\n    return 1\n";
+        let at = text.find("def f").unwrap();
+        assert_eq!(
+            imports_above(text, at),
+            vec![
+                (1, "import os".to_string()),
+                (2, "from .core import (Command, Group)".to_string()),
+                (6, "from .x import y".to_string()),
+            ]
+        );
+        // What the window shows is not repeated; nothing above it, nothing to show.
+        assert_eq!(imports_above(text, text.find("from .x").unwrap()).len(), 2);
+        assert!(imports_above(text, 0).is_empty());
+    }
+
+    #[test]
+    fn member_and_receiver_listings_fit_lines_and_filter_by_what_is_typed() {
+        let names: Vec<String> = (0..30).map(|i| format!("member_{i}")).collect();
+        let l = member_listing("class Big(Base):", &names, "").unwrap();
+        assert!(l.starts_with("class Big(Base):\n    members: member_0, member_1,"));
+        assert!(l.lines().all(|x| x.len() <= NAMESPACE_LINE_CHARS), "{l}");
+        assert_eq!(
+            member_listing("class Big(Base):", &names, "member_2").unwrap(),
+            "class Big(Base):\n    members: member_2, member_20, member_21, member_22, member_23, member_24, member_25, member_26, member_27,\n    member_28, member_29"
+        );
+        assert_eq!(member_listing("class Big:", &names, "zz"), None);
+        let m = vec!["test_client".to_string(), "route".to_string()];
+        assert_eq!(
+            receiver_listing("app", &m, "").unwrap(),
+            "app: test_client, route"
+        );
+        assert_eq!(receiver_listing("app", &m, "ro").unwrap(), "app: route");
+        assert_eq!(receiver_listing("app", &m, "x"), None);
     }
 
     #[test]

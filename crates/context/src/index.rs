@@ -28,7 +28,7 @@ use std::sync::mpsc;
 use std::time::Instant;
 
 use crate::imports;
-use crate::tokens::terms;
+use crate::tokens::{ident_hash, terms};
 use crate::{ContextError, SaidOnce};
 
 /// Lines of a chunk at most.
@@ -127,6 +127,10 @@ struct FileEntry {
     stamp: u64,
     chunks: Range<u32>,
     alive: bool,
+    /// Its attribute uses (see [`PreparedFile`]), sorted by hash; empty once dead.
+    attrs: Vec<(u64, u32)>,
+    /// Its members reached through named receivers (see [`PreparedFile`]); empty once dead.
+    receivers: Vec<(u64, Box<str>, u32)>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -161,6 +165,11 @@ pub struct PreparedFile {
     path: PathBuf,
     stamp: u64,
     chunks: Vec<PreparedChunk>,
+    /// How often each name is used as an attribute (`x.name`), by [`ident_hash`], sorted.
+    attrs: Vec<(u64, u32)>,
+    /// How often each member is reached through a plain name (`app.route`: receiver
+    /// `app` by [`ident_hash`], member `route`), sorted by receiver.
+    receivers: Vec<(u64, Box<str>, u32)>,
 }
 
 #[derive(Debug)]
@@ -182,6 +191,10 @@ pub struct Index {
     live_chunks: usize,
     dead_chunks: usize,
     total_terms: u64,
+    /// Attribute uses over the live files: how the workspace reaches members (`app.route`).
+    attr_uses: HashMap<u64, u32>,
+    /// Members reached through each receiver name over the live files.
+    receiver_uses: HashMap<u64, HashMap<Box<str>, u32>>,
 }
 
 /// A value that changes when a file does: its length and modification time.
@@ -353,7 +366,57 @@ pub fn prepare_text(path: &Path, stamp: u64, text: &str) -> PreparedFile {
         path: path.to_path_buf(),
         stamp,
         chunks,
+        attrs: attribute_uses(text),
+        receivers: receiver_uses(text),
     }
+}
+
+/// How often each identifier follows a `.` in `text` (`x.name`; not `..` nor a number's
+/// fraction), by [`ident_hash`], sorted by hash.
+fn attribute_uses(text: &str) -> Vec<(u64, u32)> {
+    let mut counts: HashMap<u64, u32> = HashMap::new();
+    let b = text.as_bytes();
+    for (at, id) in crate::tokens::identifiers(text) {
+        if at >= 2
+            && b[at - 1] == b'.'
+            && (b[at - 2].is_ascii_alphanumeric() || matches!(b[at - 2], b'_' | b')' | b']'))
+        {
+            *counts.entry(ident_hash(id)).or_insert(0) += 1;
+        }
+    }
+    let mut v: Vec<(u64, u32)> = counts.into_iter().collect();
+    v.sort_unstable();
+    v
+}
+
+/// Receivers whose members are not worth listing: the instance and the class themselves
+/// (their members are the enclosing class's), and one-letter names.
+fn plain_receiver(name: &str) -> bool {
+    name.len() >= 2 && !matches!(name, "self" | "cls" | "super")
+}
+
+/// Members of a file reached through a plain name (`app.route`, not `a.b.route` nor
+/// `f().route`), with how often, sorted by the receiver's [`ident_hash`].
+fn receiver_uses(text: &str) -> Vec<(u64, Box<str>, u32)> {
+    let mut counts: HashMap<(u64, &str), u32> = HashMap::new();
+    let b = text.as_bytes();
+    let mut prev: Option<(usize, &str)> = None;
+    for (at, id) in crate::tokens::identifiers(text) {
+        if let Some((p_at, p)) = prev {
+            let joined = p_at + p.len() + 1 == at && b[at - 1] == b'.';
+            let plain = p_at == 0 || !matches!(b[p_at - 1], b'.' | b'@');
+            if joined && plain && plain_receiver(p) && !id.starts_with('_') {
+                *counts.entry((ident_hash(p), id)).or_insert(0) += 1;
+            }
+        }
+        prev = Some((at, id));
+    }
+    let mut v: Vec<(u64, Box<str>, u32)> = counts
+        .into_iter()
+        .map(|((r, m), n)| (r, Box::from(m), n))
+        .collect();
+    v.sort_unstable();
+    v
 }
 
 /// Read and cut one file.
@@ -377,6 +440,73 @@ impl Index {
             .is_some_and(|&i| self.files[i as usize].alive)
     }
 
+    /// How often the workspace uses `name` as an attribute (`x.name`), leaving out the
+    /// uses in `except` (the document being completed: its own text is in the prompt).
+    pub fn attribute_uses(&self, name: &str, except: &Path) -> u32 {
+        let h = ident_hash(name);
+        let all = self.attr_uses.get(&h).copied().unwrap_or(0);
+        let own = self
+            .by_path
+            .get(except)
+            .and_then(|&i| {
+                let a = &self.files[i as usize].attrs;
+                a.binary_search_by_key(&h, |&(k, _)| k).ok().map(|j| a[j].1)
+            })
+            .unwrap_or(0);
+        all.saturating_sub(own)
+    }
+
+    /// The members the workspace reaches through the name `receiver` (`app.route`), most
+    /// used first, at most `k`, leaving out the uses in `except`; with the file that uses
+    /// the name's members most (`except` left out).
+    pub fn receiver_members(
+        &self,
+        receiver: &str,
+        except: &Path,
+        k: usize,
+    ) -> (Option<PathBuf>, Vec<(String, u32)>) {
+        let h = ident_hash(receiver);
+        let Some(all) = self.receiver_uses.get(&h) else {
+            return (None, Vec::new());
+        };
+        let own: &[(u64, Box<str>, u32)] = self
+            .by_path
+            .get(except)
+            .map(|&i| {
+                let v = &self.files[i as usize].receivers;
+                let a = v.partition_point(|(r, _, _)| *r < h);
+                let b = v.partition_point(|(r, _, _)| *r <= h);
+                &v[a..b]
+            })
+            .unwrap_or(&[]);
+        let mut members: Vec<(String, u32)> = all
+            .iter()
+            .filter_map(|(m, &n)| {
+                let mine = own.iter().find(|(_, o, _)| o == m).map_or(0, |o| o.2);
+                let n = n.saturating_sub(mine);
+                (n > 0).then(|| (m.to_string(), n))
+            })
+            .collect();
+        members.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        members.truncate(k);
+        if members.is_empty() {
+            return (None, members);
+        }
+        let top = self
+            .files
+            .iter()
+            .filter(|f| f.alive && f.path != except)
+            .map(|f| {
+                let a = f.receivers.partition_point(|(r, _, _)| *r < h);
+                let b = f.receivers.partition_point(|(r, _, _)| *r <= h);
+                (f.receivers[a..b].iter().map(|x| x.2).sum::<u32>(), &f.path)
+            })
+            .filter(|(n, _)| *n > 0)
+            .max_by(|a, b| a.0.cmp(&b.0).then_with(|| b.1.cmp(a.1)))
+            .map(|(_, p)| p.clone());
+        (top, members)
+    }
+
     /// Estimated bytes held.
     pub fn bytes(&self) -> usize {
         let postings: usize = self
@@ -389,7 +519,23 @@ impl Index {
             .iter()
             .map(|f| f.path.as_os_str().len() + std::mem::size_of::<FileEntry>() + 48)
             .sum();
-        postings + paths + self.chunks.capacity() * std::mem::size_of::<ChunkEntry>()
+        let attrs: usize = self
+            .files
+            .iter()
+            .map(|f| f.attrs.capacity() * 12)
+            .sum::<usize>()
+            + self.attr_uses.capacity() * 16
+            + self
+                .files
+                .iter()
+                .map(|f| f.receivers.iter().map(|r| 32 + r.1.len()).sum::<usize>())
+                .sum::<usize>()
+            + self
+                .receiver_uses
+                .values()
+                .map(|m| 48 + m.keys().map(|k| 40 + k.len()).sum::<usize>())
+                .sum::<usize>();
+        postings + paths + attrs + self.chunks.capacity() * std::mem::size_of::<ChunkEntry>()
     }
 
     /// Add (or replace) a file.
@@ -416,12 +562,25 @@ impl Index {
             });
         }
         let last = self.chunks.len() as u32;
+        for &(h, n) in &file.attrs {
+            *self.attr_uses.entry(h).or_insert(0) += n;
+        }
+        for (r, m, n) in &file.receivers {
+            *self
+                .receiver_uses
+                .entry(*r)
+                .or_default()
+                .entry(m.clone())
+                .or_insert(0) += n;
+        }
         self.by_path.insert(file.path.clone(), id);
         self.files.push(FileEntry {
             path: file.path,
             stamp: file.stamp,
             chunks: first..last,
             alive: true,
+            attrs: file.attrs,
+            receivers: file.receivers,
         });
     }
 
@@ -432,6 +591,27 @@ impl Index {
         };
         let f = &mut self.files[id as usize];
         f.alive = false;
+        for (r, m, n) in std::mem::take(&mut f.receivers) {
+            if let Some(members) = self.receiver_uses.get_mut(&r) {
+                if let Some(c) = members.get_mut(&m) {
+                    *c = c.saturating_sub(n);
+                    if *c == 0 {
+                        members.remove(&m);
+                    }
+                }
+                if members.is_empty() {
+                    self.receiver_uses.remove(&r);
+                }
+            }
+        }
+        for (h, n) in std::mem::take(&mut f.attrs) {
+            if let std::collections::hash_map::Entry::Occupied(mut e) = self.attr_uses.entry(h) {
+                *e.get_mut() = e.get().saturating_sub(n);
+                if *e.get() == 0 {
+                    e.remove();
+                }
+            }
+        }
         for c in f.chunks.clone() {
             let c = &mut self.chunks[c as usize];
             self.total_terms -= c.terms as u64;
@@ -809,6 +989,56 @@ mod tests {
         let hits = idx.search(&q, 10, 2, &|_| false);
         assert_eq!(hits.len(), 1);
         assert_eq!(idx.files(), 2);
+    }
+
+    #[test]
+    fn members_used_through_a_name_are_counted_per_file_and_leave_with_it() {
+        let mut idx = Index::default();
+        let t = "def test_a(app):\n    c = app.test_client()\n    app.route('/')\n    app.test_client()\n    x.app.hidden()\n    self.own()\n    app._private\n";
+        idx.add(prepare_text(Path::new("/tests/test_a.py"), 1, t));
+        idx.add(prepare_text(
+            Path::new("/tests/test_b.py"),
+            1,
+            "def test_b(app):\n    app.route('/b')\n    app.config['X'] = 1\n",
+        ));
+        let cur = Path::new("/tests/test_c.py");
+        let (top, m) = idx.receiver_members("app", cur, 10);
+        // Most used first; `x.app.hidden` is not reached through the name `app`, `self.`
+        // and private members are not listed.
+        assert_eq!(
+            m,
+            [
+                ("route".to_string(), 2),
+                ("test_client".to_string(), 2),
+                ("config".to_string(), 1)
+            ]
+        );
+        assert_eq!(top.as_deref(), Some(Path::new("/tests/test_a.py")));
+        assert!(idx.receiver_members("self", cur, 10).1.is_empty());
+        // The document being completed does not count its own uses.
+        let (top, m) = idx.receiver_members("app", Path::new("/tests/test_a.py"), 10);
+        assert_eq!(m, [("config".to_string(), 1), ("route".to_string(), 1)]);
+        assert_eq!(top.as_deref(), Some(Path::new("/tests/test_b.py")));
+        assert_eq!(idx.attribute_uses("test_client", cur), 2);
+        assert_eq!(idx.attribute_uses("hidden", cur), 1);
+        assert_eq!(
+            idx.attribute_uses("test_client", Path::new("/tests/test_a.py")),
+            0
+        );
+        // A file's uses leave with it, and come back changed when it is indexed again.
+        assert!(idx.remove(Path::new("/tests/test_a.py")));
+        assert_eq!(idx.receiver_members("app", cur, 10).1.len(), 2);
+        assert_eq!(idx.attribute_uses("test_client", cur), 0);
+        idx.add(prepare_text(
+            Path::new("/tests/test_b.py"),
+            2,
+            "def test_b(app):\n    app.run()\n",
+        ));
+        assert_eq!(
+            idx.receiver_members("app", cur, 10).1,
+            [("run".to_string(), 1)]
+        );
+        assert!(idx.attr_uses.keys().all(|h| *h == ident_hash("run")));
     }
 
     #[test]

@@ -273,6 +273,8 @@ const QUERY_LINES_AFTER: usize = 5;
 /// Index hits asked for, and at most per file.
 const INDEX_HITS: usize = 8;
 const INDEX_HITS_PER_FILE: usize = 2;
+/// Members asked of the index for a receiver name.
+const RECEIVER_MEMBERS: usize = 24;
 /// Remembered choices (one per document).
 const MEMO_DOCS: usize = 64;
 
@@ -609,6 +611,7 @@ impl Workspace {
 
         let (qa, qb) = query_range(text, cursor);
         let near = &text[qa..qb];
+        let (wa, wb) = window_range(text, cursor, budget, counter);
         let mut lists: Vec<Vec<Candidate>> = Vec::new();
         if sources.imports {
             let open = self.open.read().expect("open lock");
@@ -618,12 +621,22 @@ impl Workspace {
                 open: &open,
                 said: &self.said,
             };
+            let idx = self.index.read().expect("index lock");
+            let uses = |name: &str| idx.attribute_uses(name, doc);
+            let receiver_members = |name: &str| {
+                let (file, members) = idx.receiver_members(name, doc, RECEIVER_MEMBERS);
+                (file, members.into_iter().map(|(m, _)| m).collect())
+            };
             let q = imports::ImportQuery {
                 path: doc,
                 text,
                 near,
                 cursor: cursor - qa,
+                near_start: qa,
+                window_start: wa,
                 roots: &roots,
+                uses: &uses,
+                receiver_members: &receiver_members,
             };
             lists.push(self.imports.gather(&q, &files, &self.said));
         }
@@ -635,14 +648,15 @@ impl Workspace {
             lists.push(self.index_candidates(doc, near));
         }
 
-        let (wa, wb) = window_range(text, cursor, budget, counter);
         let covered = rank::covered_lines(&text[wa..wb]);
         let comment = copilot_fim::prompt::comment_marker(&doc.to_string_lossy());
         {
             let excluded = self.excluded.read().expect("excluded lock");
             if !excluded.is_empty() {
+                // The document's own imports above the window are its own text, never a
+                // held-out file's.
                 for l in &mut lists {
-                    l.retain(|c| !excluded.contains(&c.path));
+                    l.retain(|c| c.path == doc || !excluded.contains(&c.path));
                 }
             }
         }

@@ -2,9 +2,10 @@
 //! budget, most relevant first.
 //!
 //! Each source ranks its own candidates (their scores are not comparable across sources),
-//! so the lists are interleaved in turns, imports first (the definitions the code at the
-//! cursor uses are the surest), then open files, then the index (Tabby orders its sources
-//! the same way). A candidate is skipped when most of its lines are already in the prompt:
+//! so the lists are interleaved in turns, imports first and twice a round (the definitions
+//! and members the code at the cursor uses are the surest; measured on click, requests and
+//! flask in BENCHMARKS.md), then open files, then the index (Tabby orders its sources the
+//! same way). A candidate is skipped when most of its lines are already in the prompt:
 //! in the current file's window or in a snippet already chosen. Sizes are counted as the
 //! prompt will show them ([`copilot_fim::prompt::render_snippet`]) with the model's
 //! tokenizer; a candidate too big for what is left is cut to its first lines when at least
@@ -83,6 +84,8 @@ const MIN_LINE_CHARS: usize = 6;
 const DUPLICATE_SHARE: f32 = 0.6;
 /// A cut candidate keeps at least this many lines.
 const MIN_CUT_LINES: usize = 3;
+/// Turns the imports source takes in each round (the other sources take one).
+const IMPORT_TURNS: usize = 2;
 /// Below this many tokens left, the combiner stops.
 const MIN_ROOM: usize = 16;
 
@@ -137,49 +140,57 @@ pub fn combine(
     loop {
         let mut progressed = false;
         for (li, list) in lists.iter().enumerate() {
-            if left < MIN_ROOM {
-                break;
-            }
-            while let Some(c) = list.get(cursors[li]) {
-                cursors[li] += 1;
-                progressed = true;
-                let text = c.text.trim_end().trim_start_matches(['\n', '\r']);
-                if text.trim().is_empty()
-                    || duplicate_share(text, covered, &chosen_lines) >= DUPLICATE_SHARE
-                {
-                    continue;
+            // The definitions the code at the cursor uses are the surest: two turns a round.
+            let turns = if list.first().is_some_and(|c| c.source == Source::Imports) {
+                IMPORT_TURNS
+            } else {
+                1
+            };
+            for _ in 0..turns {
+                if left < MIN_ROOM {
+                    break;
                 }
-                let path = rel(&c.path);
-                let mut kept = text.to_string();
-                let mut n = count(&path, &kept);
-                if n > left {
-                    // Keep the longest head of whole lines that fits, if it says enough.
-                    let lines: Vec<&str> = text.lines().collect();
-                    let (mut lo, mut hi) = (0usize, lines.len());
-                    while lo < hi {
-                        let mid = (lo + hi).div_ceil(2);
-                        if count(&path, &lines[..mid].join("\n")) <= left {
-                            lo = mid;
-                        } else {
-                            hi = mid - 1;
-                        }
-                    }
-                    if lo < MIN_CUT_LINES {
+                while let Some(c) = list.get(cursors[li]) {
+                    cursors[li] += 1;
+                    progressed = true;
+                    let text = c.text.trim_end().trim_start_matches(['\n', '\r']);
+                    if text.trim().is_empty()
+                        || duplicate_share(text, covered, &chosen_lines) >= DUPLICATE_SHARE
+                    {
                         continue;
                     }
-                    kept = lines[..lo].join("\n");
-                    n = count(&path, &kept);
+                    let path = rel(&c.path);
+                    let mut kept = text.to_string();
+                    let mut n = count(&path, &kept);
+                    if n > left {
+                        // Keep the longest head of whole lines that fits, if it says enough.
+                        let lines: Vec<&str> = text.lines().collect();
+                        let (mut lo, mut hi) = (0usize, lines.len());
+                        while lo < hi {
+                            let mid = (lo + hi).div_ceil(2);
+                            if count(&path, &lines[..mid].join("\n")) <= left {
+                                lo = mid;
+                            } else {
+                                hi = mid - 1;
+                            }
+                        }
+                        if lo < MIN_CUT_LINES {
+                            continue;
+                        }
+                        kept = lines[..lo].join("\n");
+                        n = count(&path, &kept);
+                    }
+                    left -= n;
+                    chosen_lines.extend(telling_lines(&kept).map(str::to_string));
+                    out.push(ContextSnippet {
+                        source: c.source,
+                        path,
+                        line: c.start_line,
+                        text: kept,
+                        tokens: n,
+                    });
+                    break;
                 }
-                left -= n;
-                chosen_lines.extend(telling_lines(&kept).map(str::to_string));
-                out.push(ContextSnippet {
-                    source: c.source,
-                    path,
-                    line: c.start_line,
-                    text: kept,
-                    tokens: n,
-                });
-                break;
             }
         }
         if !progressed || left < MIN_ROOM {
@@ -214,6 +225,7 @@ mod tests {
         let imports = vec![
             cand(Source::Imports, "/a.py", "def alpha(x):\n    ...", 1.0),
             cand(Source::Imports, "/a.py", "def beta(y):\n    ...", 0.5),
+            cand(Source::Imports, "/d.py", "def delta(z):\n    ...", 0.4),
         ];
         let open = vec![cand(
             Source::Open,
@@ -241,11 +253,13 @@ mod tests {
             .collect();
         assert_eq!(
             order,
+            // Imports take two turns a round, the others one.
             [
+                ("imports", "a.py"),
                 ("imports", "a.py"),
                 ("open", "b.py"),
                 ("index", "c.py"),
-                ("imports", "a.py")
+                ("imports", "d.py")
             ]
         );
         // Token counts are those of the rendered block.

@@ -89,7 +89,17 @@ fn imported_signatures_and_docstrings_through_every_import_form() {
     for (rel, text) in cases {
         let got = ask(&ws, &root.join(rel), text);
         let texts = import_texts(&got);
-        assert_eq!(texts, vec![("pkg/mod.py", want)], "{rel}: {got:#?}");
+        assert_eq!(texts[0], ("pkg/mod.py", want), "{rel}: {got:#?}");
+        // After it, at most the namespace of the module used near the cursor (`pkg.`,
+        // `m.`): never a body, never the unrelated module.
+        assert!(
+            texts[1..]
+                .iter()
+                .all(|(p, t)| (*p == "pkg/mod.py" || *p == "pkg/__init__.py")
+                    && !t.contains("secret_body_line")
+                    && !t.contains("render_banner")),
+            "{rel}: {got:#?}"
+        );
         assert!(!got[0].text.contains("secret_body_line"), "never the body");
     }
     // A class shows its methods' signatures; an unrelated file is never shown.
@@ -98,9 +108,14 @@ fn imported_signatures_and_docstrings_through_every_import_form() {
         &root.join("app6.py"),
         "from pkg.mod import Session\nfrom pkg import unrelated\n\ns = Session()\ns.close($0",
     );
+    // First the members `s` reaches (compact), then the class's signatures and docstrings.
     let texts = import_texts(&got);
-    assert_eq!(texts.len(), 1, "{got:#?}");
-    assert!(texts[0]
+    assert_eq!(texts.len(), 2, "{got:#?}");
+    assert_eq!(
+        texts[0],
+        ("pkg/mod.py", "class Session:\n    members: close")
+    );
+    assert!(texts[1]
         .1
         .starts_with("class Session:\n    \"\"\"A connection.\"\"\"\n    def close(self):"));
     assert!(got.iter().all(|s| !s.path.contains("unrelated")));
@@ -149,6 +164,112 @@ fn the_namespace_the_cursor_types_a_member_of_is_listed() {
     // Nothing that starts with what is typed, or not a module: no listing.
     assert_eq!(first("e.py", "from pkg.mod import Zz$0"), None);
     assert_eq!(first("f.py", "import pkg.mod as m\n\nx = q.Se$0"), None);
+}
+
+#[test]
+fn members_reached_through_variables_and_the_imports_above_the_window_are_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    write(root, "pkg/__init__.py", "");
+    write(
+        root,
+        "pkg/base.py",
+        "class Base:\n    def connect(self, url):\n        pass\n    def retry_later(self):\n        pass\n",
+    );
+    write(
+        root,
+        "pkg/mod.py",
+        "from .base import Base\n\nclass Session(Base):\n    def close(self):\n        pass\n    def _secret(self):\n        pass\n",
+    );
+    write(
+        root,
+        "pkg/unrelated.py",
+        "class Other:\n    def render_banner(self):\n        pass\n",
+    );
+    // How the tests reach the `client` fixture's members.
+    write(
+        root,
+        "tests/test_a.py",
+        "def test_a(client):\n    client.fetch_all()\n    client.fetch_all()\n    client.login('u')\n",
+    );
+    let ws = Workspace::with_virtualenv(
+        root.to_path_buf(),
+        settings(Sources::only(Source::Imports)),
+        None,
+    );
+    ws.build_index(&|_| {}, &AtomicBool::new(false)).unwrap();
+    let listing = |rel: &str, text: &str| -> Vec<(String, String)> {
+        import_texts(&ask(&ws, &root.join(rel), text))
+            .into_iter()
+            .map(|(p, t)| (p.to_string(), t.to_string()))
+            .collect()
+    };
+    // `s = Session()`: the class's members, then its base's (another file's), private left out.
+    let got = listing(
+        "app.py",
+        "from pkg.mod import Session\n\ns = Session()\ns.$0",
+    );
+    assert!(
+        got.contains(&(
+            "pkg/mod.py".into(),
+            "class Session(Base):\n    members: close, connect, retry_later".into()
+        )),
+        "{got:#?}"
+    );
+    assert!(got.iter().all(|(p, _)| !p.contains("unrelated")));
+    // Filtered by what is typed, through an annotation.
+    let got = listing(
+        "app2.py",
+        "from pkg import mod\n\ndef f(s: mod.Session):\n    s.re$0",
+    );
+    assert!(
+        got.contains(&(
+            "pkg/mod.py".into(),
+            "class Session(Base):\n    members: retry_later".into()
+        )),
+        "{got:#?}"
+    );
+    // `self.` in a class whose base is imported: the base's members.
+    let got = listing(
+        "app3.py",
+        "from pkg.mod import Session\n\nclass Mine(Session):\n    def go(self):\n        self.$0",
+    );
+    assert!(
+        got.contains(&(
+            "pkg/mod.py".into(),
+            "class Session(Base):\n    members: close, connect, retry_later".into()
+        )),
+        "{got:#?}"
+    );
+    // An unbound name (a fixture): what the rest of the workspace calls on it, most used first.
+    let got = listing(
+        "tests/test_b.py",
+        "import os\n\ndef test_b(client):\n    client.$0",
+    );
+    assert!(
+        got.contains(&("tests/test_a.py".into(), "client: fetch_all, login".into())),
+        "{got:#?}"
+    );
+    // The file's own workspace imports that the window no longer shows (not `os`).
+    let body: String = (0..100).map(|i| format!("x{i} = {i}\n")).collect();
+    let text = format!("import os\nfrom pkg.mod import Session\n{body}y = $0");
+    let (plain, cursor) = marked(&text);
+    let small = PromptBudget {
+        prefix_tokens: 400,
+        suffix_tokens: 10,
+    };
+    let doc = root.join("app4.py");
+    let got = ws.snippets(&doc, &plain, cursor, small, &CharCounter);
+    assert!(
+        import_texts(&got).contains(&("app4.py", "from pkg.mod import Session")),
+        "{got:#?}"
+    );
+    // With the whole file in the window, nothing is repeated.
+    let got = ws.snippets(&doc, &plain, cursor, BIG, &CharCounter);
+    assert!(
+        import_texts(&got).iter().all(|(p, _)| *p != "app4.py"),
+        "{got:#?}"
+    );
 }
 
 #[test]
