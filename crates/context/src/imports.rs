@@ -677,8 +677,11 @@ pub struct ImportQuery<'a> {
     pub uses: &'a dyn Fn(&str) -> u32,
     /// The members the rest of the workspace reaches through a name (`app.` gives
     /// `test_client`, `route`, ...), most used first, with the file that uses them most.
-    pub receiver_members: &'a dyn Fn(&str) -> (Option<PathBuf>, Vec<String>),
+    pub receiver_members: &'a ReceiverMembers<'a>,
 }
+
+/// The members the workspace reaches through a name, with the file using them most.
+pub type ReceiverMembers<'a> = dyn Fn(&str) -> (Option<PathBuf>, Vec<String>) + 'a;
 
 impl Imports {
     /// A gatherer for Python.
