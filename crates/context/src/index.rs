@@ -362,32 +362,18 @@ pub fn prepare_text(path: &Path, stamp: u64, text: &str) -> PreparedFile {
             }
         })
         .collect();
+    let (attrs, receivers) = member_uses(text);
     PreparedFile {
         path: path.to_path_buf(),
         stamp,
         chunks,
-        attrs: attribute_uses(text),
-        receivers: receiver_uses(text),
+        attrs,
+        receivers,
     }
 }
 
-/// How often each identifier follows a `.` in `text` (`x.name`; not `..` nor a number's
-/// fraction), by [`ident_hash`], sorted by hash.
-fn attribute_uses(text: &str) -> Vec<(u64, u32)> {
-    let mut counts: HashMap<u64, u32> = HashMap::new();
-    let b = text.as_bytes();
-    for (at, id) in crate::tokens::identifiers(text) {
-        if at >= 2
-            && b[at - 1] == b'.'
-            && (b[at - 2].is_ascii_alphanumeric() || matches!(b[at - 2], b'_' | b')' | b']'))
-        {
-            *counts.entry(ident_hash(id)).or_insert(0) += 1;
-        }
-    }
-    let mut v: Vec<(u64, u32)> = counts.into_iter().collect();
-    v.sort_unstable();
-    v
-}
+/// Members reached through receivers: (receiver's hash, member, uses), sorted.
+type ReceiverUses = Vec<(u64, Box<str>, u32)>;
 
 /// Receivers whose members are not worth listing: the instance and the class themselves
 /// (their members are the enclosing class's), and one-letter names.
@@ -395,28 +381,38 @@ fn plain_receiver(name: &str) -> bool {
     name.len() >= 2 && !matches!(name, "self" | "cls" | "super")
 }
 
-/// Members of a file reached through a plain name (`app.route`, not `a.b.route` nor
-/// `f().route`), with how often, sorted by the receiver's [`ident_hash`].
-fn receiver_uses(text: &str) -> Vec<(u64, Box<str>, u32)> {
-    let mut counts: HashMap<(u64, &str), u32> = HashMap::new();
+/// Attribute uses (`x.name`) after a name, a call or an index, by [`ident_hash`]; and the
+/// members reached through a plain name (`app.route`, not `a.b.route` nor `f().route`),
+/// by the receiver's hash. One pass; both sorted by hash.
+fn member_uses(text: &str) -> (Vec<(u64, u32)>, ReceiverUses) {
+    let mut attrs: HashMap<u64, u32> = HashMap::new();
+    let mut receivers: HashMap<(u64, &str), u32> = HashMap::new();
     let b = text.as_bytes();
     let mut prev: Option<(usize, &str)> = None;
     for (at, id) in crate::tokens::identifiers(text) {
-        if let Some((p_at, p)) = prev {
-            let joined = p_at + p.len() + 1 == at && b[at - 1] == b'.';
-            let plain = p_at == 0 || !matches!(b[p_at - 1], b'.' | b'@');
-            if joined && plain && plain_receiver(p) && !id.starts_with('_') {
-                *counts.entry((ident_hash(p), id)).or_insert(0) += 1;
+        if at >= 2 && b[at - 1] == b'.' {
+            let before = b[at - 2];
+            if before.is_ascii_alphanumeric() || matches!(before, b'_' | b')' | b']') {
+                *attrs.entry(ident_hash(id)).or_insert(0) += 1;
+            }
+            if let Some((p_at, p)) = prev {
+                let joined = p_at + p.len() + 1 == at;
+                let plain = p_at == 0 || !matches!(b[p_at - 1], b'.' | b'@');
+                if joined && plain && plain_receiver(p) && !id.starts_with('_') {
+                    *receivers.entry((ident_hash(p), id)).or_insert(0) += 1;
+                }
             }
         }
         prev = Some((at, id));
     }
-    let mut v: Vec<(u64, Box<str>, u32)> = counts
+    let mut attrs: Vec<(u64, u32)> = attrs.into_iter().collect();
+    attrs.sort_unstable();
+    let mut receivers: ReceiverUses = receivers
         .into_iter()
         .map(|((r, m), n)| (r, Box::from(m), n))
         .collect();
-    v.sort_unstable();
-    v
+    receivers.sort_unstable();
+    (attrs, receivers)
 }
 
 /// Read and cut one file.
@@ -566,12 +562,13 @@ impl Index {
             *self.attr_uses.entry(h).or_insert(0) += n;
         }
         for (r, m, n) in &file.receivers {
-            *self
-                .receiver_uses
-                .entry(*r)
-                .or_default()
-                .entry(m.clone())
-                .or_insert(0) += n;
+            let members = self.receiver_uses.entry(*r).or_default();
+            match members.get_mut(m) {
+                Some(c) => *c += n,
+                None => {
+                    members.insert(m.clone(), *n);
+                }
+            }
         }
         self.by_path.insert(file.path.clone(), id);
         self.files.push(FileEntry {
