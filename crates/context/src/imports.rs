@@ -787,10 +787,19 @@ impl Imports {
                 text: text.join("\n"),
             });
         }
+        // The namespace of a module the code near the cursor reaches members of (`click.` in
+        // `@click.option(...)`), the names the workspace uses most (before the definitions:
+        // on click, recall 0.45 with it last, 0.53 here).
+        if let Some(c) = r.module_near(&imports, q) {
+            if seen.insert((c.path.clone(), String::new())) {
+                out.push(c);
+            }
+        }
         // Members of the classes the code near the cursor reaches through a variable.
         for (file, def, text) in r.receiver_listings(&imports, q) {
-            // Keyed apart from the class's own summary, which may follow.
-            if seen.insert((file.clone(), format!("{def}:members"))) {
+            // The listing stands for the class: its summary (docstrings, signatures) would
+            // take budget that other snippets use.
+            if seen.insert((file.clone(), def)) {
                 out.push(Candidate {
                     source: Source::Imports,
                     score: 1.2,
@@ -803,9 +812,6 @@ impl Imports {
         if imports.is_empty() {
             return out;
         }
-        // Last, the namespace of a module the code near the cursor reaches members of
-        // (`click.` in `@click.option(...)`), the names the workspace uses most.
-        let module = r.module_near(&imports, q);
         for (distance, chain) in chains_near(q.near, q.cursor) {
             if out.len() >= MAX_DEFINITIONS {
                 break;
@@ -825,11 +831,6 @@ impl Imports {
                         text: def.summary.clone(),
                     });
                 }
-            }
-        }
-        if let Some(c) = module {
-            if seen.insert((c.path.clone(), String::new())) {
-                out.push(c);
             }
         }
         out
