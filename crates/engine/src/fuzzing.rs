@@ -35,16 +35,19 @@ impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
         if let Some(dir) = self.path.parent() {
-            // Fails while another thread's file is still there; the last one removes it.
             let _ = std::fs::remove_dir(dir);
         }
     }
 }
 
 fn scratch(ext: &str, data: &[u8]) -> Scratch {
-    let dir = std::env::temp_dir().join(format!("copilot-fuzz-{}", std::process::id()));
+    // A folder per thread: with one per process, one thread removing it as another made
+    // sure it existed failed the second (`create_dir_all`: "File exists"; seen once in the
+    // corpus replay, whose two tests run on two threads).
+    let thread = format!("{:?}", std::thread::current().id()).replace(['(', ')'], "");
+    let dir = std::env::temp_dir().join(format!("copilot-fuzz-{}-{thread}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("scratch directory");
-    let path = dir.join(format!("{:?}.{ext}", std::thread::current().id()).replace(['(', ')'], ""));
+    let path = dir.join(format!("input.{ext}"));
     std::fs::write(&path, data).expect("scratch file");
     Scratch { path }
 }
