@@ -1283,23 +1283,27 @@ const RECEIVER_MEMBERS: usize = 24;
 /// Bases followed at most, deep.
 const BASE_DEPTH: usize = 3;
 
-/// A class's members as one listing: its signature line, then its public members and
-/// those of its bases, most derived first, filtered by `partial`.
-fn member_listing(signature: &str, names: &[String], partial: &str) -> Option<String> {
-    let names: Vec<&str> = names
+/// The names of `names` that start with `partial`, at most `max`, as comma-separated lines
+/// of at most [`NAMESPACE_LINE_CHARS`]: the first begins with `first`, the others with
+/// `next`. `None` when no name matches.
+fn name_lines(
+    names: &[String],
+    partial: &str,
+    max: usize,
+    first: &str,
+    next: &str,
+) -> Option<String> {
+    let mut matching = names
         .iter()
-        .map(String::as_str)
         .filter(|n| n.starts_with(partial))
-        .take(MEMBER_NAMES)
-        .collect();
-    if names.is_empty() {
-        return None;
-    }
-    let mut lines = vec![signature.to_string()];
-    let mut line = String::from("    members:");
-    for n in names {
+        .take(max)
+        .peekable();
+    matching.peek()?;
+    let mut lines = Vec::new();
+    let mut line = first.to_string();
+    for n in matching {
         if line.len() + n.len() + 2 > NAMESPACE_LINE_CHARS {
-            lines.push(std::mem::replace(&mut line, String::from("   ")));
+            lines.push(std::mem::replace(&mut line, next.to_string()));
         }
         line.push(' ');
         line.push_str(n);
@@ -1309,29 +1313,17 @@ fn member_listing(signature: &str, names: &[String], partial: &str) -> Option<St
     Some(lines.join("\n"))
 }
 
+/// A class's members as one listing: its signature line, then its public members and
+/// those of its bases, most derived first, filtered by `partial`.
+fn member_listing(signature: &str, names: &[String], partial: &str) -> Option<String> {
+    let members = name_lines(names, partial, MEMBER_NAMES, "    members:", "   ")?;
+    Some(format!("{signature}\n{members}"))
+}
+
 /// The members the workspace reaches through `head`, as `head: a, b, c` lines.
 fn receiver_listing(head: &str, members: &[String], partial: &str) -> Option<String> {
-    let names: Vec<&str> = members
-        .iter()
-        .map(String::as_str)
-        .filter(|n| n.starts_with(partial))
-        .take(RECEIVER_MEMBERS)
-        .collect();
-    if names.is_empty() {
-        return None;
-    }
-    let mut lines = Vec::new();
-    let mut line = format!("{head}:");
-    for n in names {
-        if line.len() + n.len() + 2 > NAMESPACE_LINE_CHARS {
-            lines.push(std::mem::replace(&mut line, format!("{head}:")));
-        }
-        line.push(' ');
-        line.push_str(n);
-        line.push(',');
-    }
-    lines.push(line.trim_end_matches(',').to_string());
-    Some(lines.join("\n"))
+    let first = format!("{head}:");
+    name_lines(members, partial, RECEIVER_MEMBERS, &first, &first)
 }
 
 fn is_class(d: &Definition) -> bool {
