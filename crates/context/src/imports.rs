@@ -676,12 +676,16 @@ pub struct ImportQuery<'a> {
     /// of members show the most used first.
     pub uses: &'a dyn Fn(&str) -> u32,
     /// The members the rest of the workspace reaches through a name (`app.` gives
-    /// `test_client`, `route`, ...), most used first, with the file that uses them most.
+    /// `test_client`, `route`, ...) that start with what is typed, most used first, with
+    /// the file that uses them most.
     pub receiver_members: &'a ReceiverMembers<'a>,
+    /// The other files of the workspace whose top level defines a name.
+    pub defined_in: &'a dyn Fn(&str) -> Vec<PathBuf>,
 }
 
-/// The members the workspace reaches through a name, with the file using them most.
-pub type ReceiverMembers<'a> = dyn Fn(&str) -> (Option<PathBuf>, Vec<String>) + 'a;
+/// The members the workspace reaches through a name (the first argument) that start with
+/// the second, with the file using them most.
+pub type ReceiverMembers<'a> = dyn Fn(&str, &str) -> (Option<PathBuf>, Vec<String>) + 'a;
 
 impl Imports {
     /// A gatherer for Python.
@@ -765,6 +769,11 @@ impl Imports {
         if let Some(c) = r.namespace_at_cursor(&imports, q) {
             seen.insert((c.path.clone(), String::new()));
             out.push(c);
+        }
+        // On an import line: the names the file uses but has not imported, and where the
+        // workspace defines them (`from .exceptions import UsageError`).
+        if in_import_statement(q.text, q.near_start + q.cursor) {
+            out.extend(unimported(q, &imports));
         }
         // The file's own imports that the window no longer shows: the names it has at hand.
         let above = imports_above(q.text, q.window_start);
@@ -1130,6 +1139,208 @@ fn imports_above(text: &str, window_start: usize) -> Vec<(usize, String)> {
     out
 }
 
+/// The name typed so far when the cursor's line begins a method in a class body
+/// (`    de|`, `    def lo|`), else `None`.
+fn method_being_defined(before: &str) -> Option<&str> {
+    let line = &before[before.rfind('\n').map_or(0, |i| i + 1)..];
+    let t = line.trim_start();
+    if t.len() == line.len() || t.is_empty() {
+        return None;
+    }
+    if "def ".starts_with(t) || "async def ".starts_with(t) {
+        return Some("");
+    }
+    let name = t
+        .strip_prefix("def ")
+        .or_else(|| t.strip_prefix("async def "))?;
+    name.bytes().all(is_ident_byte).then_some(name)
+}
+
+/// Whether the cursor at `at` is in an import statement: `from`/`import` begun on its line
+/// (`fro|`, `from .x im|`), a parenthesised `from m import (` continued, or a fresh line
+/// right after an import.
+fn in_import_statement(text: &str, at: usize) -> bool {
+    let Some(before) = text.get(..at) else {
+        return false;
+    };
+    let ls = before.rfind('\n').map_or(0, |i| i + 1);
+    let t = before[ls..].trim_start();
+    if t.starts_with("from ") || t.starts_with("import ") {
+        return true;
+    }
+    if !t.is_empty() && ("from ".starts_with(t) || "import ".starts_with(t)) {
+        return true;
+    }
+    let above = &before[..ls];
+    // Inside `from m import (` not closed since.
+    for l in above.lines().rev().take(40) {
+        let lt = l.trim_start();
+        if l.contains(')') {
+            break;
+        }
+        if lt.starts_with("from ") {
+            if l.contains("import (") {
+                return true;
+            }
+            break;
+        }
+        if !lt.is_empty() && lt.len() == l.len() {
+            break;
+        }
+    }
+    t.is_empty()
+        && above
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .is_some_and(|l| l.starts_with("from ") || l.starts_with("import "))
+}
+
+/// Names the unimported listing shows at most.
+const UNIMPORTED_NAMES: usize = 24;
+
+/// The identifiers `text` binds itself: `def`/`class` names, assignment targets, names
+/// after `as`, `for`, `import` (and in a `from m import` list), and parameters (a name
+/// after `(`, `,` or `*` on a `def` line).
+fn bound_names(text: &str) -> HashSet<&str> {
+    let mut out = HashSet::new();
+    for line in text.lines() {
+        let t = line.trim_start();
+        let is_def = t.starts_with("def ") || t.starts_with("async def ");
+        let is_import = t.starts_with("import ") || t.starts_with("from ");
+        let b = line.as_bytes();
+        let mut prev_word = "";
+        for (at, id) in crate::tokens::identifiers(line) {
+            let before = line[..at].trim_end();
+            let after = line[at + id.len()..].trim_start();
+            let assigned = !is_def
+                && ((after.starts_with('=') && !after.starts_with("=="))
+                    || (after.starts_with(':') && before.is_empty()));
+            let param = is_def && matches!(before.as_bytes().last(), Some(b'(' | b',' | b'*'));
+            let dotted = at > 0 && b[at - 1] == b'.';
+            if !dotted
+                && (assigned
+                    || param
+                    || is_import
+                    || matches!(prev_word, "def" | "class" | "as" | "for" | "global"))
+            {
+                out.insert(id);
+            }
+            prev_word = id;
+        }
+    }
+    out
+}
+
+/// Where `file` is imported from, seen from `doc`: relative within one package tree
+/// (`.exceptions`, `..app`), else absolute (`flask.sessions`); a file outside any package
+/// by its stem.
+fn import_spelling(doc: &Path, file: &Path) -> String {
+    fn packages(p: &Path) -> (PathBuf, Vec<String>) {
+        let mut parts = Vec::new();
+        let mut dir = p.parent();
+        while let Some(d) = dir {
+            if !d.join("__init__.py").is_file() {
+                break;
+            }
+            parts.push(
+                d.file_name()
+                    .map_or(String::new(), |n| n.to_string_lossy().into()),
+            );
+            dir = d.parent();
+        }
+        parts.reverse();
+        (dir.map(Path::to_path_buf).unwrap_or_default(), parts)
+    }
+    let (root, mut module) = packages(file);
+    let stem = file
+        .file_stem()
+        .map_or(String::new(), |s| s.to_string_lossy().into());
+    if stem != "__init__" {
+        module.push(stem);
+    }
+    let (doc_root, doc_pkg) = packages(doc);
+    if root == doc_root && !doc_pkg.is_empty() && module.first() == doc_pkg.first() {
+        let common = doc_pkg
+            .iter()
+            .zip(&module)
+            .take_while(|(a, b)| a == b)
+            .count();
+        let dots = ".".repeat(doc_pkg.len() - common + 1);
+        return format!("{dots}{}", module[common..].join("."));
+    }
+    module.join(".")
+}
+
+/// The names `q`'s file uses but neither binds nor imports and another file of the
+/// workspace defines at its top level, as `from M import a, b` lines, most used first:
+/// what an import line being typed is likely to bring in.
+fn unimported(q: &ImportQuery, imports: &[Import]) -> Option<Candidate> {
+    let bound = bound_names(q.text);
+    let b = q.text.as_bytes();
+    let mut uses: HashMap<&str, (usize, usize)> = HashMap::new();
+    for (at, id) in crate::tokens::identifiers(q.text) {
+        if (at > 0 && b[at - 1] == b'.')
+            || id.len() < 2
+            || bound.contains(id)
+            || crate::tokens::is_stop_word(id)
+            || imports.iter().any(|i| i.local == id)
+        {
+            continue;
+        }
+        let n = uses.len();
+        uses.entry(id).or_insert((0, n)).0 += 1;
+    }
+    let mut names: Vec<(&str, (usize, usize))> = uses.into_iter().collect();
+    names.sort_by_key(|(_, (n, first))| (std::cmp::Reverse(*n), *first));
+    let doc_dir = q.path.parent().unwrap_or(Path::new(""));
+    let mut by_file: Vec<(PathBuf, Vec<&str>)> = Vec::new();
+    let mut listed = 0;
+    for (name, _) in names {
+        if listed >= UNIMPORTED_NAMES {
+            break;
+        }
+        // Of several definers, the one nearest the document's folder, then one in a
+        // package (importable by a dotted name).
+        let Some(file) = (q.defined_in)(name).into_iter().min_by_key(|f| {
+            let shared = f
+                .components()
+                .zip(doc_dir.components())
+                .take_while(|(a, b)| a == b)
+                .count();
+            let package = f.parent().is_some_and(|d| d.join("__init__.py").is_file());
+            (std::cmp::Reverse(shared), !package)
+        }) else {
+            continue;
+        };
+        listed += 1;
+        match by_file.iter_mut().find(|(f, _)| *f == file) {
+            Some((_, v)) => v.push(name),
+            None => by_file.push((file, vec![name])),
+        }
+    }
+    if by_file.is_empty() {
+        return None;
+    }
+    let text: Vec<String> = by_file
+        .iter()
+        .map(|(f, names)| {
+            format!(
+                "from {} import {}",
+                import_spelling(q.path, f),
+                names.join(", ")
+            )
+        })
+        .collect();
+    Some(Candidate {
+        source: Source::Imports,
+        score: 2.0,
+        path: q.path.to_path_buf(),
+        start_line: 0,
+        text: text.join("\n"),
+    })
+}
+
 /// A dotted name at the start of `s` (`a.b.C`), and what follows it.
 fn leading_chain(s: &str) -> (Vec<&str>, &str) {
     let mut chain = Vec::new();
@@ -1425,6 +1636,10 @@ impl Resolution<'_> {
                 heads.push((chain[0], partial));
             }
         }
+        // A method being defined in a class body: the bases' members it may override.
+        if let Some(partial) = method_being_defined(before) {
+            heads.push(("self", partial));
+        }
         for (_, chain) in chains_near(q.near, q.cursor) {
             if chain.len() >= 2 && !heads.iter().any(|(h, _)| *h == chain[0]) {
                 heads.push((chain[0], ""));
@@ -1432,36 +1647,47 @@ impl Resolution<'_> {
         }
         let at = q.near_start + q.cursor;
         let mut out = Vec::new();
-        for (head, partial) in heads
-            .into_iter()
-            .filter(|(h, _)| !imports.iter().any(|i| i.local == *h))
-            .take(RECEIVERS)
-        {
-            let types: Vec<Vec<&str>> = if head == "self" || head == "cls" {
-                enclosing_class_bases(q.text, at)
+        let mut looked = 0;
+        for (head, partial) in heads {
+            if looked >= RECEIVERS {
+                break;
+            }
+            let imported = imports.iter().any(|i| i.local == head);
+            let mut classes: Vec<(PathBuf, Definition)> = Vec::new();
+            if imported {
+                // An imported variable bound to a class where it is defined
+                // (`app = Flask(__name__)`, `current_app: "Flask" = LocalProxy(...)`); any
+                // other imported name is the definitions' and namespaces' to show.
+                classes = self.imported_instance(imports, head, q.path);
+                if classes.is_empty() {
+                    continue;
+                }
             } else {
-                bound_class(q.text, at, head).into_iter().collect()
-            };
+                let types: Vec<Vec<&str>> = if head == "self" || head == "cls" {
+                    enclosing_class_bases(q.text, at)
+                } else {
+                    bound_class(q.text, at, head).into_iter().collect()
+                };
+                for t in &types {
+                    let mut found = Vec::new();
+                    self.chain(imports, t, q.path, &mut found);
+                    classes.extend(found.into_iter().filter(|(_, d)| is_class(d)));
+                }
+            }
+            looked += 1;
             let mut names: Vec<String> = Vec::new();
             let mut seen: HashSet<String> = HashSet::new();
             let mut visited: HashSet<(PathBuf, String)> = HashSet::new();
             let mut first: Option<(PathBuf, Definition)> = None;
-            for t in &types {
-                let mut found = Vec::new();
-                self.chain(imports, t, q.path, &mut found);
-                for (file, def) in found
-                    .into_iter()
-                    .filter(|(f, d)| *f != q.path && is_class(d))
-                {
-                    self.class_members(&file, &def, 0, &mut visited, &mut names, &mut seen);
-                    first.get_or_insert((file, def));
-                }
+            for (file, def) in classes.into_iter().filter(|(f, _)| *f != q.path) {
+                self.class_members(&file, &def, 0, &mut visited, &mut names, &mut seen);
+                first.get_or_insert((file, def));
             }
             let Some((file, def)) = first else {
-                // Not bound here to a class we know (a test's fixture, a parameter): how the
-                // workspace uses the name.
-                if types.is_empty() && head != "self" && head != "cls" {
-                    let (file, members) = (q.receiver_members)(head);
+                // Not bound here to a class we know (a test's fixture, a parameter, the
+                // result of a function): how the workspace uses the name.
+                if head != "self" && head != "cls" {
+                    let (file, members) = (q.receiver_members)(head, partial);
                     if let (Some(file), Some(text)) =
                         (file, receiver_listing(head, &members, partial))
                     {
@@ -1477,6 +1703,64 @@ impl Resolution<'_> {
             }
         }
         out
+    }
+
+    /// The classes an imported name's definition binds it to: `name = C(...)` or
+    /// `name: C = ...` in the module that defines it, `C` looked up there.
+    fn imported_instance(
+        &self,
+        imports: &[Import],
+        name: &str,
+        from: &Path,
+    ) -> Vec<(PathBuf, Definition)> {
+        let mut found = Vec::new();
+        self.chain(imports, &[name], from, &mut found);
+        let mut out = Vec::new();
+        for (file, def) in found {
+            // A module-level assignment's summary is its line (`app = Flask(__name__)`);
+            // a function's or a class's begins with `def`, `class` or a decorator.
+            let Some(rest) = def
+                .summary
+                .lines()
+                .next()
+                .and_then(|l| l.strip_prefix(def.name.as_str()))
+            else {
+                continue;
+            };
+            let rest = rest.trim_start();
+            let chain = if let Some(ann) = rest.strip_prefix(':') {
+                annotated_class(ann)
+            } else if let Some(rhs) = rest.strip_prefix('=') {
+                let (chain, after) = leading_chain(rhs.trim_start());
+                after.starts_with('(').then_some(chain)
+            } else {
+                None
+            };
+            if let Some(chain) = chain.filter(|c| !c.is_empty()) {
+                out.extend(self.class_in(&file, &chain));
+            }
+        }
+        out
+    }
+
+    /// The class a dotted name means in the module `file`: its own class, or one it
+    /// imports.
+    fn class_in(&self, file: &Path, chain: &[&str]) -> Vec<(PathBuf, Definition)> {
+        let Some(outline) = self.imports.outline(file, self.files, self.said) else {
+            return Vec::new();
+        };
+        let mut found = Vec::new();
+        match outline
+            .definitions
+            .iter()
+            .rev()
+            .find(|d| chain.len() == 1 && d.name == chain[0] && is_class(d))
+        {
+            Some(d) => found.push((file.to_path_buf(), d.clone())),
+            None => self.chain(&outline.imports, chain, file, &mut found),
+        }
+        found.retain(|(_, d)| is_class(d));
+        found
     }
 
     /// The public members of the class `def` of `file`, then those of its bases.
@@ -1505,9 +1789,6 @@ impl Resolution<'_> {
         else {
             return;
         };
-        let Some(outline) = self.imports.outline(file, self.files, self.said) else {
-            return;
-        };
         for base in top_level_args(args)
             .into_iter()
             .filter(|a| !a.contains('='))
@@ -1516,17 +1797,7 @@ impl Resolution<'_> {
             if chain.is_empty() {
                 continue;
             }
-            let mut found = Vec::new();
-            match outline
-                .definitions
-                .iter()
-                .rev()
-                .find(|d| chain.len() == 1 && d.name == chain[0] && is_class(d))
-            {
-                Some(d) => found.push((file.to_path_buf(), d.clone())),
-                None => self.chain(&outline.imports, &chain, file, &mut found),
-            }
-            for (f, d) in found.into_iter().filter(|(_, d)| is_class(d)) {
+            for (f, d) in self.class_in(file, &chain) {
                 self.class_members(&f, &d, depth + 1, visited, names, seen);
             }
         }
@@ -1933,6 +2204,97 @@ mod tests {
         // What the window shows is not repeated; nothing above it, nothing to show.
         assert_eq!(imports_above(text, text.find("from .x").unwrap()).len(), 2);
         assert!(imports_above(text, 0).is_empty());
+    }
+
+    #[test]
+    fn import_lines_methods_being_defined_and_what_a_file_binds() {
+        // `|` marks the cursor.
+        let cases = [
+            ("fro|", true),
+            ("from .x im|", true),
+            ("import o|", true),
+            ("    from .y import (a,|", true),
+            ("from .core import (\n    Command,\n    Gr|", true),
+            ("from .core import (\n    Command,\n)\nx = Gr|", false),
+            ("import os\n|", true),
+            ("import os\n\nx = 1\n|", false),
+            ("x = f|", false),
+            ("def from_x(|", false),
+            ("|", false),
+            ("    return fr|", false),
+        ];
+        for (marked, want) in cases {
+            let at = marked.find('|').unwrap();
+            let text = marked.replace('|', "");
+            assert_eq!(in_import_statement(&text, at), want, "{marked:?}");
+        }
+        let defs = [
+            ("class A(B):\n    de", Some("")),
+            ("class A(B):\n    def log_", Some("log_")),
+            ("class A(B):\n    async def ", Some("")),
+            ("class A(B):\n    def f(se", None),
+            ("de", None),
+            ("    return d", None),
+        ];
+        for (before, want) in defs {
+            assert_eq!(method_being_defined(before), want, "{before:?}");
+        }
+        let text = "from .x import a, b as c\nimport os\nclass K(Base):\n    n: int = 1\n\
+                    def f(p, *args, q: Type = D, **kw) -> R:\n    v = use(p, E)\n    \
+                    for i in it:\n        o.attr = F\n    with g() as w:\n        pass\n";
+        let bound = bound_names(text);
+        for n in [
+            "a", "b", "c", "os", "K", "n", "f", "p", "args", "q", "kw", "v", "i", "w",
+        ] {
+            assert!(bound.contains(n), "{n}");
+        }
+        // Uses, annotations, defaults, bases and attribute stores bind nothing.
+        for n in ["Base", "Type", "D", "R", "use", "E", "it", "attr", "F", "g"] {
+            assert!(!bound.contains(n), "{n}");
+        }
+    }
+
+    #[test]
+    fn import_spelling_is_relative_inside_a_package_and_absolute_across() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = dir.path();
+        for d in ["src/flask/sansio", "tests"] {
+            std::fs::create_dir_all(r.join(d)).unwrap();
+        }
+        for f in ["src/flask/__init__.py", "src/flask/sansio/__init__.py"] {
+            std::fs::write(r.join(f), "").unwrap();
+        }
+        let at = |p: &str| r.join(p);
+        let cases = [
+            (
+                "src/flask/debughelpers.py",
+                "src/flask/sansio/scaffold.py",
+                ".sansio.scaffold",
+            ),
+            (
+                "src/flask/sansio/blueprints.py",
+                "src/flask/app.py",
+                "..app",
+            ),
+            (
+                "src/flask/app.py",
+                "src/flask/sansio/__init__.py",
+                ".sansio",
+            ),
+            (
+                "tests/test_reqctx.py",
+                "src/flask/sessions.py",
+                "flask.sessions",
+            ),
+            ("src/flask/app.py", "tests/conftest.py", "conftest"),
+        ];
+        for (doc, file, want) in cases {
+            assert_eq!(
+                import_spelling(&at(doc), &at(file)),
+                want,
+                "{doc} <- {file}"
+            );
+        }
     }
 
     #[test]

@@ -131,6 +131,8 @@ struct FileEntry {
     attrs: Vec<(u64, u32)>,
     /// Its members reached through named receivers (see [`PreparedFile`]); empty once dead.
     receivers: Vec<(u64, Box<str>, u32)>,
+    /// The names it defines at its top level (see [`PreparedFile`]); empty once dead.
+    defs: Vec<u64>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -170,6 +172,9 @@ pub struct PreparedFile {
     /// How often each member is reached through a plain name (`app.route`: receiver
     /// `app` by [`ident_hash`], member `route`), sorted by receiver.
     receivers: Vec<(u64, Box<str>, u32)>,
+    /// The names a Python file defines at its top level (`def f`, `class C`, `X = ...`,
+    /// `X: T = ...`), by [`ident_hash`], sorted, each once.
+    defs: Vec<u64>,
 }
 
 #[derive(Debug)]
@@ -195,6 +200,8 @@ pub struct Index {
     attr_uses: HashMap<u64, u32>,
     /// Members reached through each receiver name over the live files.
     receiver_uses: HashMap<u64, HashMap<Box<str>, u32>>,
+    /// The live files defining each top-level name.
+    definers: HashMap<u64, Vec<u32>>,
 }
 
 /// A value that changes when a file does: its length and modification time.
@@ -363,13 +370,59 @@ pub fn prepare_text(path: &Path, stamp: u64, text: &str) -> PreparedFile {
         })
         .collect();
     let (attrs, receivers) = member_uses(text);
+    let defs = match path.extension().and_then(|e| e.to_str()) {
+        Some("py" | "pyi") => top_level_names(text),
+        _ => Vec::new(),
+    };
     PreparedFile {
         path: path.to_path_buf(),
         stamp,
         chunks,
         attrs,
         receivers,
+        defs,
     }
+}
+
+/// The names a Python module defines at its top level, by [`ident_hash`], sorted: `def f`,
+/// `async def f`, `class C`, `X = ...` and `X: T = ...` at column 0. A line scan, not a
+/// parse: the index reads every file of the workspace, and tree-sitter would cost several
+/// times the whole cut (`definition_lines` is for the files a request asks about).
+fn top_level_names(text: &str) -> Vec<u64> {
+    let mut out: Vec<u64> = Vec::new();
+    for line in text.lines() {
+        let rest = line
+            .strip_prefix("def ")
+            .or_else(|| line.strip_prefix("async def "))
+            .or_else(|| line.strip_prefix("class "));
+        let (name, after) = match rest {
+            Some(r) => {
+                let n = r
+                    .bytes()
+                    .take_while(|b| b.is_ascii_alphanumeric() || *b == b'_')
+                    .count();
+                (&r[..n], "")
+            }
+            None => {
+                let n = line
+                    .bytes()
+                    .take_while(|b| b.is_ascii_alphanumeric() || *b == b'_')
+                    .count();
+                (&line[..n], line[n..].trim_start_matches([' ', '\t']))
+            }
+        };
+        if name.is_empty() || name.as_bytes()[0].is_ascii_digit() {
+            continue;
+        }
+        let assigned = (after.starts_with('=') && !after.starts_with("=="))
+            || (after.starts_with(':') && !after.starts_with(":="));
+        if rest.is_some() || assigned {
+            out.push(crate::tokens::ident_hash(name));
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
 }
 
 /// Members reached through receivers: (receiver's hash, member, uses), sorted.
@@ -397,7 +450,7 @@ fn member_uses(text: &str) -> (Vec<(u64, u32)>, ReceiverUses) {
             }
             if let Some((p_at, p)) = prev {
                 let joined = p_at + p.len() + 1 == at;
-                let plain = p_at == 0 || !matches!(b[p_at - 1], b'.' | b'@');
+                let plain = p_at == 0 || b[p_at - 1] != b'.';
                 if joined && plain && plain_receiver(p) && !id.starts_with('_') {
                     *receivers.entry((ident_hash(p), id)).or_insert(0) += 1;
                 }
@@ -452,12 +505,28 @@ impl Index {
         all.saturating_sub(own)
     }
 
-    /// The members the workspace reaches through the name `receiver` (`app.route`), most
-    /// used first, at most `k`, leaving out the uses in `except`; with the file that uses
-    /// the name's members most (`except` left out).
+    /// The files other than `except` whose top level defines `name` (Python: `def`,
+    /// `class`, an assignment), in the order they were indexed.
+    pub fn defined_in(&self, name: &str, except: &Path) -> Vec<PathBuf> {
+        self.definers
+            .get(&ident_hash(name))
+            .map(|ids| {
+                ids.iter()
+                    .map(|&i| &self.files[i as usize])
+                    .filter(|f| f.alive && f.path != except)
+                    .map(|f| f.path.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The members the workspace reaches through the name `receiver` (`app.route`) that
+    /// start with `partial`, most used first, at most `k`, leaving out the uses in
+    /// `except`; with the file that uses the name's members most (`except` left out).
     pub fn receiver_members(
         &self,
         receiver: &str,
+        partial: &str,
         except: &Path,
         k: usize,
     ) -> (Option<PathBuf>, Vec<(String, u32)>) {
@@ -477,6 +546,7 @@ impl Index {
             .unwrap_or(&[]);
         let mut members: Vec<(String, u32)> = all
             .iter()
+            .filter(|(m, _)| m.starts_with(partial))
             .filter_map(|(m, &n)| {
                 let mine = own.iter().find(|(_, o, _)| o == m).map_or(0, |o| o.2);
                 let n = n.saturating_sub(mine);
@@ -530,6 +600,16 @@ impl Index {
                 .receiver_uses
                 .values()
                 .map(|m| 48 + m.keys().map(|k| 40 + k.len()).sum::<usize>())
+                .sum::<usize>()
+            + self
+                .files
+                .iter()
+                .map(|f| f.defs.capacity() * 8)
+                .sum::<usize>()
+            + self
+                .definers
+                .values()
+                .map(|v| 48 + v.capacity() * 4)
                 .sum::<usize>();
         postings + paths + attrs + self.chunks.capacity() * std::mem::size_of::<ChunkEntry>()
     }
@@ -570,6 +650,9 @@ impl Index {
                 }
             }
         }
+        for &h in &file.defs {
+            self.definers.entry(h).or_default().push(id);
+        }
         self.by_path.insert(file.path.clone(), id);
         self.files.push(FileEntry {
             path: file.path,
@@ -578,6 +661,7 @@ impl Index {
             alive: true,
             attrs: file.attrs,
             receivers: file.receivers,
+            defs: file.defs,
         });
     }
 
@@ -588,6 +672,14 @@ impl Index {
         };
         let f = &mut self.files[id as usize];
         f.alive = false;
+        for h in std::mem::take(&mut f.defs) {
+            if let std::collections::hash_map::Entry::Occupied(mut e) = self.definers.entry(h) {
+                e.get_mut().retain(|&x| x != id);
+                if e.get().is_empty() {
+                    e.remove();
+                }
+            }
+        }
         for (r, m, n) in std::mem::take(&mut f.receivers) {
             if let Some(members) = self.receiver_uses.get_mut(&r) {
                 if let Some(c) = members.get_mut(&m) {
@@ -991,7 +1083,7 @@ mod tests {
     #[test]
     fn members_used_through_a_name_are_counted_per_file_and_leave_with_it() {
         let mut idx = Index::default();
-        let t = "def test_a(app):\n    c = app.test_client()\n    app.route('/')\n    app.test_client()\n    x.app.hidden()\n    self.own()\n    app._private\n";
+        let t = "def test_a(app):\n    c = app.test_client()\n    @app.route('/')\n    def i(): pass\n    app.test_client()\n    x.app.hidden()\n    self.own()\n    app._private\n";
         idx.add(prepare_text(Path::new("/tests/test_a.py"), 1, t));
         idx.add(prepare_text(
             Path::new("/tests/test_b.py"),
@@ -999,9 +1091,9 @@ mod tests {
             "def test_b(app):\n    app.route('/b')\n    app.config['X'] = 1\n",
         ));
         let cur = Path::new("/tests/test_c.py");
-        let (top, m) = idx.receiver_members("app", cur, 10);
-        // Most used first; `x.app.hidden` is not reached through the name `app`, `self.`
-        // and private members are not listed.
+        let (top, m) = idx.receiver_members("app", "", cur, 10);
+        // Most used first (a decorator's `@app.route` is a use); `x.app.hidden` is not
+        // reached through the name `app`, `self.` and private members are not listed.
         assert_eq!(
             m,
             [
@@ -1011,9 +1103,14 @@ mod tests {
             ]
         );
         assert_eq!(top.as_deref(), Some(Path::new("/tests/test_a.py")));
-        assert!(idx.receiver_members("self", cur, 10).1.is_empty());
+        // What is typed after `app.` filters before the `k` most used are kept.
+        assert_eq!(
+            idx.receiver_members("app", "c", cur, 1).1,
+            [("config".to_string(), 1)]
+        );
+        assert!(idx.receiver_members("self", "", cur, 10).1.is_empty());
         // The document being completed does not count its own uses.
-        let (top, m) = idx.receiver_members("app", Path::new("/tests/test_a.py"), 10);
+        let (top, m) = idx.receiver_members("app", "", Path::new("/tests/test_a.py"), 10);
         assert_eq!(m, [("config".to_string(), 1), ("route".to_string(), 1)]);
         assert_eq!(top.as_deref(), Some(Path::new("/tests/test_b.py")));
         assert_eq!(idx.attribute_uses("test_client", cur), 2);
@@ -1024,7 +1121,7 @@ mod tests {
         );
         // A file's uses leave with it, and come back changed when it is indexed again.
         assert!(idx.remove(Path::new("/tests/test_a.py")));
-        assert_eq!(idx.receiver_members("app", cur, 10).1.len(), 2);
+        assert_eq!(idx.receiver_members("app", "", cur, 10).1.len(), 2);
         assert_eq!(idx.attribute_uses("test_client", cur), 0);
         idx.add(prepare_text(
             Path::new("/tests/test_b.py"),
@@ -1032,10 +1129,49 @@ mod tests {
             "def test_b(app):\n    app.run()\n",
         ));
         assert_eq!(
-            idx.receiver_members("app", cur, 10).1,
+            idx.receiver_members("app", "", cur, 10).1,
             [("run".to_string(), 1)]
         );
         assert!(idx.attr_uses.keys().all(|h| *h == ident_hash("run")));
+    }
+
+    #[test]
+    fn top_level_definitions_are_found_by_name_and_leave_with_their_file() {
+        let a = "import os\nclass Session(Base):\n    def close(self): pass\n\
+                 def helper(x):\n    y = 1\nasync def fetch(): pass\n\
+                 T_co = t.TypeVar('T_co')\nctx: Ctx = make()\nif x == 1:\n    pass\n\
+                 x.y = 2\nprint(x)\n";
+        let names = top_level_names(a);
+        for n in ["Session", "helper", "fetch", "T_co", "ctx"] {
+            assert!(names.contains(&ident_hash(n)), "{n}");
+        }
+        // Nested definitions, comparisons, attribute stores and calls define nothing here.
+        for n in ["close", "y", "x", "print", "os", "if"] {
+            assert!(!names.contains(&ident_hash(n)), "{n}");
+        }
+        let mut idx = Index::default();
+        idx.add(prepare_text(Path::new("/w/a.py"), 1, a));
+        idx.add(prepare_text(
+            Path::new("/w/b.py"),
+            1,
+            "def helper():\n    pass\n",
+        ));
+        idx.add(prepare_text(Path::new("/w/n.md"), 1, "helper = 1\n"));
+        let me = Path::new("/w/c.py");
+        assert_eq!(
+            idx.defined_in("helper", me),
+            [PathBuf::from("/w/a.py"), PathBuf::from("/w/b.py")]
+        );
+        assert_eq!(
+            idx.defined_in("helper", Path::new("/w/a.py")),
+            [PathBuf::from("/w/b.py")]
+        );
+        assert!(idx.remove(Path::new("/w/a.py")));
+        assert_eq!(idx.defined_in("helper", me), [PathBuf::from("/w/b.py")]);
+        assert!(idx.defined_in("Session", me).is_empty());
+        idx.add(prepare_text(Path::new("/w/b.py"), 2, "x = 1\n"));
+        assert!(idx.defined_in("helper", me).is_empty());
+        assert!(idx.definers.keys().all(|h| *h == ident_hash("x")));
     }
 
     #[test]

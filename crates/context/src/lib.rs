@@ -621,11 +621,18 @@ impl Workspace {
                 open: &open,
                 said: &self.said,
             };
+            // Excluded before index, the order `index_candidates` takes them in.
+            let excluded = self.excluded.read().expect("excluded lock");
             let idx = self.index.read().expect("index lock");
             let uses = |name: &str| idx.attribute_uses(name, doc);
-            let receiver_members = |name: &str| {
-                let (file, members) = idx.receiver_members(name, doc, RECEIVER_MEMBERS);
+            let receiver_members = |name: &str, partial: &str| {
+                let (file, members) = idx.receiver_members(name, partial, doc, RECEIVER_MEMBERS);
                 (file, members.into_iter().map(|(m, _)| m).collect())
+            };
+            let defined_in = |name: &str| {
+                let mut v = idx.defined_in(name, doc);
+                v.retain(|p| !excluded.contains(p));
+                v
             };
             let q = imports::ImportQuery {
                 path: doc,
@@ -637,6 +644,7 @@ impl Workspace {
                 roots: &roots,
                 uses: &uses,
                 receiver_members: &receiver_members,
+                defined_in: &defined_in,
             };
             lists.push(self.imports.gather(&q, &files, &self.said));
         }

@@ -280,6 +280,105 @@ fn members_reached_through_variables_and_the_imports_above_the_window_are_listed
 }
 
 #[test]
+fn an_import_line_lists_the_unimported_names_and_instances_show_their_class() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    write(root, "pkg/__init__.py", "");
+    write(
+        root,
+        "pkg/errors.py",
+        "class UsageError(Exception):\n    pass\n\ndef fail(msg):\n    raise UsageError(msg)\n",
+    );
+    write(
+        root,
+        "pkg/app.py",
+        "class App:\n    def route(self, rule):\n        pass\n    def run(self):\n        pass\n\n\
+         app = App()\ncurrent: \"App\" = make_proxy()\n",
+    );
+    write(root, "other/errors.py", "def fail():\n    pass\n");
+    // `@app.route` counts as a use of `app`'s member: how the tests reach the fixture.
+    write(
+        root,
+        "tests/test_a.py",
+        "def test_a(app):\n    @app.route('/')\n    def index(): pass\n    app.teardown(f)\n",
+    );
+    let ws = Workspace::with_virtualenv(
+        root.to_path_buf(),
+        settings(Sources::only(Source::Imports)),
+        None,
+    );
+    ws.build_index(&|_| {}, &AtomicBool::new(false)).unwrap();
+    let listing = |rel: &str, text: &str| -> Vec<(String, String)> {
+        import_texts(&ask(&ws, &root.join(rel), text))
+            .into_iter()
+            .map(|(p, t)| (p.to_string(), t.to_string()))
+            .collect()
+    };
+    // An import line being typed: what the file uses but has not imported, spelled as the
+    // file would import it; names it binds itself (`helper`, the parameter `msg`) and the
+    // ones it imports are not listed; of two definers, the one nearest the file.
+    let body = "\ndef helper(msg):\n    fail(msg)\n    raise UsageError(msg)\n\nhelper(App)\n";
+    let got = listing(
+        "pkg/cli.py",
+        &format!("import os\nfrom .app import App\nfro$0\n{body}"),
+    );
+    assert!(
+        got.contains(&(
+            "pkg/cli.py".into(),
+            "from .errors import fail, UsageError".into()
+        )),
+        "{got:#?}"
+    );
+    let got = listing("tests/test_cli.py", &format!("im$0\n{body}"));
+    assert!(
+        got.iter().any(
+            |(_, t)| t.contains("from pkg.errors import fail, UsageError")
+                && t.contains("from pkg.app import App")
+        ),
+        "{got:#?}"
+    );
+    // Not on an import line: no such listing.
+    let got = listing("pkg/cli2.py", &format!("x = fa$0\n{body}"));
+    assert!(got.iter().all(|(_, t)| !t.contains("import")), "{got:#?}");
+    // An imported instance (`app = App()`, `current: "App"` where they are defined): its
+    // class's members.
+    for name in ["app", "current"] {
+        let got = listing(
+            "main.py",
+            &format!("from pkg.app import {name}\n\n{name}.r$0"),
+        );
+        assert!(
+            got.contains(&(
+                "pkg/app.py".into(),
+                "class App:\n    members: route, run".into()
+            )),
+            "{name}: {got:#?}"
+        );
+    }
+    // A method being defined in a subclass: the base's members it may override.
+    let got = listing(
+        "sub.py",
+        "from pkg.app import App\n\nclass Mine(App):\n    def ru$0",
+    );
+    assert!(
+        got.contains(&("pkg/app.py".into(), "class App:\n    members: run".into())),
+        "{got:#?}"
+    );
+    // A fixture reached through a decorator, filtered by what is typed before the most
+    // used are kept.
+    let got = listing("tests/test_b.py", "def test_b(app):\n    app.te$0");
+    assert!(
+        got.contains(&("tests/test_a.py".into(), "app: teardown".into())),
+        "{got:#?}"
+    );
+    let got = listing("tests/test_c.py", "def test_c(app):\n    @app.$0");
+    assert!(
+        got.contains(&("tests/test_a.py".into(), "app: route, teardown".into())),
+        "{got:#?}"
+    );
+}
+
+#[test]
 fn src_layouts_and_the_virtualenv_resolve() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("proj");

@@ -19,15 +19,24 @@ use serde::Serialize;
 
 use crate::Task;
 
-/// Whether `t`'s target identifier `id` (at its first occurrence) is code rather than a
-/// word in a comment or a string, judged on the file with the target put back.
+/// Whether the needed identifier `id` (at its first occurrence in the cursor's line, from
+/// the cursor's identifier on) is code rather than a word in a comment or a string, judged
+/// on the file with the target put back.
 fn in_code(t: &Task, prose: &[std::ops::Range<usize>], id: &str) -> bool {
-    copilot_context::tokens::identifiers(&t.target)
-        .find(|(_, s)| *s == id)
+    let (start, line) = cursor_line(t);
+    copilot_context::tokens::identifiers(&line)
+        .find(|(at, s)| *s == id && at + s.len() > t.cursor - start)
         .is_none_or(|(at, _)| {
-            let at = t.cursor + at;
+            let at = start + at;
             !prose.iter().any(|r| r.contains(&at))
         })
+}
+
+/// Where the cursor's line starts, and the line as it was: what precedes the cursor on it
+/// and the held-out target.
+fn cursor_line(t: &Task) -> (usize, String) {
+    let start = t.text[..t.cursor].rfind('\n').map_or(0, |i| i + 1);
+    (start, format!("{}{}", &t.text[start..t.cursor], t.target))
 }
 
 /// Recall of one source (or all together).
@@ -87,18 +96,28 @@ fn idents(text: &str) -> HashSet<&str> {
         .collect()
 }
 
-/// The identifiers of `t`'s target that its window lacks and another file defines.
-pub fn needed<'t>(
-    t: &'t Task,
+/// The identifiers of `t`'s target that its window lacks and another file defines. An
+/// identifier the cursor splits counts whole (`get_te|xt_stderr()` needs `get_text_stderr`,
+/// not the tail `xt_stderr`): the line's identifiers are what the context must hold, and a
+/// tail that happens to name something else is not one of them.
+pub fn needed(
+    t: &Task,
     defined: &HashMap<String, HashSet<String>>,
     budget: PromptBudget,
     counter: &dyn TokenCounter,
-) -> Vec<&'t str> {
+) -> Vec<String> {
     let (prefix, suffix) = t.text.split_at(t.cursor);
     let (kept, _) = copilot_fim::budget::keep_tail(prefix, budget.prefix_tokens, counter);
     let (head, _) = copilot_fim::budget::keep_head(suffix, budget.suffix_tokens, counter);
     let window: HashSet<&str> = idents(kept).union(&idents(head)).copied().collect();
-    let mut out: Vec<&str> = idents(&t.target)
+    let (start, line) = cursor_line(t);
+    let typed = t.cursor - start;
+    let target: HashSet<&str> = copilot_context::tokens::identifiers(&line)
+        .filter(|(at, s)| at + s.len() > typed)
+        .map(|(_, s)| s)
+        .filter(|s| s.chars().count() >= 2 && !copilot_context::tokens::is_stop_word(s))
+        .collect();
+    let mut out: Vec<String> = target
         .into_iter()
         .filter(|id| !window.contains(id))
         .filter(|id| {
@@ -106,6 +125,7 @@ pub fn needed<'t>(
                 .get(*id)
                 .is_some_and(|files| files.iter().any(|f| *f != t.rel))
         })
+        .map(str::to_string)
         .collect();
     out.sort_unstable();
     out
@@ -156,9 +176,12 @@ pub fn cross_file_recall(
             let doc = g.repo.join(&t.rel);
             let snippets = g.snippets(&doc, &t.text, t.cursor, sources, settings, counter);
             let have: HashSet<&str> = snippets.iter().flat_map(|s| idents(&s.text)).collect();
-            let found = need.iter().filter(|id| have.contains(*id)).count();
+            let found = need.iter().filter(|id| have.contains(id.as_str())).count();
             if sources == Sources::ALL && found < need.len() {
-                let missed: Vec<&&str> = need.iter().filter(|id| !have.contains(**id)).collect();
+                let missed: Vec<&String> = need
+                    .iter()
+                    .filter(|id| !have.contains(id.as_str()))
+                    .collect();
                 tracing::debug!(
                     file = %t.rel,
                     line = t.target.trim(),
@@ -255,6 +278,20 @@ mod tests {
             needed(&t, &defined, budget, &CharCounter),
             ["Thing", "helper_fn", "method_x"]
         );
+        // The identifier the cursor splits counts whole: `get_text_stderr` is needed, the
+        // tail `stderr` (another file's name too) is not.
+        let mut files = files;
+        files[0]
+            .text
+            .push_str("def get_text_stderr():\n    pass\ndef stderr():\n    pass\n");
+        let defined = definitions(&files);
+        let t = task("app.py", "x = get_te$0\n", "xt_stderr()");
+        assert_eq!(
+            needed(&t, &defined, budget, &CharCounter),
+            ["get_text_stderr"]
+        );
+        let t = task("app.py", "get_text_stderr()\nx = stde$0\n", "rr()");
+        assert_eq!(needed(&t, &defined, budget, &CharCounter), ["stderr"]);
         // Already in the window: not needed.
         let t = task(
             "app.py",
