@@ -937,6 +937,16 @@ fn at_cursor(before: &str) -> Option<AtCursor<'_>> {
     };
     if let Some(at) = stmt_start {
         let stmt = &before[at..];
+        // `from m im|`: the module is named, the names are next.
+        if let Some((head, kw)) = stmt.rsplit_once(' ') {
+            if !kw.is_empty() && "import".starts_with(kw) && !head.contains(" import") {
+                let module = module_ref(head.strip_prefix("from ")?.trim())?;
+                return Some(AtCursor::FromImport {
+                    module,
+                    partial: "",
+                });
+            }
+        }
         let (head, names) = stmt.split_once(" import")?;
         if names.contains(')') {
             return None;
@@ -1631,9 +1641,14 @@ impl Resolution<'_> {
     ) -> Vec<(PathBuf, String, String)> {
         let before = q.near.get(..q.cursor).unwrap_or("");
         let mut heads: Vec<(&str, &str)> = Vec::new();
+        // `a.b.c|`: what the workspace reaches through `b` (`app.config.from_|`), when `a`
+        // is not an imported module (then the namespace listing answers).
+        let mut tail: Option<(&str, &str)> = None;
         if let Some(AtCursor::Attribute { chain, partial }) = at_cursor(before) {
             if chain.len() == 1 {
                 heads.push((chain[0], partial));
+            } else if chain.len() >= 2 && self.module_of(imports, &chain[..1], q.path).is_none() {
+                tail = chain.last().map(|t| (*t, partial));
             }
         }
         // A method being defined in a class body: the bases' members it may override.
@@ -1647,6 +1662,12 @@ impl Resolution<'_> {
         }
         let at = q.near_start + q.cursor;
         let mut out = Vec::new();
+        if let Some((head, partial)) = tail {
+            let (file, members) = (q.receiver_members)(head, partial);
+            if let (Some(file), Some(text)) = (file, receiver_listing(head, &members, partial)) {
+                out.push((file, format!("{head}."), text));
+            }
+        }
         let mut looked = 0;
         for (head, partial) in heads {
             if looked >= RECEIVERS {
@@ -2071,6 +2092,14 @@ mod tests {
                     partial: "b",
                 }),
             ),
+            (
+                "from flask.globals im",
+                Some(AtCursor::FromImport {
+                    module: m(0, &["flask", "globals"]),
+                    partial: "",
+                }),
+            ),
+            ("from flask.glo", None),
             ("from x import (a)\ny = z.", attr(vec!["z"], "")),
             ("from x import (a,\n b)\n", None),
             ("from  import a", None),

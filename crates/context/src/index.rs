@@ -169,7 +169,7 @@ pub struct PreparedFile {
     chunks: Vec<PreparedChunk>,
     /// How often each name is used as an attribute (`x.name`), by [`ident_hash`], sorted.
     attrs: Vec<(u64, u32)>,
-    /// How often each member is reached through a plain name (`app.route`: receiver
+    /// How often each member is reached through a name (`app.route`, `self.app.route`: receiver
     /// `app` by [`ident_hash`], member `route`), sorted by receiver.
     receivers: Vec<(u64, Box<str>, u32)>,
     /// The names a Python file defines at its top level (`def f`, `class C`, `X = ...`,
@@ -435,7 +435,8 @@ fn plain_receiver(name: &str) -> bool {
 }
 
 /// Attribute uses (`x.name`) after a name, a call or an index, by [`ident_hash`]; and the
-/// members reached through a plain name (`app.route`, not `a.b.route` nor `f().route`),
+/// members reached through a name, whatever precedes it (`app.route` and `x.app.route`
+/// count for `app`; `f().route` for nothing),
 /// by the receiver's hash. One pass; both sorted by hash.
 fn member_uses(text: &str) -> (Vec<(u64, u32)>, ReceiverUses) {
     let mut attrs: HashMap<u64, u32> = HashMap::new();
@@ -450,8 +451,7 @@ fn member_uses(text: &str) -> (Vec<(u64, u32)>, ReceiverUses) {
             }
             if let Some((p_at, p)) = prev {
                 let joined = p_at + p.len() + 1 == at;
-                let plain = p_at == 0 || b[p_at - 1] != b'.';
-                if joined && plain && plain_receiver(p) && !id.starts_with('_') {
+                if joined && plain_receiver(p) && !id.starts_with('_') {
                     *receivers.entry((ident_hash(p), id)).or_insert(0) += 1;
                 }
             }
@@ -1083,7 +1083,7 @@ mod tests {
     #[test]
     fn members_used_through_a_name_are_counted_per_file_and_leave_with_it() {
         let mut idx = Index::default();
-        let t = "def test_a(app):\n    c = app.test_client()\n    @app.route('/')\n    def i(): pass\n    app.test_client()\n    x.app.hidden()\n    self.own()\n    app._private\n";
+        let t = "def test_a(app):\n    c = app.test_client()\n    @app.route('/')\n    def i(): pass\n    app.test_client()\n    x.app.hidden()\n    x().hidden()\n    self.own()\n    app._private\n";
         idx.add(prepare_text(Path::new("/tests/test_a.py"), 1, t));
         idx.add(prepare_text(
             Path::new("/tests/test_b.py"),
@@ -1092,14 +1092,16 @@ mod tests {
         ));
         let cur = Path::new("/tests/test_c.py");
         let (top, m) = idx.receiver_members("app", "", cur, 10);
-        // Most used first (a decorator's `@app.route` is a use); `x.app.hidden` is not
-        // reached through the name `app`, `self.` and private members are not listed.
+        // Most used first (a decorator's `@app.route` is a use, `x.app.hidden` too: the name
+        // is what is counted, not what precedes it); `x().hidden`, `self.` and private
+        // members are not listed.
         assert_eq!(
             m,
             [
                 ("route".to_string(), 2),
                 ("test_client".to_string(), 2),
-                ("config".to_string(), 1)
+                ("config".to_string(), 1),
+                ("hidden".to_string(), 1)
             ]
         );
         assert_eq!(top.as_deref(), Some(Path::new("/tests/test_a.py")));
@@ -1114,7 +1116,7 @@ mod tests {
         assert_eq!(m, [("config".to_string(), 1), ("route".to_string(), 1)]);
         assert_eq!(top.as_deref(), Some(Path::new("/tests/test_b.py")));
         assert_eq!(idx.attribute_uses("test_client", cur), 2);
-        assert_eq!(idx.attribute_uses("hidden", cur), 1);
+        assert_eq!(idx.attribute_uses("hidden", cur), 2);
         assert_eq!(
             idx.attribute_uses("test_client", Path::new("/tests/test_a.py")),
             0

@@ -371,6 +371,12 @@ fn an_import_line_lists_the_unimported_names_and_instances_show_their_class() {
         got.contains(&("tests/test_a.py".into(), "app: teardown".into())),
         "{got:#?}"
     );
+    // `a.b.` where `a` is no module: what the workspace reaches through `b`.
+    let got = listing("tests/test_d.py", "def test_d(x):\n    x.app.r$0");
+    assert!(
+        got.contains(&("tests/test_a.py".into(), "app: route".into())),
+        "{got:#?}"
+    );
     let got = listing("tests/test_c.py", "def test_c(app):\n    @app.$0");
     assert!(
         got.contains(&("tests/test_a.py".into(), "app: route, teardown".into())),
