@@ -1208,6 +1208,11 @@ fn in_import_statement(text: &str, at: usize) -> bool {
 
 /// Names the unimported listing shows at most.
 const UNIMPORTED_NAMES: usize = 24;
+/// Bytes of the file the unimported listing reads for the names it uses (a generated or
+/// vendored giant must not cost more than a normal module).
+const UNIMPORTED_SCAN_BYTES: usize = 1 << 20;
+/// Definers of one name compared at most.
+const DEFINERS: usize = 16;
 
 /// The identifiers `text` binds itself: `def`/`class` names, assignment targets, names
 /// after `as`, `for`, `import` (and in a `from m import` list), and parameters (a name
@@ -1286,10 +1291,15 @@ fn import_spelling(doc: &Path, file: &Path) -> String {
 /// workspace defines at its top level, as `from M import a, b` lines, most used first:
 /// what an import line being typed is likely to bring in.
 fn unimported(q: &ImportQuery, imports: &[Import]) -> Option<Candidate> {
-    let bound = bound_names(q.text);
-    let b = q.text.as_bytes();
+    let mut end = q.text.len().min(UNIMPORTED_SCAN_BYTES);
+    while !q.text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let text = &q.text[..end];
+    let bound = bound_names(text);
+    let b = text.as_bytes();
     let mut uses: HashMap<&str, (usize, usize)> = HashMap::new();
-    for (at, id) in crate::tokens::identifiers(q.text) {
+    for (at, id) in crate::tokens::identifiers(text) {
         if (at > 0 && b[at - 1] == b'.')
             || id.len() < 2
             || bound.contains(id)
@@ -1312,15 +1322,19 @@ fn unimported(q: &ImportQuery, imports: &[Import]) -> Option<Candidate> {
         }
         // Of several definers, the one nearest the document's folder, then one in a
         // package (importable by a dotted name).
-        let Some(file) = (q.defined_in)(name).into_iter().min_by_key(|f| {
-            let shared = f
-                .components()
-                .zip(doc_dir.components())
-                .take_while(|(a, b)| a == b)
-                .count();
-            let package = f.parent().is_some_and(|d| d.join("__init__.py").is_file());
-            (std::cmp::Reverse(shared), !package)
-        }) else {
+        let Some(file) = (q.defined_in)(name)
+            .into_iter()
+            .take(DEFINERS)
+            .min_by_key(|f| {
+                let shared = f
+                    .components()
+                    .zip(doc_dir.components())
+                    .take_while(|(a, b)| a == b)
+                    .count();
+                let package = f.parent().is_some_and(|d| d.join("__init__.py").is_file());
+                (std::cmp::Reverse(shared), !package)
+            })
+        else {
             continue;
         };
         listed += 1;

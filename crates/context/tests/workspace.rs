@@ -337,6 +337,13 @@ fn an_import_line_lists_the_unimported_names_and_instances_show_their_class() {
         ),
         "{got:#?}"
     );
+    // A giant file is read for its names only so far: a use past the first megabyte is
+    // not looked up.
+    let filler: String = "x = 1\n".repeat(200_000);
+    let got = listing("pkg/big.py", &format!("fro$0\n{filler}fail(1)\n"));
+    assert!(got.iter().all(|(_, t)| !t.contains("fail")), "{got:#?}");
+    let got = listing("pkg/big2.py", &format!("fro$0\nfail(1)\n{filler}"));
+    assert!(got.iter().any(|(_, t)| t.contains("from .errors import fail")), "{got:#?}");
     // Not on an import line: no such listing.
     let got = listing("pkg/cli2.py", &format!("x = fa$0\n{body}"));
     assert!(got.iter().all(|(_, t)| !t.contains("import")), "{got:#?}");
