@@ -939,7 +939,7 @@ fn at_cursor(before: &str) -> Option<AtCursor<'_>> {
         let stmt = &before[at..];
         // `from m im|`: the module is named, the names are next.
         if let Some((head, kw)) = stmt.rsplit_once(' ') {
-            if !kw.is_empty() && "import".starts_with(kw) && !head.contains(" import") {
+            if !kw.is_empty() && "import".starts_with(kw) && import_keyword(head).is_none() {
                 let module = module_ref(head.strip_prefix("from ")?.trim())?;
                 return Some(AtCursor::FromImport {
                     module,
@@ -947,7 +947,8 @@ fn at_cursor(before: &str) -> Option<AtCursor<'_>> {
                 });
             }
         }
-        let (head, names) = stmt.split_once(" import")?;
+        let at = import_keyword(stmt)?;
+        let (head, names) = (&stmt[..at], &stmt[at + " import".len()..]);
         if names.contains(')') {
             return None;
         }
@@ -1154,10 +1155,20 @@ fn imports_above(text: &str, window_start: usize) -> Vec<(usize, String)> {
 fn method_being_defined(before: &str) -> Option<&str> {
     let line = &before[before.rfind('\n').map_or(0, |i| i + 1)..];
     let t = line.trim_start();
-    if t.len() == line.len() || t.is_empty() {
+    if t.len() == line.len() || t.len() < 2 {
         return None;
     }
-    if "def ".starts_with(t) || "async def ".starts_with(t) {
+    // In a class body: the nearest less indented line above is the `class` line.
+    let indent = line.len() - t.len();
+    let above = &before[..before.len() - line.len()];
+    let owner = above
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty() && l.len() - l.trim_start().len() < indent)?;
+    if !owner.trim_start().starts_with("class ") {
+        return None;
+    }
+    if "def ".starts_with(t) || (t.len() >= 3 && "async def ".starts_with(t)) {
         return Some("");
     }
     let name = t
@@ -1178,7 +1189,8 @@ fn in_import_statement(text: &str, at: usize) -> bool {
     if t.starts_with("from ") || t.starts_with("import ") {
         return true;
     }
-    if !t.is_empty() && ("from ".starts_with(t) || "import ".starts_with(t)) {
+    // `fro`, `imp`: one or two letters begin too many other words (`if`, `f(`).
+    if t.len() >= 3 && ("from ".starts_with(t) || "import ".starts_with(t)) {
         return true;
     }
     let above = &before[..ls];
@@ -1206,6 +1218,98 @@ fn in_import_statement(text: &str, at: usize) -> bool {
             .is_some_and(|l| l.starts_with("from ") || l.starts_with("import "))
 }
 
+/// Python's builtins: never offered as an import though a module defines one
+/// (`gzip.open`).
+const BUILTINS: &[&str] = &[
+    "abs",
+    "all",
+    "any",
+    "ascii",
+    "bin",
+    "bool",
+    "breakpoint",
+    "bytearray",
+    "bytes",
+    "callable",
+    "chr",
+    "classmethod",
+    "compile",
+    "complex",
+    "delattr",
+    "dict",
+    "dir",
+    "divmod",
+    "enumerate",
+    "eval",
+    "exec",
+    "exit",
+    "filter",
+    "float",
+    "format",
+    "frozenset",
+    "getattr",
+    "globals",
+    "hasattr",
+    "hash",
+    "help",
+    "hex",
+    "id",
+    "input",
+    "int",
+    "isinstance",
+    "issubclass",
+    "iter",
+    "len",
+    "list",
+    "locals",
+    "map",
+    "max",
+    "memoryview",
+    "min",
+    "next",
+    "object",
+    "oct",
+    "open",
+    "ord",
+    "pow",
+    "print",
+    "property",
+    "quit",
+    "range",
+    "repr",
+    "reversed",
+    "round",
+    "set",
+    "setattr",
+    "slice",
+    "sorted",
+    "staticmethod",
+    "str",
+    "sum",
+    "super",
+    "tuple",
+    "type",
+    "vars",
+    "zip",
+    "Exception",
+    "BaseException",
+    "ValueError",
+    "TypeError",
+    "KeyError",
+    "IndexError",
+    "RuntimeError",
+    "NotImplementedError",
+    "AttributeError",
+    "OSError",
+    "IOError",
+    "StopIteration",
+    "ImportError",
+    "NotImplemented",
+    "Ellipsis",
+    "__name__",
+    "__file__",
+];
+
 /// Names the unimported listing shows at most.
 const UNIMPORTED_NAMES: usize = 24;
 /// Bytes of the file the unimported listing reads for the names it uses (a generated or
@@ -1219,32 +1323,91 @@ const DEFINERS: usize = 16;
 /// after `(`, `,` or `*` on a `def` line).
 fn bound_names(text: &str) -> HashSet<&str> {
     let mut out = HashSet::new();
+    // Open parentheses and brackets of a `def` signature continued on the next lines
+    // (black's style): a parameter is at parenthesis depth 1 outside any bracket.
+    let mut def_depth = (0i32, 0i32);
     for line in text.lines() {
         let t = line.trim_start();
-        let is_def = t.starts_with("def ") || t.starts_with("async def ");
+        let starts_def = t.starts_with("def ") || t.starts_with("async def ");
+        let in_def = starts_def || def_depth.0 > 0;
         let is_import = t.starts_with("import ") || t.starts_with("from ");
+        // A statement binding every name of its target list: `a, b = ...`, `for k, v in`.
+        let target_end = if in_def || is_import {
+            None
+        } else if let Some(r) = t.strip_prefix("for ") {
+            r.find(" in ").map(|i| line.len() - t.len() + 4 + i)
+        } else {
+            top_level_assignment(line)
+        };
         let b = line.as_bytes();
+        let mut depth = if starts_def { (0, 0) } else { def_depth };
+        let count = |bytes: &[u8], d: &mut (i32, i32)| {
+            for &c in bytes {
+                match c {
+                    b'(' => d.0 += 1,
+                    b')' => d.0 -= 1,
+                    b'[' | b'{' => d.1 += 1,
+                    b']' | b'}' => d.1 -= 1,
+                    _ => {}
+                }
+            }
+        };
+        let mut last = 0usize;
         let mut prev_word = "";
         for (at, id) in crate::tokens::identifiers(line) {
+            count(&b[last..at], &mut depth);
+            last = at;
             let before = line[..at].trim_end();
             let after = line[at + id.len()..].trim_start();
-            let assigned = !is_def
-                && ((after.starts_with('=') && !after.starts_with("=="))
-                    || (after.starts_with(':') && before.is_empty()));
-            let param = is_def && matches!(before.as_bytes().last(), Some(b'(' | b',' | b'*'));
             let dotted = at > 0 && b[at - 1] == b'.';
+            let annotated = !in_def && after.starts_with(':') && before.is_empty();
+            let param = in_def
+                && depth == (1, 0)
+                && (matches!(before.as_bytes().last(), Some(b'(' | b',' | b'*'))
+                    || (before.is_empty() && !starts_def));
+            // Names of the target list itself, not inside a subscript (`d[key(x)] = v`).
+            let target = target_end.is_some_and(|end| at < end) && !in_def && depth == (0, 0);
             if !dotted
-                && (assigned
+                && (annotated
                     || param
+                    || target
                     || is_import
-                    || matches!(prev_word, "def" | "class" | "as" | "for" | "global"))
+                    || matches!(prev_word, "def" | "class" | "as" | "global" | "nonlocal"))
             {
                 out.insert(id);
             }
             prev_word = id;
         }
+        if in_def {
+            count(&b[last..], &mut depth);
+            def_depth = (depth.0.clamp(0, 8), depth.1.clamp(0, 8));
+        }
     }
     out
+}
+
+/// Where the target list of an assignment statement on `line` ends: the first `=` outside
+/// brackets that is no comparison (`==`, `<=`, `>=`, `!=`) and no keyword argument.
+fn top_level_assignment(line: &str) -> Option<usize> {
+    let b = line.as_bytes();
+    let mut depth = 0i32;
+    for (i, &c) in b.iter().enumerate() {
+        match c {
+            b'(' | b'[' | b'{' => depth += 1,
+            b')' | b']' | b'}' => depth -= 1,
+            b'"' | b'\'' | b'#' => return None,
+            b'=' if depth == 0 => {
+                let prev = i.checked_sub(1).map(|j| b[j]);
+                let next = b.get(i + 1).copied();
+                if next == Some(b'=') || matches!(prev, Some(b'=' | b'<' | b'>' | b'!')) {
+                    return None;
+                }
+                return Some(i);
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 /// Where `file` is imported from, seen from `doc`: relative within one package tree
@@ -1302,6 +1465,7 @@ fn unimported(q: &ImportQuery, imports: &[Import]) -> Option<Candidate> {
     for (at, id) in crate::tokens::identifiers(text) {
         if (at > 0 && b[at - 1] == b'.')
             || id.len() < 2
+            || BUILTINS.contains(&id)
             || bound.contains(id)
             || crate::tokens::is_stop_word(id)
             || imports.iter().any(|i| i.local == id)
@@ -1322,19 +1486,22 @@ fn unimported(q: &ImportQuery, imports: &[Import]) -> Option<Candidate> {
         }
         // Of several definers, the one nearest the document's folder, then one in a
         // package (importable by a dotted name).
-        let Some(file) = (q.defined_in)(name)
+        // The order is the path's, not the index's (its threads add files in any order).
+        let shared = |f: &Path| {
+            f.components()
+                .zip(doc_dir.components())
+                .take_while(|(a, b)| a == b)
+                .count()
+        };
+        let mut definers: Vec<PathBuf> = (q.defined_in)(name)
             .into_iter()
-            .take(DEFINERS)
-            .min_by_key(|f| {
-                let shared = f
-                    .components()
-                    .zip(doc_dir.components())
-                    .take_while(|(a, b)| a == b)
-                    .count();
-                let package = f.parent().is_some_and(|d| d.join("__init__.py").is_file());
-                (std::cmp::Reverse(shared), !package)
-            })
-        else {
+            .filter(|f| f.file_name().is_none_or(|n| n != "conftest.py"))
+            .collect();
+        definers.sort_by(|a, b| shared(b).cmp(&shared(a)).then_with(|| a.cmp(b)));
+        let Some(file) = definers.into_iter().take(DEFINERS).min_by_key(|f| {
+            let package = f.parent().is_some_and(|d| d.join("__init__.py").is_file());
+            (std::cmp::Reverse(shared(f)), !package, f.clone())
+        }) else {
             continue;
         };
         listed += 1;
@@ -1362,6 +1529,17 @@ fn unimported(q: &ImportQuery, imports: &[Import]) -> Option<Candidate> {
         path: q.path.to_path_buf(),
         start_line: 0,
         text: text.join("\n"),
+    })
+}
+
+/// Where ` import` begins in a `from` statement as the keyword (followed by a space, a
+/// parenthesis or nothing), not as the start of a module's name (`from importlib ...`).
+fn import_keyword(stmt: &str) -> Option<usize> {
+    stmt.match_indices(" import").map(|(i, _)| i).find(|&i| {
+        stmt[i + " import".len()..]
+            .bytes()
+            .next()
+            .is_none_or(|b| b == b' ' || b == b'\t' || b == b'(')
     })
 }
 
@@ -1511,6 +1689,8 @@ fn bound_class<'t>(text: &'t str, at: usize, name: &str) -> Option<Vec<&'t str>>
 
 /// Receivers (variables whose members are reached) looked at per request.
 const RECEIVERS: usize = 3;
+/// Imported names looked up per request for the class their definition binds them to.
+const IMPORTED_HEADS: usize = 4;
 /// Member names listed at most for one class and its bases (24 rather than 40: 100 lines
 /// recalled of 169 against 99 on click, requests and flask, and less budget taken).
 const MEMBER_NAMES: usize = 24;
@@ -1662,7 +1842,7 @@ impl Resolution<'_> {
         if let Some(AtCursor::Attribute { chain, partial }) = at_cursor(before) {
             if chain.len() == 1 {
                 heads.push((chain[0], partial));
-            } else if chain.len() >= 2 && self.module_of(imports, &chain[..1], q.path).is_none() {
+            } else if chain.len() >= 2 && self.module_of(imports, &chain, q.path).is_none() {
                 tail = chain.last().map(|t| (*t, partial));
             }
         }
@@ -1683,7 +1863,7 @@ impl Resolution<'_> {
                 out.push((file, format!("{head}."), text));
             }
         }
-        let mut looked = 0;
+        let (mut looked, mut tried) = (0, 0);
         for (head, partial) in heads {
             if looked >= RECEIVERS {
                 break;
@@ -1694,6 +1874,10 @@ impl Resolution<'_> {
                 // An imported variable bound to a class where it is defined
                 // (`app = Flask(__name__)`, `current_app: "Flask" = LocalProxy(...)`); any
                 // other imported name is the definitions' and namespaces' to show.
+                tried += 1;
+                if tried > IMPORTED_HEADS {
+                    continue;
+                }
                 classes = self.imported_instance(imports, head, q.path);
                 if classes.is_empty() {
                     continue;
@@ -2115,6 +2299,20 @@ mod tests {
                 }),
             ),
             ("from flask.glo", None),
+            (
+                "from importlib.metadata im",
+                Some(AtCursor::FromImport {
+                    module: m(0, &["importlib", "metadata"]),
+                    partial: "",
+                }),
+            ),
+            (
+                "from imports.x import a",
+                Some(AtCursor::FromImport {
+                    module: m(0, &["imports", "x"]),
+                    partial: "a",
+                }),
+            ),
             ("from x import (a)\ny = z.", attr(vec!["z"], "")),
             ("from x import (a,\n b)\n", None),
             ("from  import a", None),
@@ -2255,6 +2453,9 @@ mod tests {
         // `|` marks the cursor.
         let cases = [
             ("fro|", true),
+            ("imp|", true),
+            ("fr|", false),
+            ("i|", false),
             ("from .x im|", true),
             ("import o|", true),
             ("    from .y import (a,|", true),
@@ -2277,6 +2478,9 @@ mod tests {
             ("class A(B):\n    def log_", Some("log_")),
             ("class A(B):\n    async def ", Some("")),
             ("class A(B):\n    def f(se", None),
+            ("class A(B):\n    d", None),
+            ("class A(B):\n    def f(self):\n        de", None),
+            ("def f():\n    class S(m.B):\n        def lo", Some("lo")),
             ("de", None),
             ("    return d", None),
         ];
@@ -2284,16 +2488,24 @@ mod tests {
             assert_eq!(method_being_defined(before), want, "{before:?}");
         }
         let text = "from .x import a, b as c\nimport os\nclass K(Base):\n    n: int = 1\n\
-                    def f(p, *args, q: Type = D, **kw) -> R:\n    v = use(p, E)\n    \
-                    for i in it:\n        o.attr = F\n    with g() as w:\n        pass\n";
+                    def f(p, *args, q: Type = D, **kw) -> Dict[str, Any]:\n    v = use(p, E)\n    \
+                    for i, j in it:\n        o.attr = F\n    with g() as w:\n        pass\n\
+                    def long(\n    first,\n    second: Union[A, Bx] = H,\n) -> R:\n    \
+                    t1, t2 = pair(kw_arg=1)\n    if t1 == CMP:\n        pass\n    \
+                    d[sub_fn(x)] = 2\n";
         let bound = bound_names(text);
         for n in [
-            "a", "b", "c", "os", "K", "n", "f", "p", "args", "q", "kw", "v", "i", "w",
+            "a", "b", "c", "os", "K", "n", "f", "p", "args", "q", "kw", "v", "i", "j", "w", "long",
+            "first", "second", "t1", "t2",
         ] {
             assert!(bound.contains(n), "{n}");
         }
-        // Uses, annotations, defaults, bases and attribute stores bind nothing.
-        for n in ["Base", "Type", "D", "R", "use", "E", "it", "attr", "F", "g"] {
+        // Uses, annotations (inside brackets too), defaults, bases, attribute stores,
+        // keyword arguments and comparisons bind nothing.
+        for n in [
+            "Base", "Type", "D", "Dict", "Any", "R", "use", "E", "it", "attr", "F", "g", "A", "Bx",
+            "H", "pair", "kw_arg", "CMP", "sub_fn",
+        ] {
             assert!(!bound.contains(n), "{n}");
         }
     }

@@ -390,7 +390,16 @@ pub fn prepare_text(path: &Path, stamp: u64, text: &str) -> PreparedFile {
 /// times the whole cut (`definition_lines` is for the files a request asks about).
 fn top_level_names(text: &str) -> Vec<u64> {
     let mut out: Vec<u64> = Vec::new();
+    // Inside a triple-quoted string (`Example:` at column 0 of a docstring is no
+    // annotation), judged per line by the count of delimiters.
+    let mut in_string = false;
     for line in text.lines() {
+        let quotes = line.matches("\"\"\"").count() + line.matches("\'\'\'").count();
+        let was = in_string;
+        in_string ^= quotes % 2 == 1;
+        if was || quotes > 0 {
+            continue;
+        }
         let rest = line
             .strip_prefix("def ")
             .or_else(|| line.strip_prefix("async def "))
@@ -422,6 +431,7 @@ fn top_level_names(text: &str) -> Vec<u64> {
     }
     out.sort_unstable();
     out.dedup();
+    out.shrink_to_fit();
     out
 }
 
@@ -1142,13 +1152,13 @@ mod tests {
         let a = "import os\nclass Session(Base):\n    def close(self): pass\n\
                  def helper(x):\n    y = 1\nasync def fetch(): pass\n\
                  T_co = t.TypeVar('T_co')\nctx: Ctx = make()\nif x == 1:\n    pass\n\
-                 x.y = 2\nprint(x)\n";
+                 x.y = 2\nprint(x)\n\"\"\"A docstring.\n\nExample:\n    run()\n\"\"\"\nlast = 1\n";
         let names = top_level_names(a);
-        for n in ["Session", "helper", "fetch", "T_co", "ctx"] {
+        for n in ["Session", "helper", "fetch", "T_co", "ctx", "last"] {
             assert!(names.contains(&ident_hash(n)), "{n}");
         }
         // Nested definitions, comparisons, attribute stores and calls define nothing here.
-        for n in ["close", "y", "x", "print", "os", "if"] {
+        for n in ["close", "y", "x", "print", "os", "if", "Example"] {
             assert!(!names.contains(&ident_hash(n)), "{n}");
         }
         let mut idx = Index::default();

@@ -687,10 +687,11 @@ impl Workspace {
                 .all(|s| m.result.contains(s));
             // Only the document itself changed since: its own chunks must still be in it.
             let own = self.display_path(doc);
-            let still_there = m
-                .result
-                .iter()
-                .all(|s| s.path != own || text.contains(s.text.as_str()));
+            // (Its open-file chunks: the imports source's listings under its path, its
+            // imports joined one a line and the names it lacks, are not its text.)
+            let still_there = m.result.iter().all(|s| {
+                s.source != Source::Open || s.path != own || text.contains(s.text.as_str())
+            });
             if same_place && nothing_new && still_there && !m.result.is_empty() {
                 result = m.result;
             }

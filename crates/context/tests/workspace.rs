@@ -329,7 +329,7 @@ fn an_import_line_lists_the_unimported_names_and_instances_show_their_class() {
         )),
         "{got:#?}"
     );
-    let got = listing("tests/test_cli.py", &format!("im$0\n{body}"));
+    let got = listing("tests/test_cli.py", &format!("imp$0\n{body}"));
     assert!(
         got.iter().any(
             |(_, t)| t.contains("from pkg.errors import fail, UsageError")
@@ -343,7 +343,11 @@ fn an_import_line_lists_the_unimported_names_and_instances_show_their_class() {
     let got = listing("pkg/big.py", &format!("fro$0\n{filler}fail(1)\n"));
     assert!(got.iter().all(|(_, t)| !t.contains("fail")), "{got:#?}");
     let got = listing("pkg/big2.py", &format!("fro$0\nfail(1)\n{filler}"));
-    assert!(got.iter().any(|(_, t)| t.contains("from .errors import fail")), "{got:#?}");
+    assert!(
+        got.iter()
+            .any(|(_, t)| t.contains("from .errors import fail")),
+        "{got:#?}"
+    );
     // Not on an import line: no such listing.
     let got = listing("pkg/cli2.py", &format!("x = fa$0\n{body}"));
     assert!(got.iter().all(|(_, t)| !t.contains("import")), "{got:#?}");

@@ -285,7 +285,7 @@ mod tests {
             .text
             .push_str("def get_text_stderr():\n    pass\ndef stderr():\n    pass\n");
         let defined = definitions(&files);
-        let t = task("app.py", "x = get_te$0\n", "xt_stderr()");
+        let t = task("app.py", "x = get_text_$0\n", "stderr()");
         assert_eq!(
             needed(&t, &defined, budget, &CharCounter),
             ["get_text_stderr"]
