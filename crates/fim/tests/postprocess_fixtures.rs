@@ -217,6 +217,9 @@ fn cases() -> Vec<Case> {
         // The overlap trims `foo()` off the last line, which bares a loop; dropping that line
         // makes the first one last, and its `foo()` repeats the rest of the line as well.
         forced("overlap_then_loop_then_overlap", MultiLine, "x = $0foo()\n", "1 + foo()\nab_ab_ab_ab_ab_foo()", "1 +"),
+        // The tab of the last line becomes the file's spaces, and then its end repeats the
+        // rest of the cursor line (` xyz`): the overlap is looked for again after the restyle.
+        forced("overlap_after_restyled_indentation", MultiLine, "def f():\n    y = 1\n $0 xyz\n", "b\n\txyz", "b"),
         case("numeric_row_is_not_a_loop", "x = $0\n", "[0, 0, 0, 0, 0, 0]", "[0, 0, 0, 0, 0, 0]"),
         // Whitespace.
         case("trailing_whitespace_trimmed", "def f():$0\n", "\n    a = 1   \n    return a\t\n", "\n    a = 1\n    return a"),

@@ -18,7 +18,7 @@
 //!    `)` or `"`), and step 4's rule again on what is left (a cut can bare a loop), until
 //!    none applies.
 //! 7. [`indent::restyle_indentation`]: continuation lines take the file's tabs or spaces and
-//!    indentation width.
+//!    indentation width; step 6 again on the restyled lines, until neither changes them.
 //! 8. [`whitespace::drop_whitespace_only`]: nothing to show.
 //! 9. [`line_endings::restore_line_endings`]: CRLF documents get `\r\n`.
 //!
@@ -137,12 +137,12 @@ fn run(
     step(2, &mut lines, &|l| scope::limit_to_scope(l, &site));
     step(3, &mut lines, &repetition::drop_repetition);
     step(4, &mut lines, &whitespace::trim_trailing_whitespace);
-    step(5, &mut lines, &|l| loop {
-        // The overlap's cut can bare a loop that the text after it hid (`..F\0F\0F\0` once
-        // `?` repeating the suffix is gone), and the repetition's cut can make a line the
-        // last one, whose end may repeat the rest of the cursor line: both rules, with the
-        // trailing blank lines a cut leaves, until none changes anything, or a second pass
-        // would (both found by the `fim` fuzz target). Each only removes text, so it ends.
+    // The overlap's cut can bare a loop that the text after it hid (`..F\0F\0F\0` once `?`
+    // repeating the suffix is gone), and the repetition's cut can make a line the last one,
+    // whose end may repeat the rest of the cursor line: both rules, with the trailing blank
+    // lines a cut leaves, until none changes anything, or a second pass would (both found by
+    // the `fim` fuzz target). Each only removes text, so it ends.
+    let settle = |l: &mut Vec<String>| loop {
         let before = l.len() + l.iter().map(String::len).sum::<usize>();
         overlap::drop_suffix_overlap(l, &site);
         repetition::drop_repetition(l);
@@ -150,8 +150,20 @@ fn run(
         if l.len() + l.iter().map(String::len).sum::<usize>() == before {
             break;
         }
+    };
+    step(5, &mut lines, &settle);
+    step(6, &mut lines, &|l| loop {
+        // The restyled indentation can make the last line's end repeat the rest of the
+        // cursor line (`\tx` becomes `    x` below ` | x`): settled again until the restyle
+        // leaves nothing more to cut (found by the `fim` fuzz target). The restyle keeps
+        // restyled lines as they are, and settling only removes text, so it ends.
+        indent::restyle_indentation(l, &site);
+        let before = l.len() + l.iter().map(String::len).sum::<usize>();
+        settle(l);
+        if l.len() + l.iter().map(String::len).sum::<usize>() == before {
+            break;
+        }
     });
-    step(6, &mut lines, &|l| indent::restyle_indentation(l, &site));
     step(7, &mut lines, &whitespace::drop_whitespace_only);
     let text = line_endings::restore_line_endings(&lines.join("\n"), ctx.is_crlf());
     trace(STEPS[8], &text);
