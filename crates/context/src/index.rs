@@ -575,7 +575,13 @@ impl Index {
             .map(|f| {
                 let a = f.receivers.partition_point(|(r, _, _)| *r < h);
                 let b = f.receivers.partition_point(|(r, _, _)| *r <= h);
-                (f.receivers[a..b].iter().map(|x| x.2).sum::<u32>(), &f.path)
+                // Of the members listed (those starting with what is typed).
+                let n = f.receivers[a..b]
+                    .iter()
+                    .filter(|x| x.1.starts_with(partial))
+                    .map(|x| x.2)
+                    .sum::<u32>();
+                (n, &f.path)
             })
             .filter(|(n, _)| *n > 0)
             .max_by(|a, b| a.0.cmp(&b.0).then_with(|| b.1.cmp(a.1)))
@@ -1115,10 +1121,14 @@ mod tests {
             ]
         );
         assert_eq!(top.as_deref(), Some(Path::new("/tests/test_a.py")));
-        // What is typed after `app.` filters before the `k` most used are kept.
+        // What is typed after `app.` filters before the `k` most used are kept, and the
+        // file shown is the one using the members listed.
         assert_eq!(
-            idx.receiver_members("app", "c", cur, 1).1,
-            [("config".to_string(), 1)]
+            idx.receiver_members("app", "c", cur, 1),
+            (
+                Some(PathBuf::from("/tests/test_b.py")),
+                vec![("config".to_string(), 1)]
+            )
         );
         assert!(idx.receiver_members("self", "", cur, 10).1.is_empty());
         // The document being completed does not count its own uses.
