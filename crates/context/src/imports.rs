@@ -1454,11 +1454,7 @@ fn import_spelling(doc: &Path, file: &Path) -> String {
 /// workspace defines at its top level, as `from M import a, b` lines, most used first:
 /// what an import line being typed is likely to bring in.
 fn unimported(q: &ImportQuery, imports: &[Import]) -> Option<Candidate> {
-    let mut end = q.text.len().min(UNIMPORTED_SCAN_BYTES);
-    while !q.text.is_char_boundary(end) {
-        end -= 1;
-    }
-    let text = &q.text[..end];
+    let text = &q.text[..crate::floor_char_boundary(q.text, UNIMPORTED_SCAN_BYTES)];
     let bound = bound_names(text);
     let b = text.as_bytes();
     let mut uses: HashMap<&str, (usize, usize)> = HashMap::new();
