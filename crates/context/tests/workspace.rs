@@ -53,6 +53,14 @@ fn package(root: &Path) {
     );
 }
 
+/// The imports source's (path, text) pairs for a cursor-marked document at `rel`.
+fn listed(ws: &Workspace, root: &Path, rel: &str, text: &str) -> Vec<(String, String)> {
+    import_texts(&ask(ws, &root.join(rel), text))
+        .into_iter()
+        .map(|(p, t)| (p.to_string(), t.to_string()))
+        .collect()
+}
+
 fn import_texts(got: &[ContextSnippet]) -> Vec<(&str, &str)> {
     got.iter()
         .filter(|s| s.source == Source::Imports)
@@ -205,12 +213,7 @@ fn members_reached_through_variables_and_the_imports_above_the_window_are_listed
         None,
     );
     ws.build_index(&|_| {}, &AtomicBool::new(false)).unwrap();
-    let listing = |rel: &str, text: &str| -> Vec<(String, String)> {
-        import_texts(&ask(&ws, &root.join(rel), text))
-            .into_iter()
-            .map(|(p, t)| (p.to_string(), t.to_string()))
-            .collect()
-    };
+    let listing = |rel: &str, text: &str| listed(&ws, root, rel, text);
     // `s = Session()`: the class's members, then its base's (another file's), private left out.
     let got = listing(
         "app.py",
@@ -308,12 +311,7 @@ fn an_import_line_lists_the_unimported_names_and_instances_show_their_class() {
         None,
     );
     ws.build_index(&|_| {}, &AtomicBool::new(false)).unwrap();
-    let listing = |rel: &str, text: &str| -> Vec<(String, String)> {
-        import_texts(&ask(&ws, &root.join(rel), text))
-            .into_iter()
-            .map(|(p, t)| (p.to_string(), t.to_string()))
-            .collect()
-    };
+    let listing = |rel: &str, text: &str| listed(&ws, root, rel, text);
     // An import line being typed: what the file uses but has not imported, spelled as the
     // file would import it; names it binds itself (`helper`, the parameter `msg`) and the
     // ones it imports are not listed; of two definers, the one nearest the file.
