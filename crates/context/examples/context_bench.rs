@@ -3,7 +3,11 @@
 //! ```text
 //! cargo run --release -p copilot-context --example context_bench -- index DIR [FILE_TO_REINDEX]
 //! cargo run --release -p copilot-context --example context_bench -- requests REPO FILE OPEN1,OPEN2,OPEN3
+//! cargo run --release -p copilot-context --example context_bench -- show REPO FILE 'typed|rest'
 //! ```
+//!
+//! `show` prints the context for one cursor, as `eval` asks it: the line holding `typed|rest`
+//! is cut at `|` (what follows on that line removed), every other file indexed.
 //!
 //! `index`: build time and added RSS of indexing DIR, then 50 re-indexings of one file (a
 //! save). `requests`: the context step for a cursor on every line of FILE in turn (each a
@@ -85,8 +89,9 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("index") => index(Path::new(&args[1]), args.get(2).map(PathBuf::from)),
+        Some("show") => show(Path::new(&args[1]), Path::new(&args[2]), &args[3]),
         Some("requests") => requests(Path::new(&args[1]), Path::new(&args[2]), &args[3]),
-        _ => eprintln!("usage: context_bench index DIR [FILE] | requests REPO FILE A,B,C"),
+        _ => eprintln!("usage: context_bench index DIR [FILE] | requests REPO FILE A,B,C | show REPO FILE TYPED|REST"),
     }
 }
 
@@ -169,4 +174,25 @@ fn requests(repo: &Path, file: &Path, open: &str) {
         starts.len(),
         file.display()
     );
+}
+
+fn show(repo: &Path, file: &Path, marked: &str) {
+    let ws = Workspace::new(repo, ContextSettings::default());
+    ws.build_index(&|_| {}, &AtomicBool::new(false)).unwrap();
+    let doc = repo.join(file);
+    let whole = std::fs::read_to_string(&doc).unwrap();
+    let (typed, rest) = marked.split_once('|').expect("the cursor is marked with |");
+    let at = whole
+        .find(&format!("{typed}{rest}"))
+        .expect("the marked text is in the file")
+        + typed.len();
+    let line_end = whole[at..].find('\n').map_or(whole.len(), |i| at + i);
+    let text = format!("{}{}", &whole[..at], &whole[line_end..]);
+    ws.did_open(&doc, &text);
+    for s in ws.snippets(&doc, &text, at, PromptBudget::default(), &Approx) {
+        println!(
+            "--- {:?} {} ({} tokens)\n{}",
+            s.source, s.path, s.tokens, s.text
+        );
+    }
 }

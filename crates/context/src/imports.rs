@@ -1596,23 +1596,72 @@ fn enclosing_class_bases(text: &str, at: usize) -> Vec<Vec<&str>> {
         let t = l.trim_start();
         if let Some(rest) = t.strip_prefix("class ") {
             let (_, after) = leading_chain(rest);
-            let Some(args) = after.strip_prefix('(') else {
-                return Vec::new();
-            };
-            return top_level_args(args)
-                .into_iter()
-                .filter(|a| !a.contains('='))
-                .filter_map(|a| {
-                    let (c, _) = leading_chain(a.trim());
-                    (!c.is_empty()).then_some(c)
-                })
-                .collect();
+            return bases(after);
         }
         if i == 0 {
             break;
         }
     }
     Vec::new()
+}
+
+/// The bases of the class `name` defined in `text` (at any depth: a test's class inside a
+/// function too), keyword arguments left out; the last definition wins.
+fn local_class_bases<'t>(text: &'t str, name: &str) -> Vec<Vec<&'t str>> {
+    let Some(rest) = text
+        .lines()
+        .rev()
+        .filter_map(|l| l.trim_start().strip_prefix("class "))
+        .find_map(|r| r.strip_prefix(name).filter(|a| a.starts_with('(')))
+    else {
+        return Vec::new();
+    };
+    bases(rest)
+}
+
+/// The bases of a class line after its name (`(A, m.B, metaclass=M):` gives `A` and
+/// `m.B`); empty without parentheses.
+fn bases(after_name: &str) -> Vec<Vec<&str>> {
+    let Some(args) = after_name.strip_prefix('(') else {
+        return Vec::new();
+    };
+    top_level_args(args)
+        .into_iter()
+        .filter(|a| !a.contains('='))
+        .filter_map(|a| {
+            let (c, _) = leading_chain(a.trim());
+            (!c.is_empty()).then_some(c)
+        })
+        .collect()
+}
+
+/// Names bound to a call on a line of their own (`a = m.C(...)`) in `text`, with their
+/// distance in bytes from `cursor`; each name once, at its nearest binding.
+fn bindings_near(text: &str, cursor: usize) -> Vec<(usize, &str)> {
+    let mut out: Vec<(usize, &str)> = Vec::new();
+    let mut start = 0;
+    for line in text.split_inclusive('\n') {
+        let t = line.trim_start();
+        let at = start + (line.len() - t.len());
+        start += line.len();
+        let n = t.bytes().take_while(|b| is_ident_byte(*b)).count();
+        if n == 0 || t.as_bytes()[0].is_ascii_digit() {
+            continue;
+        }
+        let (name, rhs) = t.split_at(n);
+        let Some(rhs) = rhs.trim_start_matches([' ', '\t']).strip_prefix('=') else {
+            continue;
+        };
+        let (chain, after) = leading_chain(rhs.trim_start());
+        if chain.is_empty() || !after.starts_with('(') || crate::tokens::is_stop_word(name) {
+            continue;
+        }
+        out.push((at.abs_diff(cursor), name));
+    }
+    out.sort_by_key(|(d, _)| *d);
+    let mut seen = HashSet::new();
+    out.retain(|(_, n)| seen.insert(*n));
+    out
 }
 
 /// The comma-separated arguments up to the `)` closing an argument list.
@@ -1846,9 +1895,18 @@ impl Resolution<'_> {
         if let Some(partial) = method_being_defined(before) {
             heads.push(("self", partial));
         }
-        for (_, chain) in chains_near(q.near, q.cursor) {
-            if chain.len() >= 2 && !heads.iter().any(|(h, _)| *h == chain[0]) {
-                heads.push((chain[0], ""));
+        // Names used as receivers near the cursor (`x.f`), and names just bound to a call
+        // (`a = m.C()` above `a.|` not yet written), nearest first.
+        let mut near: Vec<(usize, &str)> = chains_near(q.near, q.cursor)
+            .into_iter()
+            .filter(|(_, c)| c.len() >= 2)
+            .map(|(d, c)| (d, c[0]))
+            .chain(bindings_near(q.near, q.cursor))
+            .collect();
+        near.sort_by_key(|(d, _)| *d);
+        for (_, head) in near {
+            if !heads.iter().any(|(h, _)| *h == head) {
+                heads.push((head, ""));
             }
         }
         let at = q.near_start + q.cursor;
@@ -1887,6 +1945,13 @@ impl Resolution<'_> {
                 for t in &types {
                     let mut found = Vec::new();
                     self.chain(imports, t, q.path, &mut found);
+                    if found.is_empty() && t.len() == 1 {
+                        // A class of this file (`class CustomFlask(flask.Flask):` in a
+                        // test): its bases are what the workspace defines.
+                        for base in local_class_bases(q.text, t[0]) {
+                            self.chain(imports, &base, q.path, &mut found);
+                        }
+                    }
                     classes.extend(found.into_iter().filter(|(_, d)| is_class(d)));
                 }
             }
@@ -1998,21 +2063,10 @@ impl Resolution<'_> {
             }
         }
         let sig = signature_line(def);
-        let Some(args) = sig
-            .strip_prefix("class ")
-            .map(leading_chain)
-            .and_then(|(_, rest)| rest.strip_prefix('('))
-        else {
+        let Some((_, after)) = sig.strip_prefix("class ").map(leading_chain) else {
             return;
         };
-        for base in top_level_args(args)
-            .into_iter()
-            .filter(|a| !a.contains('='))
-        {
-            let (chain, _) = leading_chain(base.trim());
-            if chain.is_empty() {
-                continue;
-            }
+        for chain in bases(after) {
             for (f, d) in self.class_in(file, &chain) {
                 self.class_members(&f, &d, depth + 1, visited, names, seen);
             }
@@ -2425,6 +2479,32 @@ mod tests {
             let text = marked.replace("$0", "");
             assert_eq!(enclosing_class_bases(&text, at), want, "{marked:?}");
         }
+        let local: Vec<(&str, &str, Vec<Vec<&str>>)> = vec![
+            (
+                "def t():\n    class C(flask.Flask, M, metaclass=X):\n        pass\n",
+                "C",
+                vec![vec!["flask", "Flask"], vec!["M"]],
+            ),
+            ("class C:\n    pass\n", "C", vec![]),
+            ("class CC(A):\n    pass\n", "C", vec![]),
+            (
+                "class C(A):\n    pass\nclass C(B):\n    pass\n",
+                "C",
+                vec![vec!["B"]],
+            ),
+        ];
+        for (text, name, want) in local {
+            assert_eq!(local_class_bases(text, name), want, "{text:?}");
+        }
+        // `a = m.C(...)` lines, nearest the cursor first, each name once; comparisons,
+        // attribute assignments and non-calls are not bindings.
+        let text = "a = m.C()\nb = 3\nif c == D():\n    x.y = E()\n    d = F(1)\n    a = G()\n$0";
+        let (at, plain) = (text.find("$0").unwrap(), text.replace("$0", ""));
+        let got: Vec<&str> = bindings_near(&plain, at)
+            .into_iter()
+            .map(|(_, n)| n)
+            .collect();
+        assert_eq!(got, ["a", "d"]);
     }
 
     #[test]

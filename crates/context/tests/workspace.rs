@@ -251,6 +251,34 @@ fn members_reached_through_variables_and_the_imports_above_the_window_are_listed
         )),
         "{got:#?}"
     );
+    // A variable just bound to a class, before any `a.` is written: its members already.
+    let got = listing(
+        "app5.py",
+        "import pkg.mod
+
+def test():
+    a = pkg.mod.Session()
+    assert $0",
+    );
+    assert!(
+        got.contains(&(
+            "pkg/mod.py".into(),
+            "class Session(Base):\n    members: close, connect, retry_later".into()
+        )),
+        "{got:#?}"
+    );
+    // An instance of a class this file defines on an imported base: the base's members.
+    let got = listing(
+        "app6.py",
+        "from pkg import mod\n\ndef test():\n    class Mine(mod.Session):\n        pass\n\n    m = Mine()\n    m.con$0",
+    );
+    assert!(
+        got.contains(&(
+            "pkg/mod.py".into(),
+            "class Session(Base):\n    members: connect".into()
+        )),
+        "{got:#?}"
+    );
     // An unbound name (a fixture): what the rest of the workspace calls on it, most used first.
     let got = listing(
         "tests/test_b.py",

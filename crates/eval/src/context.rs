@@ -172,7 +172,10 @@ pub fn cross_file_recall(
             need.iter().all(|id| in_code(t, &prose, id))
         };
         in_code_lines += usize::from(code);
-        for (row, (_, sources)) in rows.iter_mut().zip(configs) {
+        // The single sources that found the whole line: a line one of them finds and `all`
+        // misses was lost to the budget or to the combiner's order.
+        let mut found_alone: Vec<&str> = Vec::new();
+        for (row, (name, sources)) in rows.iter_mut().zip(configs) {
             let doc = g.repo.join(&t.rel);
             let snippets = g.snippets(&doc, &t.text, t.cursor, sources, settings, counter);
             let have: HashSet<&str> = snippets.iter().flat_map(|s| idents(&s.text)).collect();
@@ -186,9 +189,13 @@ pub fn cross_file_recall(
                     file = %t.rel,
                     line = t.target.trim(),
                     ?missed,
+                    ?found_alone,
                     from = ?snippets.iter().map(|s| (s.source, &s.path)).collect::<Vec<_>>(),
                     "context missed"
                 );
+            }
+            if sources != Sources::ALL && found == need.len() {
+                found_alone.push(name);
             }
             row.identifiers_found += found;
             row.lines_found += usize::from(found == need.len());
