@@ -1150,9 +1150,10 @@ fn imports_above(text: &str, window_start: usize) -> Vec<(usize, String)> {
     out
 }
 
-/// The name typed so far when the cursor's line begins a method in a class body
-/// (`    de|`, `    def lo|`), else `None`.
-fn method_being_defined(before: &str) -> Option<&str> {
+/// The name typed so far when the cursor's line begins a member in a class body: a method
+/// (`    de|`, `    def lo|`) or a class attribute (`    comma|` of `command_class = ...`,
+/// which overrides a base's), else `None`.
+fn member_being_defined(before: &str) -> Option<&str> {
     let line = &before[before.rfind('\n').map_or(0, |i| i + 1)..];
     let t = line.trim_start();
     if t.len() == line.len() || t.len() < 2 {
@@ -1173,7 +1174,8 @@ fn method_being_defined(before: &str) -> Option<&str> {
     }
     let name = t
         .strip_prefix("def ")
-        .or_else(|| t.strip_prefix("async def "))?;
+        .or_else(|| t.strip_prefix("async def "))
+        .unwrap_or(t);
     name.bytes().all(is_ident_byte).then_some(name)
 }
 
@@ -1891,8 +1893,8 @@ impl Resolution<'_> {
                 tail = chain.last().map(|t| (*t, partial));
             }
         }
-        // A method being defined in a class body: the bases' members it may override.
-        if let Some(partial) = method_being_defined(before) {
+        // A member being defined in a class body: the bases' members it may override.
+        if let Some(partial) = member_being_defined(before) {
             heads.push(("self", partial));
         }
         // Names used as receivers near the cursor (`x.f`), and names just bound to a call
@@ -2525,7 +2527,7 @@ mod tests {
     }
 
     #[test]
-    fn import_lines_methods_being_defined_and_what_a_file_binds() {
+    fn import_lines_members_being_defined_and_what_a_file_binds() {
         // `|` marks the cursor.
         let cases = [
             ("fro|", true),
@@ -2555,13 +2557,15 @@ mod tests {
             ("class A(B):\n    async def ", Some("")),
             ("class A(B):\n    def f(se", None),
             ("class A(B):\n    d", None),
+            ("class A(B):\n    comma", Some("comma")),
+            ("class A(B):\n    x = ", None),
             ("class A(B):\n    def f(self):\n        de", None),
             ("def f():\n    class S(m.B):\n        def lo", Some("lo")),
             ("de", None),
             ("    return d", None),
         ];
         for (before, want) in defs {
-            assert_eq!(method_being_defined(before), want, "{before:?}");
+            assert_eq!(member_being_defined(before), want, "{before:?}");
         }
         let text = "from .x import a, b as c\nimport os\nclass K(Base):\n    n: int = 1\n\
                     def f(p, *args, q: Type = D, **kw) -> Dict[str, Any]:\n    v = use(p, E)\n    \
