@@ -135,7 +135,8 @@ pub async fn typing(opts: &BenchOptions, spec: ModelSpec, typed: &str) -> Result
         offset += ch.len_utf8();
         let pressed = Instant::now();
         let req = body(&text, offset);
-        let debounce = Duration::from_millis(opts.debounce_ms);
+        // An HTTP client has no server debounce: its own wait, 50 ms for `auto`.
+        let debounce = Duration::from_millis(opts.debounce_ms.unwrap_or(50));
         let handle = tokio::spawn(async move {
             tokio::time::sleep(debounce).await;
             call(addr, "POST", "/infill", Some(&req)).await

@@ -47,7 +47,8 @@ pub struct BenchOptions {
     pub scenarios: Vec<String>,
     pub keystroke_ms: u64,
     pub max_tokens: usize,
-    pub debounce_ms: u64,
+    /// The server's `debounceMs`; `None` leaves it unset: the adaptive debounce.
+    pub debounce_ms: Option<u64>,
     pub fim_mode: String,
     pub prefix_tokens: usize,
     pub suffix_tokens: usize,
@@ -77,7 +78,7 @@ impl Default for BenchOptions {
             scenarios: vec!["all".into()],
             keystroke_ms: 60,
             max_tokens: 16,
-            debounce_ms: 50,
+            debounce_ms: Some(50),
             fim_mode: "auto".into(),
             prefix_tokens: 1536,
             suffix_tokens: 512,
@@ -137,6 +138,8 @@ pub struct Report {
     pub open: Option<OpenFigures>,
     /// The typing scenario's keystrokes through the HTTP API (`/infill`, as llama.vim).
     pub http: Option<Latency>,
+    /// The server's debounce in the LSP scenarios: `50 ms`, or `adaptive`.
+    pub debounce: String,
     pub peak_rss_mib: f64,
 }
 
@@ -186,6 +189,9 @@ impl Report {
     /// A human-readable table.
     pub fn table(&self) -> String {
         let mut s = format!("model: {}\n", self.model);
+        if !self.debounce.is_empty() {
+            s += &format!("debounce: {}\n", self.debounce);
+        }
         if let Some(r) = &self.raw {
             let l = &r.limits;
             s += &format!(
@@ -364,7 +370,12 @@ pub fn run(opts: &BenchOptions) -> Result<Report> {
         dtype: opts.dtype.parse().map_err(|e: String| anyhow!(e))?,
         ..Default::default()
     };
-    let mut report = Report::default();
+    let mut report = Report {
+        debounce: opts
+            .debounce_ms
+            .map_or_else(|| "adaptive".to_string(), |ms| format!("{ms} ms")),
+        ..Report::default()
+    };
     if wants("raw") {
         let engine = copilot_engine::load(&spec, &mut |_| {})?;
         report.model = engine.description().to_string();
@@ -738,6 +749,11 @@ impl Client {
         });
         if let Some(mb) = adapter_memory_mb {
             init["initializationOptions"]["adapterMemoryMb"] = json!(mb);
+        }
+        if opts.debounce_ms.is_none() {
+            if let Some(o) = init["initializationOptions"].as_object_mut() {
+                o.remove("debounceMs");
+            }
         }
         if opts.auto_budget {
             let o = &mut init["initializationOptions"];

@@ -88,8 +88,10 @@ pub struct BenchArgs {
     pub keystroke_ms: u64,
     #[arg(long, default_value_t = 16)]
     pub max_tokens: usize,
-    #[arg(long, default_value_t = 50)]
-    pub debounce_ms: u64,
+    /// The server's debounce in milliseconds, or `auto`: its adaptive debounce, what users
+    /// get unless they set `debounceMs` (the typing rhythm and the measured latency).
+    #[arg(long, default_value = "50", value_parser = parse_debounce)]
+    pub debounce_ms: Option<u64>,
     /// psm, spm or auto.
     #[arg(long, default_value = "auto")]
     pub fim: String,
@@ -773,6 +775,16 @@ fn to_gguf(g: ToGgufArgs) -> Result<()> {
     Ok(())
 }
 
+/// `--debounce-ms`: a number of milliseconds, or `auto` (`None`: the server's adaptive one).
+fn parse_debounce(s: &str) -> Result<Option<u64>, String> {
+    if s == "auto" {
+        return Ok(None);
+    }
+    s.parse()
+        .map(Some)
+        .map_err(|_| format!("`{s}` is neither a number of milliseconds nor `auto`"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -814,6 +826,13 @@ mod tests {
                 "{tty} {no_color:?}"
             );
         }
+    }
+
+    #[test]
+    fn the_bench_debounce_is_milliseconds_or_auto() {
+        assert_eq!(parse_debounce("50"), Ok(Some(50)));
+        assert_eq!(parse_debounce("auto"), Ok(None));
+        assert!(parse_debounce("-1").unwrap_err().contains("`-1`"));
     }
 
     #[test]

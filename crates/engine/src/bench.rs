@@ -37,7 +37,9 @@ pub struct Limits {
     pub cpu_detected: String,
     pub cpu_extensions: Vec<String>,
     pub threads: usize,
-    /// Reading a 64 MiB buffer with every thread at the kernels' level: best of 10 passes.
+    /// Reading the projections' weights with every thread at the kernels' level, as a
+    /// decode step reads them ([`weights_read_gb_s`]; a 64 MiB buffer where they cannot be
+    /// read so).
     pub read_gb_s: f64,
     /// What a decode step must read: every projection's weights, and the KV cache at the
     /// decode's mean length.
@@ -204,7 +206,11 @@ fn raw_on(
             .max_by_key(|w| w.bytes())
             .map_or("f32".to_string(), |w| w.kind());
         let level = crate::cpu::level();
-        let read_gb_s = read_bandwidth_gb_s(level);
+        // The bytes a decode step reads, read as it reads them: a 64 MiB probe fits in the
+        // last-level cache of some machines (480 MiB on one here), and a model that fits too
+        // is then read from cache, so only the weights themselves give the real bound.
+        let read_gb_s =
+            weights_read_gb_s(level, &projections).unwrap_or_else(|| read_bandwidth_gb_s(level));
         let peak_gflops = kernel_peak_gflops(&kind, level);
         let choice = crate::cpu::choice();
         let share = |x: f64, limit: f64| if limit > 0.0 { x / limit } else { 0.0 };
@@ -238,6 +244,39 @@ fn raw_on(
             },
         })
     })?
+}
+
+/// Passes over the weights in [`weights_read_gb_s`]: best of these.
+const WEIGHT_PASSES: usize = 5;
+/// Words each thread's task sums in a pass over one weight.
+const PROBE_TASK_WORDS: usize = 1 << 16;
+
+/// Read bandwidth over exactly what a decode step reads from the projections: every weight
+/// matrix summed in turn with every thread, at the kernels' level (one parallel pass per
+/// matrix, as the products make), best of [`WEIGHT_PASSES`] passes, in GB/s. `None` when a
+/// weight's storage cannot be read so (candle's own formats, another device).
+pub fn weights_read_gb_s(level: Level, weights: &[&crate::matmul::WeightMatrix]) -> Option<f64> {
+    let mut best = 0f64;
+    for _ in 0..WEIGHT_PASSES {
+        let (mut words, mut all) = (0usize, true);
+        let t = Instant::now();
+        for w in weights {
+            all &= w.read_words(&mut |v: &[u32]| {
+                words += v.len();
+                let s = v
+                    .par_chunks(PROBE_TASK_WORDS)
+                    .map(|c| xor(level, c))
+                    .reduce(|| 0, |a, b| a ^ b);
+                std::hint::black_box(s);
+            });
+        }
+        let secs = t.elapsed().as_secs_f64();
+        if !all || words == 0 {
+            return None;
+        }
+        best = best.max((words * 4) as f64 / secs / 1e9);
+    }
+    Some(best)
 }
 
 /// Read bandwidth with every thread: the sum of a 64 MiB buffer (twice this machine's
@@ -284,6 +323,47 @@ unsafe fn sum_avx2(x: &[f32]) -> f32 {
 #[target_feature(enable = "avx512f,avx2,fma")]
 unsafe fn sum_avx512(x: &[f32]) -> f32 {
     sum_portable(x)
+}
+
+fn xor(level: Level, x: &[u32]) -> u32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if matches!(level, Level::Avx512 | Level::Avx512Vnni) {
+            // SAFETY: only at a level the CPU supports.
+            return unsafe { xor_avx512(x) };
+        }
+        if matches!(level, Level::Avx2 | Level::Avx2Vnni) {
+            // SAFETY: as above.
+            return unsafe { xor_avx2(x) };
+        }
+    }
+    let _ = level;
+    xor_portable(x)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn xor_avx2(x: &[u32]) -> u32 {
+    xor_portable(x)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn xor_avx512(x: &[u32]) -> u32 {
+    xor_portable(x)
+}
+
+/// As [`sum_portable`], on integers.
+#[inline(always)]
+fn xor_portable(x: &[u32]) -> u32 {
+    let mut acc = [0u32; 64];
+    let mut chunks = x.chunks_exact(64);
+    for c in &mut chunks {
+        for l in 0..64 {
+            acc[l] ^= c[l];
+        }
+    }
+    acc.iter().fold(0, |a, b| a ^ b) ^ chunks.remainder().iter().fold(0, |a, b| a ^ b)
 }
 
 /// 64 independent lanes: several vectors in flight whatever the width.
@@ -334,6 +414,8 @@ pub fn kernel_peak_gflops(kind: &str, level: Level) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::quantized::GgmlDType;
+    use candle_core::{DType, Tensor};
 
     #[test]
     fn median_and_percentiles() {
@@ -353,5 +435,31 @@ mod tests {
             assert_eq!(sum(level, &x), 499_500.0, "{level}");
         }
         assert!(kernel_peak_gflops("q4k", crate::cpu::level()) == 0.0);
+        for level in crate::cpu::available() {
+            let x: Vec<u32> = (0..1000u32)
+                .map(|i| i.wrapping_mul(2_654_435_761))
+                .collect();
+            let want = x.iter().fold(0, |a, b| a ^ b);
+            assert_eq!(xor(level, &x), want, "{level}");
+        }
+    }
+
+    #[test]
+    fn the_decode_probe_reads_every_byte_of_the_weights_our_kernels_read() {
+        use crate::matmul::WeightMatrix;
+        let dev = candle_core::Device::Cpu;
+        let dense = WeightMatrix::Dense(Tensor::ones((64, 96), DType::F32, &dev).unwrap());
+        let mut packed = dense.clone();
+        assert!(packed.quantize(GgmlDType::Q8_0).unwrap());
+        for w in [&dense, &packed] {
+            let mut words = 0;
+            assert!(w.read_words(&mut |v: &[u32]| words += v.len()));
+            // Every byte but at most the 2-byte tail of the scales.
+            assert!(w.bytes() - words * 4 <= 2, "{} of {}", words * 4, w.bytes());
+        }
+        let f16 = WeightMatrix::Dense(Tensor::ones((64, 96), DType::F16, &dev).unwrap());
+        assert!(!f16.read_words(&mut |_| panic!("f16 is not read")));
+        assert!(weights_read_gb_s(crate::cpu::level(), &[&dense, &f16]).is_none());
+        assert!(weights_read_gb_s(crate::cpu::level(), &[&dense, &packed]).unwrap() > 0.0);
     }
 }

@@ -90,6 +90,33 @@ impl WeightMatrix {
         }
     }
 
+    /// Calls `f` with the memory a CPU product reads from this weight, seen as 32-bit words
+    /// (read only, by the decode bandwidth probe: integers, so that no bit pattern costs a
+    /// floating-point assist): a dense f32 tensor's data, a packed matrix's values and
+    /// scales. `false`, and `f` not called, for any other storage (candle's own formats,
+    /// another device).
+    pub fn read_words(&self, f: &mut dyn FnMut(&[u32])) -> bool {
+        match self {
+            Self::Dense(t) if t.dtype() == DType::F32 && t.device().is_cpu() => {
+                let (storage, layout) = t.storage_and_layout();
+                let (candle_core::Storage::Cpu(CpuStorage::F32(v)), Some((a, b))) =
+                    (&*storage, layout.contiguous_offsets())
+                else {
+                    return false;
+                };
+                // SAFETY: every f32 is a valid u32 bit pattern, with the same alignment.
+                let (_, words, _) = unsafe { v[a..b].align_to::<u32>() };
+                f(words);
+                true
+            }
+            Self::Packed(p) => {
+                p.read_words(f);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// The format's name: the tensor's dtype or the GGML block type (`f32`, `q8_0`, ...).
     pub fn kind(&self) -> String {
         match self {

@@ -218,6 +218,19 @@ impl PackedQ {
         self.qs.len() * 64 + self.scales.len() * 2
     }
 
+    /// Calls `f` with the values, then the scales, seen as 32-bit words (the few bytes at
+    /// the scales' unaligned ends left out): what a product reads, for a bandwidth probe
+    /// that only reads it.
+    pub(crate) fn read_words(&self, f: &mut dyn FnMut(&[u32])) {
+        // SAFETY: `Line`s are bytes and `scales` u16s, both valid as any `u32` bit pattern;
+        // `align_to` keeps the views aligned, and they live only as long as the borrows of
+        // `self` they are made from.
+        let (_, qs, _) = unsafe { self.qs.align_to::<u32>() };
+        f(qs);
+        let (_, scales, _) = unsafe { self.scales.align_to::<u32>() };
+        f(scales);
+    }
+
     fn tiles(&self) -> usize {
         self.n.div_ceil(TILE)
     }
