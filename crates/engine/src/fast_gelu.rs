@@ -97,9 +97,9 @@ fn gelu_slice(x: &[f32], y: &mut [f32]) {
 
 /// GELU of `x` into `y` with `level`'s vectors (the same arithmetic at every level).
 fn gelu_slice_at(level: crate::cpu::Level, x: &[f32], y: &mut [f32]) {
-    use crate::cpu::Level;
     #[cfg(target_arch = "x86_64")]
     {
+        use crate::cpu::Level;
         if matches!(level, Level::Avx512 | Level::Avx512Vnni) {
             // SAFETY: only at a level the CPU supports.
             unsafe { gelu_slice_avx512(x, y) };
