@@ -91,7 +91,7 @@ pub struct BenchArgs {
     /// The server's debounce in milliseconds, or `auto`: its adaptive debounce, what users
     /// get unless they set `debounceMs` (the typing rhythm and the measured latency).
     #[arg(long, default_value = "50", value_parser = parse_debounce)]
-    pub debounce_ms: Option<u64>,
+    pub debounce_ms: Debounce,
     /// psm, spm or auto.
     #[arg(long, default_value = "auto")]
     pub fim: String,
@@ -692,7 +692,7 @@ fn bench(b: BenchArgs) -> Result<()> {
         scenarios: b.scenario,
         keystroke_ms: b.keystroke_ms,
         max_tokens: b.max_tokens,
-        debounce_ms: b.debounce_ms,
+        debounce_ms: b.debounce_ms.ms(),
         fim_mode: b.fim,
         prefix_tokens: b.prefix_tokens,
         suffix_tokens: b.suffix_tokens,
@@ -775,13 +775,29 @@ fn to_gguf(g: ToGgufArgs) -> Result<()> {
     Ok(())
 }
 
-/// `--debounce-ms`: a number of milliseconds, or `auto` (`None`: the server's adaptive one).
-fn parse_debounce(s: &str) -> Result<Option<u64>, String> {
+/// `--debounce-ms`: a number of milliseconds, or `auto` (the server's adaptive one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Debounce {
+    Auto,
+    Ms(u64),
+}
+
+impl Debounce {
+    /// The `debounceMs` to send: `None` for the adaptive debounce.
+    fn ms(self) -> Option<u64> {
+        match self {
+            Self::Auto => None,
+            Self::Ms(ms) => Some(ms),
+        }
+    }
+}
+
+fn parse_debounce(s: &str) -> Result<Debounce, String> {
     if s == "auto" {
-        return Ok(None);
+        return Ok(Debounce::Auto);
     }
     s.parse()
-        .map(Some)
+        .map(Debounce::Ms)
         .map_err(|_| format!("`{s}` is neither a number of milliseconds nor `auto`"))
 }
 
@@ -830,9 +846,23 @@ mod tests {
 
     #[test]
     fn the_bench_debounce_is_milliseconds_or_auto() {
-        assert_eq!(parse_debounce("50"), Ok(Some(50)));
-        assert_eq!(parse_debounce("auto"), Ok(None));
-        assert!(parse_debounce("-1").unwrap_err().contains("`-1`"));
+        use clap::Parser;
+        let debounce = |extra: &[&str]| {
+            let argv = [&["copilot-lsp", "bench"][..], extra].concat();
+            match Args::try_parse_from(argv).map(|a| a.command) {
+                Ok(Some(Command::Bench(b))) => Ok(b.debounce_ms.ms()),
+                Ok(other) => panic!("{other:?}"),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        assert_eq!(debounce(&[]), Ok(Some(50)));
+        assert_eq!(debounce(&["--debounce-ms", "0"]), Ok(Some(0)));
+        assert_eq!(debounce(&["--debounce-ms", "auto"]), Ok(None));
+        let e = debounce(&["--debounce-ms=soon"]).unwrap_err();
+        assert!(
+            e.contains("neither a number of milliseconds nor `auto`"),
+            "{e}"
+        );
     }
 
     #[test]
