@@ -7,7 +7,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 T=aarch64-unknown-linux-gnu
-if ! rustup target list --installed 2>/dev/null | grep -qx "$T"; then
+installed=$(rustup target list --installed 2>/dev/null || true)
+if ! grep -x "$T" >/dev/null <<<"$installed"; then
   echo "ci: aarch64 check SKIPPED: no $T standard library (rustup target add $T)"
   exit 0
 fi
@@ -20,6 +21,7 @@ if [ -z "${!cc_var:-}" ] && ! command -v aarch64-linux-gnu-gcc >/dev/null; then
     exit 0
   fi
   tools=$(mktemp -d)
+  trap 'rm -rf "$tools"' EXIT
   # cc-rs passes its own --target; zig takes the triple as -target.
   printf '#!/bin/sh\nfor a; do shift; case "$a" in --target=*) ;; *) set -- "$@" "$a";; esac; done\nexec "%s" cc -target aarch64-linux-gnu "$@"\n' "$zig" > "$tools/cc"
   printf '#!/bin/sh\nexec "%s" ar "$@"\n' "$zig" > "$tools/ar"
@@ -27,5 +29,5 @@ if [ -z "${!cc_var:-}" ] && ! command -v aarch64-linux-gnu-gcc >/dev/null; then
   export "$cc_var=$tools/cc" "$ar_var=$tools/ar"
 fi
 echo "ci: cargo clippy --target $T"
-CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}/aarch64-check" \
-  cargo clippy --workspace --all-targets --locked --target "$T" -- -D warnings
+# (The target directory keeps the triple's output apart and shares the host's build scripts.)
+cargo clippy --workspace --all-targets --locked --target "$T" -- -D warnings

@@ -1176,7 +1176,8 @@ fn member_being_defined(before: &str) -> Option<&str> {
         .strip_prefix("def ")
         .or_else(|| t.strip_prefix("async def "))
         .unwrap_or(t);
-    name.bytes().all(is_ident_byte).then_some(name)
+    // (`pass`, `if`: a statement, not a member.)
+    (name.bytes().all(is_ident_byte) && !crate::tokens::is_stop_word(name)).then_some(name)
 }
 
 /// Whether the cursor at `at` is in an import statement: `from`/`import` begun on its line
@@ -1637,15 +1638,32 @@ fn bases(after_name: &str) -> Vec<Vec<&str>> {
         .collect()
 }
 
-/// Names bound to a call on a line of their own (`a = m.C(...)`) in `text`, with their
-/// distance in bytes from `cursor`; each name once, at its nearest binding.
+/// Names bound to a call on a line of their own (`a = m.C(...)`) above `cursor` in `text`
+/// (what is bound below is not bound yet where the cursor is), with their distance in bytes
+/// from it; each name once, at its nearest binding. Lines inside brackets are arguments
+/// (`    timeout=Timeout(5),`), not bindings.
 fn bindings_near(text: &str, cursor: usize) -> Vec<(usize, &str)> {
     let mut out: Vec<(usize, &str)> = Vec::new();
     let mut start = 0;
-    for line in text.split_inclusive('\n') {
+    let mut depth = 0usize;
+    let above = text
+        .get(..cursor)
+        .map_or("", |t| &t[..t.rfind('\n').map_or(0, |i| i + 1)]);
+    for line in above.split_inclusive('\n') {
+        let outside = depth == 0;
+        for b in line.bytes() {
+            match b {
+                b'(' | b'[' | b'{' => depth += 1,
+                b')' | b']' | b'}' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
         let t = line.trim_start();
         let at = start + (line.len() - t.len());
         start += line.len();
+        if !outside {
+            continue;
+        }
         let n = t.bytes().take_while(|b| is_ident_byte(*b)).count();
         if n == 0 || t.as_bytes()[0].is_ascii_digit() {
             continue;
@@ -2500,13 +2518,13 @@ mod tests {
         }
         // `a = m.C(...)` lines, nearest the cursor first, each name once; comparisons,
         // attribute assignments and non-calls are not bindings.
-        let text = "a = m.C()\nb = 3\nif c == D():\n    x.y = E()\n    d = F(1)\n    a = G()\n$0";
+        let text = "a = m.C()\nb = 3\nif c == D():\n    c == D()\n    x.y = E()\n    d = F(1)\n    r = s.get(\n        timeout=T(5),\n    )\n    a = G()\n$0\ne = H()\n";
         let (at, plain) = (text.find("$0").unwrap(), text.replace("$0", ""));
         let got: Vec<&str> = bindings_near(&plain, at)
             .into_iter()
             .map(|(_, n)| n)
             .collect();
-        assert_eq!(got, ["a", "d"]);
+        assert_eq!(got, ["a", "r", "d"]);
     }
 
     #[test]
@@ -2558,6 +2576,7 @@ mod tests {
             ("class A(B):\n    def f(se", None),
             ("class A(B):\n    d", None),
             ("class A(B):\n    comma", Some("comma")),
+            ("class A(B):\n    pass", None),
             ("class A(B):\n    x = ", None),
             ("class A(B):\n    def f(self):\n        de", None),
             ("def f():\n    class S(m.B):\n        def lo", Some("lo")),

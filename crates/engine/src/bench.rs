@@ -261,7 +261,10 @@ pub fn weights_read_gb_s(level: Level, weights: &[&crate::matmul::WeightMatrix])
         let (mut words, mut all) = (0usize, true);
         let t = Instant::now();
         for w in weights {
-            all &= w.read_words(&mut |v: &[u32]| {
+            if !all {
+                break;
+            }
+            all = w.read_words(&mut |v: &[u32]| {
                 words += v.len();
                 let s = v
                     .par_chunks(PROBE_TASK_WORDS)
@@ -454,8 +457,8 @@ mod tests {
         for w in [&dense, &packed] {
             let mut words = 0;
             assert!(w.read_words(&mut |v: &[u32]| words += v.len()));
-            // Every byte but at most the 2-byte tail of the scales.
-            assert!(w.bytes() - words * 4 <= 2, "{} of {}", words * 4, w.bytes());
+            // Every byte but the scales' unaligned ends (2 bytes at most each).
+            assert!(w.bytes() - words * 4 <= 4, "{} of {}", words * 4, w.bytes());
         }
         let f16 = WeightMatrix::Dense(Tensor::ones((64, 96), DType::F16, &dev).unwrap());
         assert!(!f16.read_words(&mut |_| panic!("f16 is not read")));
