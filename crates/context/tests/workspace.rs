@@ -214,71 +214,47 @@ fn members_reached_through_variables_and_the_imports_above_the_window_are_listed
     );
     ws.build_index(&|_| {}, &AtomicBool::new(false)).unwrap();
     let listing = |rel: &str, text: &str| listed(&ws, root, rel, text);
-    // `s = Session()`: the class's members, then its base's (another file's), private left out.
-    let got = listing(
-        "app.py",
-        "from pkg.mod import Session\n\ns = Session()\ns.$0",
-    );
-    assert!(
-        got.contains(&(
-            "pkg/mod.py".into(),
-            "class Session(Base):\n    members: close, connect, retry_later".into()
-        )),
-        "{got:#?}"
-    );
-    assert!(got.iter().all(|(p, _)| !p.contains("unrelated")));
-    // Filtered by what is typed, through an annotation.
-    let got = listing(
-        "app2.py",
-        "from pkg import mod\n\ndef f(s: mod.Session):\n    s.re$0",
-    );
-    assert!(
-        got.contains(&(
-            "pkg/mod.py".into(),
-            "class Session(Base):\n    members: retry_later".into()
-        )),
-        "{got:#?}"
-    );
-    // `self.` in a class whose base is imported: the base's members.
-    let got = listing(
-        "app3.py",
-        "from pkg.mod import Session\n\nclass Mine(Session):\n    def go(self):\n        self.$0",
-    );
-    assert!(
-        got.contains(&(
-            "pkg/mod.py".into(),
-            "class Session(Base):\n    members: close, connect, retry_later".into()
-        )),
-        "{got:#?}"
-    );
-    // A variable just bound to a class, before any `a.` is written: its members already.
-    let got = listing(
-        "app5.py",
-        "import pkg.mod
-
-def test():
-    a = pkg.mod.Session()
-    assert $0",
-    );
-    assert!(
-        got.contains(&(
-            "pkg/mod.py".into(),
-            "class Session(Base):\n    members: close, connect, retry_later".into()
-        )),
-        "{got:#?}"
-    );
-    // An instance of a class this file defines on an imported base: the base's members.
-    let got = listing(
-        "app6.py",
-        "from pkg import mod\n\ndef test():\n    class Mine(mod.Session):\n        pass\n\n    m = Mine()\n    m.con$0",
-    );
-    assert!(
-        got.contains(&(
-            "pkg/mod.py".into(),
-            "class Session(Base):\n    members: connect".into()
-        )),
-        "{got:#?}"
-    );
+    let session = |members: &str| {
+        (
+            "pkg/mod.py".to_string(),
+            format!("class Session(Base):\n    members: {members}"),
+        )
+    };
+    let all = "close, connect, retry_later";
+    let cases = [
+        // `s = Session()`: the class's members, then its base's (another file's), private
+        // left out.
+        ("app.py", "from pkg.mod import Session\n\ns = Session()\ns.$0", all),
+        // Filtered by what is typed, through an annotation.
+        (
+            "app2.py",
+            "from pkg import mod\n\ndef f(s: mod.Session):\n    s.re$0",
+            "retry_later",
+        ),
+        // `self.` in a class whose base is imported: the base's members.
+        (
+            "app3.py",
+            "from pkg.mod import Session\n\nclass Mine(Session):\n    def go(self):\n        self.$0",
+            all,
+        ),
+        // A variable just bound to a class, before any `a.` is written: its members already.
+        (
+            "app5.py",
+            "import pkg.mod\n\ndef test():\n    a = pkg.mod.Session()\n    assert $0",
+            all,
+        ),
+        // An instance of a class this file defines on an imported base: the base's members.
+        (
+            "app6.py",
+            "from pkg import mod\n\ndef test():\n    class Mine(mod.Session):\n        pass\n\n    m = Mine()\n    m.con$0",
+            "connect",
+        ),
+    ];
+    for (rel, text, members) in cases {
+        let got = listing(rel, text);
+        assert!(got.contains(&session(members)), "{rel}: {got:#?}");
+        assert!(got.iter().all(|(p, _)| !p.contains("unrelated")), "{rel}");
+    }
     // An unbound name (a fixture): what the rest of the workspace calls on it, most used first.
     let got = listing(
         "tests/test_b.py",

@@ -24,6 +24,10 @@ pub const MAX_ROWS: usize = 8;
 /// Weight rows per parallel task.
 const ROWS_PER_TASK: usize = 32;
 
+/// How far ahead of its loads (in floats: 1 KiB) the x86 kernels prefetch `w`.
+#[cfg(target_arch = "x86_64")]
+const PREFETCH_FLOATS: usize = 256;
+
 /// `x (.., k) · wᵀ` with `w (n, k)`, both f32 and on the CPU; returns `(.., n)`.
 pub fn matmul_t(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     x.contiguous()?
@@ -247,8 +251,6 @@ mod avx2 {
         }
     }
 
-    const PREFETCH_FLOATS: usize = 256;
-
     /// One or two rows: two cache lines of `w` per step (four 8-wide accumulators a row),
     /// as the 512-bit kernel reads them; with one line a step a decode read the weights
     /// about a tenth slower than at AVX-512 (tsp f32, 34.5 against 31.0 ms a token).
@@ -266,7 +268,7 @@ mod avx2 {
         while c < full {
             // (A prefetch never faults: past the end it reads nothing; `wrapping_add`
             // keeps the address arithmetic defined there.)
-            _mm_prefetch::<_MM_HINT_T0>(wp.wrapping_add(c + PREFETCH_FLOATS).cast::<i8>());
+            _mm_prefetch::<_MM_HINT_T0>(wp.wrapping_add(c + super::PREFETCH_FLOATS).cast::<i8>());
             let ws = [
                 _mm256_loadu_ps(wp.add(c)),
                 _mm256_loadu_ps(wp.add(c + 8)),
@@ -317,9 +319,6 @@ mod avx512 {
         }
     }
 
-    /// How far ahead of the loads `w` is prefetched, as in the AVX2 kernel.
-    const PREFETCH_FLOATS: usize = 256;
-
     #[target_feature(enable = "avx512f,avx2,fma")]
     unsafe fn block<const R: usize>(w: &[f32], xs: [*const f32; R], k: usize, out: &mut [f32]) {
         let wp = w.as_ptr();
@@ -328,7 +327,7 @@ mod avx512 {
         let mut a1 = [_mm512_setzero_ps(); R];
         let mut c = 0;
         while c < full {
-            _mm_prefetch::<_MM_HINT_T0>(wp.wrapping_add(c + PREFETCH_FLOATS).cast::<i8>());
+            _mm_prefetch::<_MM_HINT_T0>(wp.wrapping_add(c + super::PREFETCH_FLOATS).cast::<i8>());
             let w0 = _mm512_loadu_ps(wp.add(c));
             let w1 = _mm512_loadu_ps(wp.add(c + 16));
             for r in 0..R {
